@@ -1,0 +1,166 @@
+"""Wires the data path: inventory → pricing engine → metrics store, plus the refresh scheduler.
+
+The app is the inventory's sink: each node change is priced at once (quotes come from memory) and
+rendered into the store. A scheduler thread refreshes sources off the request path and re-prices every
+node only when a refresh says quotes changed.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from importlib import resources
+from typing import Protocol
+
+from prometheus_client import ProcessCollector
+from prometheus_client.registry import CollectorRegistry
+
+from exporter.cache import PriceCache
+from exporter.config import Config, ConfigError
+from exporter.health import Health
+from exporter.inventory.node import Node
+from exporter.inventory.parse import SpotLabel
+from exporter.metrics.collector import ExporterCollector, WatchStats
+from exporter.metrics.store import NodeMetricsStore
+from exporter.pricing.engine import PricingEngine
+from exporter.pricing.source import PriceSource
+from exporter.pricing.sources.custom import CustomPrices, CustomTableError
+from exporter.pricing.sources.offline import OfflinePrices
+
+log = logging.getLogger(__name__)
+
+
+class Inventory(Protocol):
+    synced: threading.Event
+
+    def run(self, stop: threading.Event) -> None: ...
+
+
+def demo_nodes_path() -> str:
+    """The built-in demo inventory: realistic EKS, GKE and AKS nodes, on-demand and spot."""
+    return str(resources.files("exporter.demo").joinpath("nodes.json"))
+
+
+def build_sources(config: Config, health: Health) -> list[PriceSource]:
+    """Every configured source; cloud sources import their SDK only when configured."""
+    sources: list[PriceSource] = []
+    pricing = config.pricing
+    if pricing.custom.file:
+        try:
+            custom = CustomPrices(pricing.custom.file, health.integration("custom_prices"), pricing.currency)
+        except (OSError, CustomTableError) as err:
+            raise ConfigError("pricing.custom.file", str(err)) from err
+        sources.append(custom)
+    if pricing.offline.enabled:
+        sources.append(OfflinePrices.load(pricing.offline.file, currency=pricing.currency))
+    return sources
+
+
+class App:
+    def __init__(self, config: Config, *, sources: list[PriceSource] | None = None) -> None:
+        self.config = config
+        self.health = Health()
+        self.store = NodeMetricsStore()
+        self.cache: PriceCache | None = None
+        if config.cache.enabled and not config.demo:
+            self.cache = PriceCache(config.cache.path, self.health.integration("cache"))
+        self.engine = PricingEngine(
+            build_sources(config, self.health) if sources is None else sources, config.pricing, self.health
+        )
+        self._lock = threading.Lock()
+        self._nodes: dict[str, Node] = {}
+        self._priced = threading.Event()
+        self._watch_stats: WatchStats | None = None
+        self.inventory = self._build_inventory()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(ExporterCollector(self.health, self.store, self.ready, self._watch_stats))
+        ProcessCollector(registry=self.registry)
+        self._threads: list[threading.Thread] = []
+
+    def _build_inventory(self) -> Inventory:
+        kube = self.config.kubernetes
+        spot_labels = [SpotLabel.parse(text) for text in kube.spot_labels]
+        nodes_file = demo_nodes_path() if self.config.demo else kube.nodes_file
+        if nodes_file:
+            from exporter.inventory.nodes_file import NodesFileWatcher
+
+            return NodesFileWatcher(
+                nodes_file, self, self.health.integration("nodes_file"), self.health, spot_labels=spot_labels
+            )
+        from exporter.inventory.kube import KubeNodeWatcher
+
+        watcher = KubeNodeWatcher(
+            self,
+            self.health.integration("kubernetes"),
+            self.health,
+            spot_labels=spot_labels,
+            kubeconfig=kube.kubeconfig or None,
+            context=kube.context or None,
+            page_size=kube.page_size,
+            watch_timeout_seconds=kube.watch_timeout_seconds,
+        )
+        self._watch_stats = watcher
+        return watcher
+
+    # InventorySink -----------------------------------------------------------------------------------
+    def replace_all(self, nodes: Iterable[Node]) -> None:
+        fresh = {node.uid: node for node in nodes}
+        with self._lock:
+            self._nodes = fresh
+        self.store.retain(set(fresh))
+        for node in fresh.values():
+            self.store.set(node, self.engine.price(node))
+
+    def upsert(self, node: Node) -> None:
+        with self._lock:
+            self._nodes[node.uid] = node
+        self.store.set(node, self.engine.price(node))
+
+    def delete(self, uid: str) -> None:
+        with self._lock:
+            self._nodes.pop(uid, None)
+        self.store.delete(uid)
+
+    # Lifecycle ---------------------------------------------------------------------------------------
+    def ready(self) -> bool:
+        return self.inventory.synced.is_set() and self._priced.is_set()
+
+    def nodes(self) -> list[Node]:
+        with self._lock:
+            return list(self._nodes.values())
+
+    def reprice_all(self) -> None:
+        for node in self.nodes():
+            self.store.set(node, self.engine.price(node))
+
+    def start(self, stop: threading.Event) -> None:
+        for name, target in (("inventory", self.inventory.run), ("scheduler", self.run_scheduler)):
+            thread = threading.Thread(target=target, args=(stop,), name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def alive(self) -> bool:
+        return all(thread.is_alive() for thread in self._threads)
+
+    def run_scheduler(self, stop: threading.Event) -> None:
+        """Refresh each source on its own interval; re-price everything only when quotes changed."""
+        due = {id(source): 0.0 for source in self.engine.sources}
+        while not stop.is_set():
+            changed = False
+            now = time.monotonic()
+            for source in self.engine.sources:
+                interval = source.refresh_interval_seconds
+                if interval is None or due[id(source)] > now:
+                    continue
+                source.wanted(self.nodes())
+                try:
+                    changed |= source.refresh()
+                except Exception:  # a bug in one source must not stop the others' refreshes
+                    log.exception("refresh of price source %s failed", source.name)
+                due[id(source)] = now + interval
+            if changed or not self._priced.is_set():
+                self.reprice_all()
+                self._priced.set()
+            stop.wait(1.0)

@@ -1,0 +1,141 @@
+"""Embedded SQLite store of every fetched price and billed rate, with its fetch time.
+
+Billing queries cost money and minutes, and list prices change rarely: sources load their last known
+values from here at start, so a restart prices nodes before any cloud call returns. WAL journaling and
+one transaction per write batch make a SIGKILL mid-write lose at most that batch, never the file.
+A corrupt file is moved aside and a locked one replaced by an in-memory store: the exporter starts with
+an empty cache and says so (log line and `nodecost_integration_up{integration="cache"} 0`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from exporter.health import IntegrationStatus, Reason
+
+log = logging.getLogger(__name__)
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    namespace  TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    value      TEXT NOT NULL,
+    fetched_at REAL NOT NULL,
+    PRIMARY KEY (namespace, key)
+) WITHOUT ROWID
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    value: str  # the source's own serialisation (JSON text, a decimal string, …)
+    fetched_at: float
+
+
+class PriceCache:
+    """Namespaced key → (value, fetched_at). One connection shared under a lock; writes are small batches."""
+
+    def __init__(self, path: str, status: IntegrationStatus, *, busy_timeout_seconds: float = 2.0) -> None:
+        self.path = path
+        self._status = status
+        self._lock = threading.Lock()
+        self._conn = self._open(busy_timeout_seconds)
+
+    def _open(self, busy_timeout: float) -> sqlite3.Connection:
+        if self.path == ":memory:":
+            conn = self._connect(":memory:", busy_timeout)
+            self._status.succeeded()
+            return conn
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            conn = self._connect(self.path, busy_timeout)
+            row = conn.execute("PRAGMA quick_check").fetchone()
+            if row is None or row[0] != "ok":
+                conn.close()
+                raise sqlite3.DatabaseError(f"quick_check: {row[0] if row else 'no answer'}")
+            self._status.succeeded()
+            return conn
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) and "busy" not in str(err):
+                return self._reset(busy_timeout, Reason.CORRUPT, err)
+            self._status.failed(
+                Reason.LOCKED,
+                f"{self.path} is locked by another process ({err}); "
+                "using an empty in-memory cache until restart",
+            )
+            return self._connect(":memory:", busy_timeout)
+        except sqlite3.DatabaseError as err:
+            return self._reset(busy_timeout, Reason.CORRUPT, err)
+
+    def _reset(self, busy_timeout: float, reason: Reason, err: Exception) -> sqlite3.Connection:
+        aside = f"{self.path}.corrupt-{int(time.time())}"
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(self.path + suffix):
+                os.replace(self.path + suffix, aside + suffix)
+        self._status.failed(reason, f"{self.path} was unreadable ({err}); moved to {aside}, starting empty")
+        return self._connect(self.path, busy_timeout)
+
+    @staticmethod
+    def _connect(path: str, busy_timeout: float) -> sqlite3.Connection:
+        conn = sqlite3.connect(path, timeout=busy_timeout, check_same_thread=False, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        if path != ":memory:":
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute(_SCHEMA)
+        return conn
+
+    def load(self, namespace: str) -> dict[str, Entry]:
+        """Every entry of a namespace, e.g. all cached AWS on-demand prices."""
+        with self._lock:
+            try:
+                rows = self._conn.execute(
+                    "SELECT key, value, fetched_at FROM entries WHERE namespace = ?", (namespace,)
+                ).fetchall()
+            except sqlite3.Error as err:
+                self._status.failed(_reason(err), f"read {namespace}: {err}")
+                return {}
+        return {key: Entry(value, fetched_at) for key, value, fetched_at in rows}
+
+    def store(
+        self, namespace: str, items: Iterable[tuple[str, str]], fetched_at: float | None = None
+    ) -> bool:
+        """Upsert (key, value) pairs in one transaction. False (and health down) when the write failed."""
+        stamp = time.time() if fetched_at is None else fetched_at
+        rows = [(namespace, key, value, stamp) for key, value in items]
+        with self._lock:
+            try:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    self._conn.executemany(
+                        "INSERT INTO entries (namespace, key, value, fetched_at) VALUES (?, ?, ?, ?) "
+                        "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, "
+                        "fetched_at = excluded.fetched_at",
+                        rows,
+                    )
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as err:
+                self._status.failed(_reason(err), f"write {namespace}: {err}")
+                return False
+        if self._status.reason is not Reason.LOCKED:
+            self._status.succeeded()
+        return True
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+
+def _reason(err: sqlite3.Error) -> Reason:
+    text = str(err)
+    return Reason.LOCKED if "locked" in text or "busy" in text else Reason.CORRUPT

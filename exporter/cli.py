@@ -1,0 +1,94 @@
+"""Command line: Prometheus-style flags over the YAML config; `node-cost-exporter` serves until stopped."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from exporter import __version__
+from exporter.config import Config, ConfigError, load_config
+
+log = logging.getLogger("exporter")
+
+# flag → dotted config key; flags win over environment, which wins over the file.
+FLAGS: dict[str, tuple[str, str]] = {
+    "--web.listen-address": ("web.listen_address", "Address to listen on, [host]:port (default :9798)."),
+    "--web.telemetry-path": ("web.telemetry_path", "Path under which to expose metrics (default /metrics)."),
+    "--log.level": ("log.level", "debug, info, warn or error (default info)."),
+    "--log.format": ("log.format", "logfmt or json (default logfmt)."),
+    "--kubeconfig": ("kubernetes.kubeconfig", "Kubeconfig file (default: in-cluster, then KUBECONFIG)."),
+    "--nodes-file": (
+        "kubernetes.nodes_file",
+        "Read `kubectl get nodes -o json` output instead of a cluster.",
+    ),
+    "--cache.path": ("cache.path", "SQLite cache file."),
+    "--pricing.custom-file": ("pricing.custom.file", "Custom price table (YAML or CSV)."),
+}
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="node-cost-exporter",
+        description="Prometheus exporter of what each Kubernetes node costs, hour by hour.",
+        epilog="Environment: NODECOST_<SECTION>__<KEY>=value overrides the file (NODECOST_LOG__LEVEL=debug).",
+    )
+    parser.add_argument("--config.file", dest="config_file", help="YAML configuration file.")
+    for flag, (key, text) in FLAGS.items():
+        parser.add_argument(flag, dest=key, help=text)
+    parser.add_argument("--no-cache", dest="no_cache", action="store_true", help="Disable the SQLite cache.")
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="Built-in nodes of all three clouds priced from the bundled table: no cluster, no cloud.",
+    )
+    parser.add_argument("--version", action="version", version=f"node-cost-exporter {__version__}")
+    return parser.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> Config:
+    overrides: dict[str, Any] = {key: getattr(args, key) for key, _ in FLAGS.values() if getattr(args, key)}
+    if args.no_cache:
+        overrides["cache.enabled"] = False
+    if args.demo:
+        overrides["demo"] = True
+    return load_config(args.config_file, overrides=overrides)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        config = build_config(args)
+    except ConfigError as err:
+        print(f"node-cost-exporter: invalid configuration: {err}", file=sys.stderr)
+        return 2
+    from exporter.logs import setup_logging
+
+    setup_logging(config.log.level, config.log.format)
+    from exporter.app import App
+    from exporter.http import serve
+
+    try:
+        app = App(config)
+    except ConfigError as err:
+        log.error("invalid configuration: %s", err)
+        return 2
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    host, _, port = config.web.listen_address.rpartition(":")
+    try:
+        server = serve(app, host.strip("[]"), int(port))
+    except OSError as err:
+        log.error("cannot listen on %s: %s", config.web.listen_address, err)
+        return 1
+    app.start(stop)
+    log.info("node-cost-exporter %s started%s", __version__, " in demo mode" if config.demo else "")
+    stop.wait()
+    log.info("shutting down")
+    server.shutdown()
+    return 0

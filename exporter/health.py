@@ -1,0 +1,105 @@
+"""Health of each integration (Kubernetes API, cache, price and billing sources) and bad-input accounting.
+
+Integrations report here; the metrics layer renders it. A failure never raises past the integration:
+it becomes `up=0` with one reason from a bounded set, so alerts can name it without label explosion.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+log = logging.getLogger(__name__)
+
+
+class Reason(StrEnum):
+    """Why an integration is down. Bounded on purpose: it becomes a label value."""
+
+    AUTH = "auth"
+    PERMISSION = "permission"
+    NOT_FOUND = "not_found"
+    THROTTLED = "throttled"
+    TIMEOUT = "timeout"
+    UNAVAILABLE = "unavailable"
+    BAD_RESPONSE = "bad_response"
+    NO_DATA = "no_data"
+    CONFIG = "config"
+    CORRUPT = "corrupt"
+    LOCKED = "locked"
+
+
+@dataclass
+class IntegrationStatus:
+    """Mutable health of one integration; written by its own thread, read by scrapes."""
+
+    name: str
+    up: bool = False
+    reason: Reason | None = None
+    detail: str = ""
+    last_attempt: float | None = None
+    last_success: float | None = None
+    data_timestamp: float | None = None
+    last_duration_seconds: float | None = None
+    requests: int = 0
+    errors: Counter[Reason] = field(default_factory=Counter)
+
+    def succeeded(self, *, duration: float | None = None, data_timestamp: float | None = None) -> None:
+        now = time.time()
+        if not self.up and self.reason is not None:
+            log.info("integration %s recovered", self.name)
+        self.up, self.reason, self.detail = True, None, ""
+        self.last_attempt = self.last_success = now
+        self.requests += 1
+        if duration is not None:
+            self.last_duration_seconds = duration
+        if data_timestamp is not None:
+            self.data_timestamp = data_timestamp
+
+    def failed(self, reason: Reason, detail: str, *, duration: float | None = None) -> None:
+        if self.up or self.reason != reason:
+            log.warning("integration %s failing (%s): %s", self.name, reason.value, detail)
+        self.up, self.reason, self.detail = False, reason, detail
+        self.last_attempt = time.time()
+        self.requests += 1
+        self.errors[reason] += 1
+        if duration is not None:
+            self.last_duration_seconds = duration
+
+
+class Health:
+    """Every integration's status plus counts of input we had to skip (malformed nodes, price rows)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._integrations: dict[str, IntegrationStatus] = {}
+        self._invalid: Counter[str] = Counter()
+        self._logged: set[tuple[str, str]] = set()
+
+    def integration(self, name: str) -> IntegrationStatus:
+        with self._lock:
+            status = self._integrations.get(name)
+            if status is None:
+                status = self._integrations[name] = IntegrationStatus(name)
+            return status
+
+    def integrations(self) -> list[IntegrationStatus]:
+        with self._lock:
+            return sorted(self._integrations.values(), key=lambda s: s.name)
+
+    def invalid(self, kind: str, key: str, problem: str) -> None:
+        """Count one skipped input; log it the first time this (kind, key) is seen, not on every event."""
+        with self._lock:
+            self._invalid[kind] += 1
+            first = (kind, key) not in self._logged
+            if first and len(self._logged) < 10_000:
+                self._logged.add((kind, key))
+        if first:
+            log.warning("skipping invalid %s %r: %s", kind, key[:200], problem)
+
+    def invalid_counts(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._invalid)

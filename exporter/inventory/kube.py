@@ -1,0 +1,441 @@
+"""List+watch of Kubernetes Nodes over raw JSON, feeding an `InventorySink`.
+
+The `kubernetes` package is used only to load configuration and credentials (kubeconfig incl. exec plugins
+and token files, or the in-cluster service account): its API objects cost ~10x the CPU of `json.loads` on a
+large cluster, so the data path is a plain urllib3 pool built from that configuration, and each response is
+parsed straight into `Node` values.
+
+Protocol, as client-go's reflector does it: a paged list (`limit`/`continue`, restarted when a continue token
+expires) handed to `sink.replace_all`, then a watch from the list's resourceVersion, resumed from the last
+seen version (events and bookmarks advance it) after a server timeout or a dropped stream, and replaced by a
+fresh list when the server says the version is gone (410). Failures never escape `run`: they become the
+integration's status and a jittered exponential backoff.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from typing import Any
+from urllib.parse import urlencode
+
+import urllib3
+from urllib3.exceptions import HTTPError, NewConnectionError, SSLError
+from urllib3.exceptions import TimeoutError as Urllib3Timeout
+
+from exporter.health import Health, IntegrationStatus, Reason
+from exporter.inventory.node import Node
+from exporter.inventory.parse import InvalidNode, SpotLabel, describe_node, parse_node
+from exporter.inventory.sink import InventorySink
+
+log = logging.getLogger(__name__)
+
+_NODES_PATH = "/api/v1/nodes"
+_CONNECT_TIMEOUT = 10.0
+# A watch is silent for at most timeoutSeconds (the server then ends it); beyond that plus this slack, the
+# connection is dead even if TCP has not noticed.
+_WATCH_READ_SLACK = 15.0
+_STATUS_REASONS = {
+    401: Reason.AUTH,
+    403: Reason.PERMISSION,
+    404: Reason.NOT_FOUND,
+    408: Reason.TIMEOUT,
+    429: Reason.THROTTLED,
+    504: Reason.TIMEOUT,
+}
+
+
+class _Failure(Exception):
+    """A request failed; becomes `status.failed(reason, detail)` and a backoff."""
+
+    def __init__(self, reason: Reason, detail: str, *, retry_after: float = 0.0) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+        self.retry_after = retry_after
+
+
+class _Expired(Exception):
+    """410 Gone: the resourceVersion (or continue token) is older than the server keeps."""
+
+
+class _StreamEnded(Exception):
+    """The watch connection broke after it was established: resume from the last resourceVersion."""
+
+
+class KubeNodeWatcher:
+    """Keeps an `InventorySink` in step with the cluster's Nodes until `stop` is set.
+
+    `synced` is set once the first complete list reached the sink. `events` counts watch events by type and
+    `relists` counts full lists after the first one (each means the watch fell too far behind), for metrics.
+    """
+
+    def __init__(
+        self,
+        sink: InventorySink,
+        status: IntegrationStatus,
+        health: Health,
+        *,
+        spot_labels: Sequence[SpotLabel],
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        page_size: int = 500,
+        watch_timeout_seconds: int = 300,
+        backoff_initial: float = 0.5,
+        backoff_max: float = 30.0,
+        request_timeout: float = 60.0,
+    ) -> None:
+        self.synced = threading.Event()
+        self.events: Counter[str] = Counter()
+        self.relists = 0
+        self._sink = sink
+        self._status = status
+        self._health = health
+        self._spot_labels = tuple(spot_labels)
+        self._kubeconfig = kubeconfig
+        self._context = context
+        self._page_size = page_size
+        self._watch_timeout = watch_timeout_seconds
+        self._backoff_initial = backoff_initial
+        self._backoff_max = backoff_max
+        self._request_timeout = request_timeout
+        self._attempt = 0
+        self._cfg: Any = None  # kubernetes.client.Configuration: credentials, refreshed per request
+        self._pool: urllib3.PoolManager | None = None
+        self._host = ""
+        self._rv = ""
+        self._seen: dict[str, Node] = {}  # uid → last Node given to the sink
+        self._active: urllib3.BaseHTTPResponse | None = None
+        self._active_lock = threading.Lock()
+
+    # -- loop ----------------------------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event) -> None:
+        """List, then watch, until `stop` is set. Never raises."""
+        threading.Thread(target=self._abort_on_stop, args=(stop,), name="kube-abort", daemon=True).start()
+        need_list = True
+        while not stop.is_set():
+            try:
+                if self._pool is None:
+                    self._connect()
+                if need_list:
+                    need_list = not self._list(stop)
+                    continue
+                self._watch(stop)
+            except _Expired as e:
+                log.info("resourceVersion %s expired (%s); relisting nodes", self._rv, e)
+                need_list = True
+            except _StreamEnded as e:
+                log.info("node watch dropped (%s); resuming from resourceVersion %s", e, self._rv)
+                self._sleep_backoff(stop)
+            except _Failure as e:
+                if stop.is_set():
+                    break
+                self._status.failed(e.reason, e.detail)
+                if e.reason in (Reason.AUTH, Reason.CONFIG):
+                    self._disconnect()  # reload credentials next time: tokens and kubeconfigs get rotated
+                self._sleep_backoff(stop, e.retry_after)
+            except Exception as e:  # a bug here must not end inventory for the process' lifetime
+                log.exception("node watch failed unexpectedly; relisting")
+                self._status.failed(Reason.BAD_RESPONSE, f"unexpected error: {e!r}")
+                need_list = True
+                self._sleep_backoff(stop)
+        self._disconnect()
+
+    def _abort_on_stop(self, stop: threading.Event) -> None:
+        """Unblock a watch read as soon as `stop` is set instead of waiting for the next event."""
+        stop.wait()
+        with self._active_lock:
+            resp = self._active
+        if resp is not None:
+            with suppress(ValueError, RuntimeError, OSError):  # already released: nothing blocks on it
+                resp.shutdown()
+
+    def _sleep_backoff(self, stop: threading.Event, at_least: float = 0.0) -> None:
+        ceiling = min(self._backoff_max, self._backoff_initial * 2**self._attempt)
+        self._attempt = min(self._attempt + 1, 30)
+        delay = max(random.uniform(ceiling / 2, ceiling), min(at_least, self._backoff_max))
+        stop.wait(delay)
+
+    # -- connection ----------------------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        try:
+            cfg = self._load_config()
+        except Exception as e:  # ConfigException, OSError, YAML errors, exec plugin failures…
+            raise _Failure(Reason.CONFIG, f"loading Kubernetes configuration: {e}") from e
+        self._cfg = cfg
+        self._host = str(cfg.host).rstrip("/")
+        self._pool = _pool_manager(cfg)
+
+    def _load_config(self) -> Any:
+        from kubernetes import config
+        from kubernetes.client import Configuration
+
+        cfg = Configuration()
+        if self._kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
+        else:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=self._kubeconfig, context=self._context, client_configuration=cfg
+            )
+        return cfg
+
+    def _disconnect(self) -> None:
+        if self._pool is not None:
+            self._pool.clear()
+        self._pool = None
+
+    def _get(self, query: dict[str, str], read_timeout: float) -> urllib3.BaseHTTPResponse:
+        """GET /api/v1/nodes?query; a 200 response with its body unread, or `_Failure`/`_Expired`."""
+        assert self._pool is not None
+        try:
+            # Calls the configuration's refresh hook: exec-plugin and in-cluster tokens expire.
+            auth = self._cfg.auth_settings().get("BearerToken")
+        except Exception as e:
+            raise _Failure(Reason.CONFIG, f"obtaining Kubernetes credentials: {e}") from e
+        headers = {"Accept": "application/json", "User-Agent": "node-cost-exporter"}
+        if auth and auth.get("value"):
+            headers["Authorization"] = auth["value"]
+        url = f"{self._host}{_NODES_PATH}?{urlencode(query)}"
+        with _transport_errors(url):
+            resp = self._pool.request(
+                "GET",
+                url,
+                headers=headers,
+                preload_content=False,
+                redirect=False,
+                retries=False,
+                timeout=urllib3.Timeout(connect=_CONNECT_TIMEOUT, read=read_timeout),
+            )
+        if resp.status == 200:
+            return resp
+        try:
+            with _transport_errors(url):
+                body = resp.read(65536)
+        finally:
+            _finish(resp, clean=False)
+        message = _status_message(body)
+        if resp.status == 410:
+            raise _Expired(message)
+        raise _Failure(
+            _http_reason(resp.status),
+            f"GET {url}: HTTP {resp.status}: {message}",
+            retry_after=_retry_after(resp.headers.get("Retry-After")),
+        )
+
+    # -- list ----------------------------------------------------------------------------------------------
+
+    def _list(self, stop: threading.Event) -> bool:
+        """One complete (paged) list into the sink; False when interrupted by `stop`."""
+        started = time.monotonic()
+        nodes: dict[str, Node] = {}
+        rv = ""
+        token = ""
+        while True:
+            query = {"limit": str(self._page_size)}
+            if token:
+                query["continue"] = token
+            try:
+                page = self._get_page(query)
+            except _Expired:
+                if not token:
+                    raise _Failure(Reason.BAD_RESPONSE, "a list without continue token got 410") from None
+                log.info("node list continue token expired after %d nodes; restarting the list", len(nodes))
+                nodes.clear()
+                token = ""
+                continue
+            items = page.get("items")
+            if items is None:
+                items = []
+            if not isinstance(items, list):
+                raise _Failure(Reason.BAD_RESPONSE, "node list has no items array")
+            for item in items:
+                node = self._parse(item)
+                if node is not None:
+                    nodes[node.uid] = node
+            meta = page.get("metadata")
+            meta = meta if isinstance(meta, dict) else {}
+            rv = _str(meta.get("resourceVersion")) or rv
+            token = _str(meta.get("continue"))
+            del page, items  # a page of 500 large nodes is megabytes; keep only the parsed Nodes
+            if not token:
+                break
+            if stop.is_set():
+                return False
+        self._sink.replace_all(list(nodes.values()))
+        self._seen = nodes
+        self._rv = rv
+        if self.synced.is_set():
+            self.relists += 1
+        self._attempt = 0
+        self._status.succeeded(duration=time.monotonic() - started, data_timestamp=time.time())
+        self.synced.set()
+        return True
+
+    def _get_page(self, query: dict[str, str]) -> dict[str, Any]:
+        resp = self._get(query, self._request_timeout)
+        clean = False
+        try:
+            with _transport_errors(_NODES_PATH):
+                data = resp.read()
+            clean = True
+        finally:
+            _finish(resp, clean=clean)
+        try:
+            page = json.loads(data)
+        except ValueError as e:
+            raise _Failure(Reason.BAD_RESPONSE, f"node list is not JSON: {e}") from e
+        if not isinstance(page, dict):
+            raise _Failure(Reason.BAD_RESPONSE, f"node list is a JSON {type(page).__name__}, not an object")
+        return page
+
+    # -- watch ---------------------------------------------------------------------------------------------
+
+    def _watch(self, stop: threading.Event) -> None:
+        """One watch request, streamed until the server ends it; raises on errors, expiry and drops."""
+        query = {
+            "watch": "true",
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(self._watch_timeout),
+        }
+        if self._rv:
+            query["resourceVersion"] = self._rv
+        resp = self._get(query, self._watch_timeout + _WATCH_READ_SLACK)
+        self._attempt = 0
+        self._status.succeeded()
+        with self._active_lock:
+            self._active = resp
+        clean = False
+        try:
+            if stop.is_set():  # set before _active was visible to _abort_on_stop
+                return
+            for line in resp:
+                if stop.is_set():
+                    return
+                if line.strip():
+                    self._handle_event(line)
+            clean = True
+        except HTTPError as e:  # ProtocolError (connection lost mid-stream), ReadTimeoutError
+            if not stop.is_set():
+                raise _StreamEnded(str(e)) from e
+        finally:
+            with self._active_lock:
+                self._active = None
+            _finish(resp, clean=clean)
+
+    def _handle_event(self, line: bytes) -> None:
+        try:
+            event = json.loads(line)
+        except ValueError as e:
+            raise _Failure(Reason.BAD_RESPONSE, f"watch event is not JSON: {e}") from e
+        etype = event.get("type") if isinstance(event, dict) else None
+        obj = event.get("object") if isinstance(event, dict) else None
+        if not isinstance(etype, str) or not isinstance(obj, dict):
+            raise _Failure(Reason.BAD_RESPONSE, f"watch event without type/object: {line[:200]!r}")
+        self.events[etype] += 1
+        if etype == "ERROR":
+            code = obj.get("code")
+            message = _str(obj.get("message")) or _str(obj.get("reason"))
+            if code == 410:
+                raise _Expired(message)
+            reason = _http_reason(code) if isinstance(code, int) else Reason.BAD_RESPONSE
+            raise _Failure(reason, f"watch error {code}: {message}")
+        meta = obj.get("metadata")
+        meta = meta if isinstance(meta, dict) else {}
+        if etype in ("ADDED", "MODIFIED"):
+            node = self._parse(obj)
+            if node is not None and self._seen.get(node.uid) != node:
+                self._seen[node.uid] = node
+                self._sink.upsert(node)
+        elif etype == "DELETED":
+            uid = meta.get("uid")
+            if isinstance(uid, str) and self._seen.pop(uid, None) is not None:
+                self._sink.delete(uid)
+        rv = meta.get("resourceVersion")
+        if isinstance(rv, str) and rv:
+            self._rv = rv
+
+    def _parse(self, obj: Any) -> Node | None:
+        try:
+            return parse_node(obj, self._spot_labels)
+        except InvalidNode as e:
+            self._health.invalid("node", describe_node(obj), str(e))
+            return None
+
+
+def _finish(resp: urllib3.BaseHTTPResponse, *, clean: bool) -> None:
+    """Return the connection to the pool; close it first unless the body was read to its end."""
+    if not clean:
+        resp.close()
+    resp.release_conn()
+
+
+def _pool_manager(cfg: Any) -> urllib3.PoolManager:
+    """A connection pool with the TLS, client certificate and proxy settings of a kubernetes Configuration."""
+    kwargs: dict[str, Any] = {
+        "num_pools": 2,
+        "maxsize": 2,
+        "cert_reqs": "CERT_REQUIRED" if cfg.verify_ssl else "CERT_NONE",
+        "ca_certs": cfg.ssl_ca_cert,
+        "cert_file": cfg.cert_file,
+        "key_file": cfg.key_file,
+    }
+    if cfg.assert_hostname is not None:
+        kwargs["assert_hostname"] = cfg.assert_hostname
+    if getattr(cfg, "tls_server_name", None):
+        kwargs["server_hostname"] = cfg.tls_server_name
+    if cfg.proxy:
+        return urllib3.ProxyManager(cfg.proxy, proxy_headers=cfg.proxy_headers, **kwargs)
+    return urllib3.PoolManager(**kwargs)
+
+
+@contextmanager
+def _transport_errors(what: str) -> Iterator[None]:
+    """urllib3 exceptions → `_Failure` with the reason an operator would act on."""
+    try:
+        yield
+    except NewConnectionError as e:  # before TimeoutError: it subclasses ConnectTimeoutError
+        raise _Failure(Reason.UNAVAILABLE, f"{what}: cannot connect: {e}") from e
+    except Urllib3Timeout as e:
+        raise _Failure(Reason.TIMEOUT, f"{what}: timed out: {e}") from e
+    except SSLError as e:  # wrong CA, hostname mismatch: does not heal by retrying
+        raise _Failure(Reason.CONFIG, f"{what}: TLS error: {e}") from e
+    except (HTTPError, OSError) as e:
+        raise _Failure(Reason.UNAVAILABLE, f"{what}: {e}") from e
+
+
+def _http_reason(code: int) -> Reason:
+    reason = _STATUS_REASONS.get(code)
+    if reason is not None:
+        return reason
+    return Reason.UNAVAILABLE if code >= 500 else Reason.BAD_RESPONSE
+
+
+def _status_message(body: bytes) -> str:
+    """The message of a `Status` error body, or the start of whatever else the server sent."""
+    try:
+        status = json.loads(body)
+    except ValueError:
+        return body[:200].decode("utf-8", "replace")
+    if isinstance(status, dict) and isinstance(status.get("message"), str):
+        return str(status["message"])[:500]
+    return body[:200].decode("utf-8", "replace")
+
+
+def _retry_after(value: str | None) -> float:
+    try:
+        return max(0.0, float(value)) if value else 0.0
+    except ValueError:  # an HTTP date: rare from the API server, fall back to our own backoff
+        return 0.0
+
+
+def _str(value: object) -> str:
+    return value if isinstance(value, str) else ""

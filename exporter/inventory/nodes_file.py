@@ -1,0 +1,117 @@
+"""Inventory from a file of `kubectl get nodes -o json` output, for running without API access and for demos.
+
+The file is polled (mtime, size and inode, so an atomic rename counts) rather than watched with inotify, which
+is absent on some mounts (ConfigMap volumes swap a symlink). A file that goes bad keeps the last good set.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from exporter.health import Health, IntegrationStatus, Reason
+from exporter.inventory.node import Node
+from exporter.inventory.parse import InvalidNode, SpotLabel, describe_node, parse_node
+from exporter.inventory.sink import InventorySink
+
+_UNREAD = object()
+
+
+class _BadFile(Exception):
+    def __init__(self, reason: Reason, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class NodesFileWatcher:
+    """Reads a NodeList (JSON; YAML accepted too) into the sink, again whenever the file changes."""
+
+    def __init__(
+        self,
+        path: str,
+        sink: InventorySink,
+        status: IntegrationStatus,
+        health: Health,
+        *,
+        spot_labels: Sequence[SpotLabel],
+        poll_interval: float = 2.0,
+    ) -> None:
+        self.synced = threading.Event()
+        self._path = path
+        self._sink = sink
+        self._status = status
+        self._health = health
+        self._spot_labels = tuple(spot_labels)
+        self._poll_interval = poll_interval
+
+    def run(self, stop: threading.Event) -> None:
+        """Read the file now and on every change until `stop` is set. Never raises."""
+        last: object = _UNREAD
+        while not stop.is_set():
+            signature = self._signature()
+            if signature != last:
+                last = signature
+                self._load()
+            stop.wait(self._poll_interval)
+
+    def _signature(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self._path)
+        except OSError:
+            return None
+        return st.st_mtime_ns, st.st_size, st.st_ino
+
+    def _load(self) -> None:
+        started = time.monotonic()
+        try:
+            items = self._read_items()
+        except _BadFile as e:
+            self._status.failed(e.reason, e.detail, duration=time.monotonic() - started)
+            return
+        nodes: dict[str, Node] = {}
+        for item in items:
+            try:
+                node = parse_node(item, self._spot_labels)
+            except InvalidNode as e:
+                self._health.invalid("node", describe_node(item), f"{self._path}: {e}")
+                continue
+            nodes[node.uid] = node
+        self._sink.replace_all(list(nodes.values()))
+        self._status.succeeded(duration=time.monotonic() - started, data_timestamp=time.time())
+        self.synced.set()
+
+    def _read_items(self) -> list[Any]:
+        try:
+            with open(self._path, "rb") as f:
+                data = f.read()
+        except FileNotFoundError:
+            raise _BadFile(Reason.NOT_FOUND, f"nodes file {self._path}: no such file") from None
+        except PermissionError as e:
+            raise _BadFile(Reason.PERMISSION, f"nodes file {self._path}: {e.strerror}") from None
+        except OSError as e:
+            raise _BadFile(Reason.NOT_FOUND, f"nodes file {self._path}: {e.strerror or e}") from None
+        try:
+            doc = json.loads(data)
+        except ValueError:
+            try:
+                doc = yaml.safe_load(data)
+            except yaml.YAMLError as e:
+                problem = f"nodes file {self._path} is neither JSON nor YAML: {e}"
+                raise _BadFile(Reason.BAD_RESPONSE, problem) from e
+        if isinstance(doc, dict) and doc.get("kind") == "Node":
+            return [doc]  # `kubectl get node NAME -o json`
+        items = doc.get("items") if isinstance(doc, dict) else doc
+        if not isinstance(items, list):
+            raise _BadFile(
+                Reason.BAD_RESPONSE,
+                f"nodes file {self._path} holds no node list (expected a NodeList with an items array)",
+            )
+        return items
+

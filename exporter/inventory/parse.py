@@ -1,0 +1,164 @@
+"""Raw Kubernetes Node object (decoded JSON) → `Node`: the few facts pricing needs, nothing else.
+
+Pure and total over any decoded JSON: only a missing name/uid (which makes a node impossible to key) raises
+`InvalidNode`; every other odd field degrades to an empty string or zero, so one strange node never hides the
+rest of a cluster. The raw object is not kept: at 10+ KB a node it would dominate memory.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from exporter.inventory.node import CapacityType, Node, ProviderRef
+from exporter.inventory.providerid import parse_provider_id
+from exporter.inventory.quantity import parse_quantity
+
+
+class InvalidNode(ValueError):
+    """The object cannot be a Node we can track (not an object, or no string name/uid)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpotLabel:
+    """A label that marks a node as spot/preemptible: `key=value`, or `key` alone meaning "present"."""
+
+    key: str
+    value: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> SpotLabel:
+        key, sep, value = text.strip().partition("=")
+        key = key.strip()
+        if not key:
+            raise ValueError(f"spot label {text!r}: expected key=value or key")
+        return cls(key, value.strip() if sep else None)
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        actual = labels.get(self.key)
+        if actual is None:
+            return False
+        return self.value is None or actual.casefold() == self.value.casefold()
+
+
+DEFAULT_SPOT_LABELS: tuple[SpotLabel, ...] = (
+    SpotLabel("eks.amazonaws.com/capacityType", "SPOT"),
+    SpotLabel("karpenter.sh/capacity-type", "spot"),
+    SpotLabel("cloud.google.com/gke-spot", "true"),
+    SpotLabel("cloud.google.com/gke-preemptible", "true"),
+    SpotLabel("kubernetes.azure.com/scalesetpriority", "spot"),
+    SpotLabel("lifecycle", "Ec2Spot"),
+    SpotLabel("node.kubernetes.io/lifecycle", "spot"),
+)
+
+_OS_LABELS = ("kubernetes.io/os", "beta.kubernetes.io/os")
+_ARCH_LABELS = ("kubernetes.io/arch", "beta.kubernetes.io/arch")
+_GPU_RESOURCES = ("nvidia.com/gpu", "amd.com/gpu")
+_GPU_MODEL_LABELS = (
+    "cloud.google.com/gke-accelerator",
+    "nvidia.com/gpu.product",
+    "karpenter.k8s.aws/instance-gpu-name",
+    "k8s.amazonaws.com/accelerator",
+)
+# us-east-1a → us-east-1, us-gov-west-1b → us-gov-west-1, us-west-2-lax-1a (Local Zone) → us-west-2
+_AWS_ZONE_REGION = re.compile(r"([a-z]{2}(?:-[a-z]+)+-[0-9]+)[a-z0-9-]*")
+# europe-north1-c → europe-north1; eastus-1 → eastus (Azure availability zone)
+_LAST_DASH_SEGMENT = re.compile(r"(.+)-[a-z0-9]+")
+_ZERO = Decimal(0)
+_INT64 = Decimal(2**63)
+
+
+def parse_node(obj: Any, spot_labels: Sequence[SpotLabel]) -> Node:
+    """Parse one Node object; raises `InvalidNode` only when it has no usable name or uid."""
+    if not isinstance(obj, dict):
+        raise InvalidNode(f"node is a {type(obj).__name__}, not an object")
+    metadata = _dict(obj.get("metadata"))
+    name, uid = metadata.get("name"), metadata.get("uid")
+    if not isinstance(name, str) or not name:
+        raise InvalidNode("metadata.name is missing or not a string")
+    if not isinstance(uid, str) or not uid:
+        raise InvalidNode("metadata.uid is missing or not a string")
+
+    raw_labels = _dict(metadata.get("labels"))
+    labels = {k: v for k, v in raw_labels.items() if isinstance(k, str) and isinstance(v, str)}
+    spec, status = _dict(obj.get("spec")), _dict(obj.get("status"))
+    node_info, capacity = _dict(status.get("nodeInfo")), _dict(status.get("capacity"))
+
+    provider_id = spec.get("providerID")
+    provider_id = provider_id if isinstance(provider_id, str) else ""
+    ref = parse_provider_id(provider_id)
+
+    zone = _first(labels, "topology.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/zone")
+    if zone.isdigit():  # Azure availability sets report fault domains ("0", "1") where zones belong
+        zone = ""
+    zone = zone or ref.zone
+    region = _first(labels, "topology.kubernetes.io/region", "failure-domain.beta.kubernetes.io/region")
+    region = region or _region_from_zone(ref, zone)
+
+    return Node(
+        name=name,
+        uid=uid,
+        provider_id=provider_id,
+        ref=ref,
+        instance_type=_first(labels, "node.kubernetes.io/instance-type", "beta.kubernetes.io/instance-type"),
+        region=region,
+        zone=zone,
+        capacity_type=(
+            CapacityType.SPOT if any(s.matches(labels) for s in spot_labels) else CapacityType.ON_DEMAND
+        ),
+        os=_first(labels, *_OS_LABELS) or _str(node_info.get("operatingSystem")),
+        arch=_first(labels, *_ARCH_LABELS) or _str(node_info.get("architecture")),
+        cpu_cores=float(_quantity(capacity.get("cpu"))),
+        memory_bytes=math.ceil(_quantity(capacity.get("memory"))),
+        gpu_count=sum(math.ceil(_quantity(capacity.get(r))) for r in _GPU_RESOURCES),
+        gpu_model=_first(labels, *_GPU_MODEL_LABELS),
+        labels=labels,
+    )
+
+
+def describe_node(obj: object) -> str:
+    """A key for reporting a node we could not parse: its name when it has one, else its start."""
+    meta = obj.get("metadata") if isinstance(obj, dict) else None
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return name if isinstance(name, str) and name else repr(obj)[:200]
+
+
+def _region_from_zone(ref: ProviderRef, zone: str) -> str:
+    if ref.provider == "aws":
+        m = _AWS_ZONE_REGION.fullmatch(zone)
+    elif ref.provider in ("gcp", "azure"):
+        m = _LAST_DASH_SEGMENT.fullmatch(zone)
+    else:
+        return ""
+    return m[1] if m else ""
+
+
+def _quantity(value: object) -> Decimal:
+    """A capacity value; absent, malformed or beyond int64 (Kubernetes' own bound) counts as 0."""
+    if not isinstance(value, str):
+        return _ZERO
+    try:
+        q = parse_quantity(value)
+    except ValueError:
+        return _ZERO
+    return q if 0 < q < _INT64 else _ZERO
+
+
+def _first(labels: Mapping[str, str], *keys: str) -> str:
+    for key in keys:
+        value = labels.get(key)
+        if value:
+            return value
+    return ""
+
+
+def _dict(value: object) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _str(value: object) -> str:
+    return value if isinstance(value, str) else ""

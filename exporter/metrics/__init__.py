@@ -1,0 +1,1 @@
+"""Metrics: pre-rendered node lines (store), the exporter's own metrics (collector), and exposition."""

@@ -1,0 +1,134 @@
+"""The exporter's own metrics: integration health, node counts per source, watch activity, build info.
+
+A custom collector reads live state at scrape time (a few dozen series), in a registry of the app's own,
+so nothing is mutated on refresh and tests get a fresh registry each.
+"""
+
+from __future__ import annotations
+
+import platform
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Protocol
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from exporter import __version__
+from exporter.health import Health
+from exporter.metrics.store import UNPRICED, NodeMetricsStore
+
+
+class WatchStats(Protocol):
+    events: Counter[str]
+    relists: int
+
+
+class ExporterCollector(Collector):
+    def __init__(
+        self,
+        health: Health,
+        store: NodeMetricsStore,
+        ready: Callable[[], bool],
+        watch: WatchStats | None = None,
+    ) -> None:
+        self._health = health
+        self._store = store
+        self._ready = ready
+        self._watch = watch
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self._integrations()
+        nodes = GaugeMetricFamily(
+            "nodecost_nodes", "Nodes by the source that priced them.", labels=["source"]
+        )
+        counts = self._store.source_counts()
+        counts.setdefault(UNPRICED, 0)
+        for source, count in sorted(counts.items()):
+            nodes.add_metric([source], count)
+        yield nodes
+        invalid = CounterMetricFamily(
+            "nodecost_invalid_inputs",
+            "Inputs skipped as malformed (nodes, price rows), by kind.",
+            labels=["kind"],
+        )
+        for kind, count in sorted(self._health.invalid_counts().items()):
+            invalid.add_metric([kind], count)
+        yield invalid
+        if self._watch is not None:
+            events = CounterMetricFamily(
+                "nodecost_kubernetes_watch_events", "Node watch events received, by type.", labels=["type"]
+            )
+            for kind, count in sorted(self._watch.events.items()):
+                events.add_metric([kind], count)
+            yield events
+            yield CounterMetricFamily(
+                "nodecost_kubernetes_relists",
+                "Full node relists after the first (e.g. after 410 Expired).",
+                value=self._watch.relists,
+            )
+        yield GaugeMetricFamily(
+            "nodecost_ready",
+            "1 once the first node list and the first price pass are done.",
+            value=1 if self._ready() else 0,
+        )
+        build = InfoMetricFamily("nodecost_build", "Exporter version and Python runtime; value is always 1.")
+        build.add_metric([], {"version": __version__, "python_version": platform.python_version()})
+        yield build
+
+    def _integrations(self) -> Iterator[Metric]:
+        labels = ["integration"]
+        up = GaugeMetricFamily(
+            "nodecost_integration_up", "1 if the integration's last attempt worked.", labels=labels
+        )
+        failure = InfoMetricFamily(
+            "nodecost_integration_failure",
+            "Why a failing integration fails (bounded reason); 1 while failing.",
+            labels=labels,
+        )
+        attempt = GaugeMetricFamily(
+            "nodecost_integration_last_attempt_timestamp_seconds",
+            "Unix time of the last attempt.",
+            labels=labels,
+        )
+        success = GaugeMetricFamily(
+            "nodecost_integration_last_success_timestamp_seconds",
+            "Unix time of the last success.",
+            labels=labels,
+        )
+        fresh = GaugeMetricFamily(
+            "nodecost_integration_data_timestamp_seconds",
+            "Unix time of the newest data the integration holds (freshness).",
+            labels=labels,
+        )
+        duration = GaugeMetricFamily(
+            "nodecost_integration_last_duration_seconds", "Duration of the last attempt.", labels=labels
+        )
+        requests = CounterMetricFamily(
+            "nodecost_integration_requests", "Attempts made by the integration.", labels=labels
+        )
+        errors = CounterMetricFamily(
+            "nodecost_integration_errors", "Failed attempts, by reason.", labels=["integration", "reason"]
+        )
+        for status in self._health.integrations():
+            name = [status.name]
+            up.add_metric(name, 1 if status.up else 0)
+            if status.reason is not None and not status.up:
+                failure.add_metric(name, {"reason": status.reason.value}, 1)
+            for family, value in (
+                (attempt, status.last_attempt),
+                (success, status.last_success),
+                (fresh, status.data_timestamp),
+                (duration, status.last_duration_seconds),
+            ):
+                if value is not None:
+                    family.add_metric(name, value)
+            requests.add_metric(name, status.requests)
+            for reason, count in sorted(status.errors.items()):
+                errors.add_metric([status.name, reason.value], count)
+        yield from (up, failure, attempt, success, fresh, duration, requests, errors)

@@ -1,0 +1,211 @@
+"""Pre-rendered per-node metric lines, in the manner of kube-state-metrics' metrics store.
+
+A node's lines are rendered once, when the node or its price changes; a scrape only joins cached bytes,
+and an unchanged body (and its gzip) is served again as is. Lines are kept per family so each family's
+samples stay contiguous, as OpenMetrics requires.
+"""
+
+from __future__ import annotations
+
+import threading
+import zlib
+from collections import Counter
+from collections.abc import Set
+from dataclasses import dataclass
+
+from exporter.inventory.node import Node
+from exporter.pricing.quote import NodePrice
+
+UNPRICED = "unpriced"
+# Longer label values (label garbage) are cut, so a scrape-side limit never rejects the whole target.
+MAX_LABEL_VALUE = 512
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    type: str
+    help: str
+    labels: tuple[str, ...]
+
+
+NODE_INFO = Family(
+    "nodecost_node_info",
+    "gauge",
+    "Node facts used for pricing; value is always 1.",
+    (
+        "node",
+        "provider",
+        "instance_type",
+        "capacity_type",
+        "topology_region",
+        "topology_zone",
+        "provider_id",
+        "os",
+        "arch",
+        "gpu_model",
+    ),
+)
+NODE_HOURLY = Family(
+    "nodecost_node_hourly_cost",
+    "gauge",
+    "Hourly cost of the node in the currency label, after any configured discount.",
+    ("node", "source", "price_basis", "currency"),
+)
+NODE_CPU = Family(
+    "nodecost_node_cpu_core_hourly_cost",
+    "gauge",
+    "Hourly cost of one CPU core of the node.",
+    ("node", "source", "currency"),
+)
+NODE_MEMORY = Family(
+    "nodecost_node_memory_gibibyte_hourly_cost",
+    "gauge",
+    "Hourly cost of one GiB of the node's memory.",
+    ("node", "source", "currency"),
+)
+NODE_GPU = Family(
+    "nodecost_node_gpu_hourly_cost",
+    "gauge",
+    "Hourly cost of one GPU of the node (GPU nodes only).",
+    ("node", "source", "currency"),
+)
+NODE_UNPRICED = Family(
+    "nodecost_node_unpriced",
+    "gauge",
+    "1 for a node no price source could price (no cost series for it).",
+    ("node",),
+)
+NODE_FAMILIES = (NODE_INFO, NODE_HOURLY, NODE_CPU, NODE_MEMORY, NODE_GPU, NODE_UNPRICED)
+
+
+def escape(value: str) -> str:
+    if len(value) > MAX_LABEL_VALUE:
+        value = value[:MAX_LABEL_VALUE]
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def sample(family: Family, values: tuple[str, ...], value: float) -> bytes:
+    labels = ",".join(f'{k}="{escape(v)}"' for k, v in zip(family.labels, values, strict=True))
+    return f"{family.name}{{{labels}}} {value!r}\n".encode()
+
+
+def header(family: Family, openmetrics: bool) -> bytes:
+    name, kind = family.name, family.type
+    if openmetrics and name.endswith("_info"):
+        name, kind = name[: -len("_info")], "info"
+    return f"# HELP {name} {family.help}\n# TYPE {name} {kind}\n".encode()
+
+
+def render_node(node: Node, price: NodePrice | None) -> tuple[bytes, ...]:
+    """One entry per family in NODE_FAMILIES; b"" where the node has no sample in that family."""
+    info = sample(
+        NODE_INFO,
+        (
+            node.name,
+            node.provider,
+            node.instance_type,
+            node.capacity_type.value,
+            node.region,
+            node.zone,
+            node.provider_id,
+            node.os,
+            node.arch,
+            node.gpu_model,
+        ),
+        1.0,
+    )
+    if price is None:
+        return info, b"", b"", b"", b"", sample(NODE_UNPRICED, (node.name,), 1.0)
+    ident = (node.name, price.source, price.currency)
+    hourly = sample(
+        NODE_HOURLY, (node.name, price.source, price.basis.value, price.currency), float(price.hourly)
+    )
+    cpu = sample(NODE_CPU, ident, float(price.cpu_core_hourly)) if price.cpu_core_hourly is not None else b""
+    mem = (
+        sample(NODE_MEMORY, ident, float(price.memory_gib_hourly))
+        if price.memory_gib_hourly is not None
+        else b""
+    )
+    gpu = sample(NODE_GPU, ident, float(price.gpu_hourly)) if price.gpu_hourly is not None else b""
+    return info, hourly, cpu, mem, gpu, b""
+
+
+class NodeMetricsStore:
+    """uid → rendered lines. Thread-safe; writers are the inventory and the price refresh, readers scrapes."""
+
+    def __init__(self, gzip_level: int = 1) -> None:
+        self._lock = threading.Lock()
+        self._lines: dict[str, tuple[bytes, ...]] = {}
+        self._sources: dict[str, str] = {}
+        self._plain: dict[bool, bytes] = {}
+        self._gzip: dict[bool, tuple[bytes, zlib._Compress]] = {}
+        self._gzip_level = gzip_level
+
+    def _changed(self) -> None:
+        self._plain.clear()
+        self._gzip.clear()
+
+    def set(self, node: Node, price: NodePrice | None) -> None:
+        lines = render_node(node, price)
+        with self._lock:
+            if self._lines.get(node.uid) == lines:
+                return
+            self._lines[node.uid] = lines
+            self._sources[node.uid] = price.source if price else UNPRICED
+            self._changed()
+
+    def delete(self, uid: str) -> None:
+        with self._lock:
+            if self._lines.pop(uid, None) is not None:
+                del self._sources[uid]
+                self._changed()
+
+    def retain(self, uids: Set[str]) -> None:
+        """Drop every node not in `uids` (after a relist)."""
+        with self._lock:
+            gone = [uid for uid in self._lines if uid not in uids]
+            for uid in gone:
+                del self._lines[uid], self._sources[uid]
+            if gone:
+                self._changed()
+
+    def source_counts(self) -> Counter[str]:
+        with self._lock:
+            return Counter(self._sources.values())
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    def body(self, *, openmetrics: bool) -> bytes:
+        """The node section as plain text, rebuilt only after a change."""
+        with self._lock:
+            cached = self._plain.get(openmetrics)
+            if cached is None:
+                cached = self._plain[openmetrics] = self._join(openmetrics)
+            return cached
+
+    def gzip_body(self, *, openmetrics: bool, tail: bytes) -> bytes:
+        """One gzip stream of the node section followed by `tail` (the live, per-scrape part).
+
+        The node section is compressed once after a change and sync-flushed; each scrape continues a copy
+        of that compressor with the small tail. Only the variants actually scraped are built and kept:
+        at 15,000 nodes a plain body is ~10 MB, so keeping every variant would cost memory for nothing.
+        """
+        with self._lock:
+            cached = self._gzip.get(openmetrics)
+            if cached is None:
+                compressor = zlib.compressobj(self._gzip_level, zlib.DEFLATED, 31)
+                prefix = compressor.compress(self._join(openmetrics)) + compressor.flush(zlib.Z_SYNC_FLUSH)
+                cached = self._gzip[openmetrics] = (prefix, compressor)
+            prefix, compressor = cached
+            finishing = compressor.copy()
+        return prefix + finishing.compress(tail) + finishing.flush()
+
+    def _join(self, openmetrics: bool) -> bytes:
+        entries = list(self._lines.values())
+        parts: list[bytes] = []
+        for i, family in enumerate(NODE_FAMILIES):
+            parts.append(header(family, openmetrics))
+            parts.extend(entry[i] for entry in entries)
+        return b"".join(parts)

@@ -1,0 +1,65 @@
+"""Per node, the first source in precedence order that has a price; then discount and per-unit split.
+
+The engine holds no state of its own beyond its configuration: pricing a node is a pure function of the
+node and the sources' in-memory quotes, so a scrape never waits on a cloud and re-pricing is cheap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+from exporter.config import PricingConfig
+from exporter.health import Health
+from exporter.inventory.node import CapacityType, Node
+from exporter.pricing.quote import Basis, NodePrice, Quote
+from exporter.pricing.source import PriceSource
+
+_GIB = Decimal(2**30)
+
+
+class PricingEngine:
+    def __init__(self, sources: Sequence[PriceSource], config: PricingConfig, health: Health) -> None:
+        rank = {kind: i for i, kind in enumerate(config.precedence)}
+        # Sources whose kind is not in the precedence list are switched off, not silently appended.
+        self.sources = sorted((s for s in sources if s.kind in rank), key=lambda s: rank[s.kind])
+        self._config = config
+        self._health = health
+
+    def price(self, node: Node) -> NodePrice | None:
+        """The node's price, or None when no source can price it (it is then reported as unpriced)."""
+        for source in self.sources:
+            try:
+                quote = source.quote(node)
+            except Exception as err:  # one source's bug must not unprice or drop the node
+                self._health.invalid("quote", f"{source.name}:{node.name}", repr(err))
+                continue
+            if quote is not None and quote.currency == self._config.currency:
+                return self._finish(node, source.name, quote)
+        return None
+
+    def _finish(self, node: Node, source: str, quote: Quote) -> NodePrice:
+        factor = Decimal(1)
+        if quote.basis is Basis.ON_DEMAND and node.capacity_type is CapacityType.ON_DEMAND:
+            factor -= getattr(self._config.discounts, node.provider, Decimal(0))
+        hourly = quote.hourly * factor
+        cpu, mem, gpu = quote.cpu_core_hourly, quote.memory_gib_hourly, quote.gpu_hourly
+        if cpu is not None and mem is not None:
+            cpu, mem = cpu * factor, mem * factor
+            gpu = gpu * factor if gpu is not None else None
+        else:
+            cpu, mem, gpu = self._split(node, hourly)
+        return NodePrice(hourly, quote.currency, source, quote.basis, cpu, mem, gpu)
+
+    def _split(self, node: Node, hourly: Decimal) -> tuple[Decimal | None, Decimal | None, Decimal | None]:
+        """Share the hourly price across cores, GiB and GPUs in the configured weight ratio."""
+        weights = self._config.split
+        cores = Decimal(str(node.cpu_cores))
+        gib = Decimal(node.memory_bytes) / _GIB
+        gpus = Decimal(node.gpu_count)
+        total = cores * weights.cpu_core + gib * weights.memory_gib + gpus * weights.gpu
+        if cores <= 0 or gib <= 0 or total <= 0:
+            return None, None, None  # capacity unknown: no honest per-unit price
+        scale = hourly / total
+        gpu = scale * weights.gpu if node.gpu_count else None
+        return scale * weights.cpu_core, scale * weights.memory_gib, gpu

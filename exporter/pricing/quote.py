@@ -1,0 +1,41 @@
+"""What a source says about a node (`Quote`) and what the engine decides (`NodePrice`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from enum import StrEnum
+
+
+class Basis(StrEnum):
+    """What kind of rate a price is, so a spot node priced at on-demand is visible as such."""
+
+    ON_DEMAND = "on_demand"  # a public on-demand list price
+    SPOT = "spot"  # a spot/preemptible market price
+    BILLED = "billed"  # the customer's own bill
+    CUSTOM = "custom"  # the user's price table
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    """One source's hourly price for one node. Per-unit prices only when the source itself has them."""
+
+    hourly: Decimal
+    currency: str
+    basis: Basis
+    cpu_core_hourly: Decimal | None = None
+    memory_gib_hourly: Decimal | None = None
+    gpu_hourly: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NodePrice:
+    """The engine's verdict for a node: total and per-unit hourly prices, and who said so."""
+
+    hourly: Decimal
+    currency: str
+    source: str
+    basis: Basis
+    cpu_core_hourly: Decimal | None
+    memory_gib_hourly: Decimal | None
+    gpu_hourly: Decimal | None

@@ -1,0 +1,56 @@
+"""Shared test helpers: real-fixture location, Node builders, and promtool discovery."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from exporter.inventory.node import CapacityType, Node, ProviderRef
+
+SHARED_REAL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
+
+
+@pytest.fixture
+def shared_real() -> Path:
+    """../shared/fixtures/real, or a clean skip when this checkout has no shared folder beside it."""
+    if not SHARED_REAL.is_dir():
+        pytest.skip("../shared/fixtures/real is not present")
+    return SHARED_REAL
+
+
+@pytest.fixture
+def promtool() -> str:
+    """Debian's promtool; CI installs it, so there its absence is a failure, not a skip."""
+    path = shutil.which("promtool")
+    if path is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool is not installed (apt-get install prometheus)")
+        pytest.skip("promtool is not installed")
+    return path
+
+
+def node(name: str = "ip-10-0-12-87.ec2.internal", **overrides: Any) -> Node:
+    """A realistic EKS on-demand m5.xlarge node; override any field."""
+    fields: dict[str, Any] = {
+        "name": name,
+        "uid": f"uid-{name}",
+        "provider_id": "aws:///us-east-1a/i-0fea4fd46592d050b",
+        "ref": ProviderRef("aws", zone="us-east-1a", instance_id="i-0fea4fd46592d050b"),
+        "instance_type": "m5.xlarge",
+        "region": "us-east-1",
+        "zone": "us-east-1a",
+        "capacity_type": CapacityType.ON_DEMAND,
+        "os": "linux",
+        "arch": "amd64",
+        "cpu_cores": 4.0,
+        "memory_bytes": 16_154_906_624,
+        "gpu_count": 0,
+        "gpu_model": "",
+        "labels": {"node.kubernetes.io/instance-type": "m5.xlarge", "eks.amazonaws.com/nodegroup": "general"},
+    }
+    fields.update(overrides)
+    return Node(**fields)

@@ -1,0 +1,138 @@
+import os
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from exporter.health import IntegrationStatus, Reason
+from exporter.inventory.node import CapacityType, ProviderRef
+from exporter.pricing.quote import Basis
+from exporter.pricing.sources.custom import CustomPrices, CustomTableError, read_rules
+from tests.conftest import node
+
+ROOT = Path(__file__).resolve().parents[1]
+ONPREM = ProviderRef("")
+
+
+def table(tmp_path: Path, text: str, name: str = "prices.yaml") -> str:
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+def test_shipped_example_table_prices_by_type_selector_and_per_unit() -> None:
+    source = CustomPrices(
+        str(ROOT / "config" / "custom-prices.example.yaml"), IntegrationStatus("custom"), "USD"
+    )
+    by_type = source.quote(node())
+    assert by_type is not None and (by_type.hourly, by_type.basis) == (Decimal("0.1650"), Basis.CUSTOM)
+    gpu_pool = node(instance_type="g4dn.xlarge", labels={"eks.amazonaws.com/nodegroup": "gpu"})
+    assert source.quote(gpu_pool).hourly == Decimal("0.4200")  # type: ignore[union-attr]
+    rack = node(
+        "rack3-worker-07",
+        provider_id="",
+        ref=ONPREM,
+        instance_type="",
+        region="",
+        zone="",
+        cpu_cores=32.0,
+        memory_bytes=128 * 2**30,
+        gpu_count=2,
+    )
+    quote = source.quote(rack)
+    assert quote is not None
+    assert quote.hourly == Decimal("0.0125") * 32 + Decimal("0.0017") * 128 + Decimal("0.55") * 2
+    assert (quote.cpu_core_hourly, quote.memory_gib_hourly, quote.gpu_hourly) == (
+        Decimal("0.0125"),
+        Decimal("0.0017"),
+        Decimal("0.55"),
+    )
+    other_region = node(region="eu-west-1")
+    assert source.quote(other_region) is None
+
+
+def test_first_match_wins_and_all_conditions_must_hold(tmp_path: Path) -> None:
+    path = table(
+        tmp_path,
+        """
+prices:
+  - {instance_type: m5.xlarge, capacity_type: spot, hourly: "0.07"}
+  - {instance_type: m5.xlarge, hourly: "0.18"}
+  - {instance_type: m5.xlarge, hourly: "0.99"}
+""",
+    )
+    source = CustomPrices(path, IntegrationStatus("custom"), "USD")
+    assert source.quote(node(capacity_type=CapacityType.SPOT)).hourly == Decimal("0.07")  # type: ignore[union-attr]
+    assert source.quote(node()).hourly == Decimal("0.18")  # type: ignore[union-attr]
+
+
+def test_csv_table_with_selector(tmp_path: Path) -> None:
+    path = table(
+        tmp_path,
+        "instance_type,region,selector,hourly,cpu_core_hourly,memory_gib_hourly\n"
+        "m5.xlarge,us-east-1,,0.1650,,\n"
+        ",,kubernetes.io/os=linux;node-role.kubernetes.io/worker=,,0.02,0.003\n",
+        "prices.csv",
+    )
+    source = CustomPrices(path, IntegrationStatus("custom"), "EUR")
+    quote = source.quote(node())
+    assert quote is not None and (quote.hourly, quote.currency) == (Decimal("0.1650"), "EUR")
+    worker = node(
+        "w",
+        region="",
+        ref=ONPREM,
+        cpu_cores=2.0,
+        memory_bytes=4 * 2**30,
+        labels={"kubernetes.io/os": "linux", "node-role.kubernetes.io/worker": ""},
+    )
+    assert source.quote(worker).hourly == Decimal("0.052")  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("prices:\n  - {instance_type: m5.large}\n", "prices[0]: needs hourly or a per-unit price"),
+        (
+            "prices:\n  - {instance_type: m5.large, hourly: '$0.09'}\n",
+            "prices[0].hourly: not a plain decimal",
+        ),
+        ("prices:\n  - {instance_tpye: m5.large, hourly: '0.09'}\n", "prices[0]: unknown keys instance_tpye"),
+        ("prices:\n  - {capacity_type: on-demand, hourly: '0.09'}\n", "prices[0].capacity_type"),
+        ("prices:\n  - {selector: [a], hourly: '0.09'}\n", "prices[0].selector"),
+        ("rules: []\n", "expected a mapping with a 'prices' list"),
+    ],
+)
+def test_bad_table_names_the_rule(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(
+        CustomTableError, match=message.replace("$", r"\$").replace("[", r"\[").replace("]", r"\]")
+    ):
+        read_rules(table(tmp_path, text))
+
+
+def test_edits_are_picked_up_and_a_broken_edit_keeps_the_last_good_table(tmp_path: Path) -> None:
+    path = table(tmp_path, "prices:\n  - {instance_type: m5.xlarge, hourly: '0.18'}\n")
+    status = IntegrationStatus("custom_prices")
+    source = CustomPrices(path, status, "USD")
+    assert source.refresh() is False  # unchanged file: nothing to re-read
+
+    Path(path).write_text("prices:\n  - {instance_type: m5.xlarge, hourly: '0.17'}\n")
+    os.utime(path, (1, 1))
+    assert source.refresh() is True
+    assert source.quote(node()).hourly == Decimal("0.17")  # type: ignore[union-attr]
+
+    Path(path).write_text("prices:\n  - {instance_type: m5.xlarge, hourly: 'cheap'}\n")
+    os.utime(path, (2, 2))
+    assert source.refresh() is False
+    assert (status.up, status.reason) == (False, Reason.BAD_RESPONSE)
+    assert "keeping the previous table" in status.detail
+    assert source.quote(node()).hourly == Decimal("0.17")  # type: ignore[union-attr]
+
+    Path(path).write_text("prices:\n  - {instance_type: m5.xlarge, hourly: '0.16'}\n")
+    os.utime(path, (3, 3))
+    assert source.refresh() is True
+    assert status.up and source.quote(node()).hourly == Decimal("0.16")  # type: ignore[union-attr]
+
+    os.remove(path)
+    assert source.refresh() is False
+    assert status.reason is Reason.NOT_FOUND
+    assert source.quote(node()).hourly == Decimal("0.16")  # type: ignore[union-attr]

@@ -1,0 +1,139 @@
+"""The whole exporter in demo mode, served over real HTTP and read as Prometheus would."""
+
+from __future__ import annotations
+
+import gzip
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from exporter.app import App
+from exporter.config import load_config
+from exporter.http import ExporterServer, serve
+
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
+    "text/plain;version=0.0.4;q=0.5,*/*;q=0.1"
+)
+
+
+@dataclass
+class Running:
+    app: App
+    server: ExporterServer
+    url: str
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+def wait_until(condition: object, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def demo() -> Iterator[Running]:
+    app = App(load_config(None, env={}, overrides={"demo": True}))
+    server = serve(app, "127.0.0.1", 0)
+    stop = threading.Event()
+    running = Running(app, server, f"http://127.0.0.1:{server.server_address[1]}")
+    app.start(stop)
+    wait_until(app.ready)
+    yield running
+    stop.set()
+    server.shutdown()
+
+
+def test_not_ready_until_nodes_are_listed_and_priced() -> None:
+    app = App(load_config(None, env={}, overrides={"demo": True}))
+    server = serve(app, "127.0.0.1", 0)
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        status, _, body = get(url + "/readyz")
+        assert (status, body) == (503, b"not ready: waiting for nodes or prices\n")
+        _, _, metrics = get(url + "/metrics")
+        assert b"nodecost_ready 0.0" in metrics
+        stop = threading.Event()
+        app.start(stop)
+        wait_until(lambda: get(url + "/readyz")[0] == 200)
+        assert get(url + "/healthz")[0] == 200
+        stop.set()
+    finally:
+        server.shutdown()
+
+
+def test_demo_prices_nodes_of_all_three_clouds_from_the_bundled_table(demo: Running) -> None:
+    status, headers, body = get(demo.url + "/metrics")
+    assert status == 200
+    assert headers["Content-Type"] == "text/plain; version=0.0.4; charset=utf-8"
+    text = body.decode()
+    for provider in ("aws", "gcp", "azure"):
+        assert f'provider="{provider}"' in text
+    m5 = 'nodecost_node_hourly_cost{node="ip-10-0-12-87.ec2.internal",source="offline",price_basis="on_demand",currency="USD"}'
+    assert m5 in text
+    # the on-prem node has no providerID and no table prices it: unpriced, not zero
+    assert 'nodecost_node_unpriced{node="rack3-worker-07"} 1.0' in text
+    assert 'nodecost_node_hourly_cost{node="rack3-worker-07"' not in text
+    assert 'nodecost_nodes{source="unpriced"} 1.0' in text
+    assert 'nodecost_integration_up{integration="nodes_file"} 1.0' in text
+    assert "nodecost_ready 1.0" in text
+    assert 'nodecost_build_info{python_version="' in text
+
+
+def test_openmetrics_is_negotiated(demo: Running) -> None:
+    status, headers, body = get(demo.url + "/metrics", {"Accept": PROMETHEUS_ACCEPT})
+    assert status == 200
+    assert headers["Content-Type"] == "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    assert body.endswith(b"# EOF\n") and body.count(b"# EOF") == 1
+    assert b"# TYPE nodecost_node info\n" in body
+    assert b"# TYPE nodecost_build info\n" in body
+
+
+def test_gzip_is_one_stream_equal_to_the_plain_body(demo: Running) -> None:
+    _, plain_headers, plain = get(demo.url + "/metrics")
+    status, headers, body = get(demo.url + "/metrics", {"Accept-Encoding": "gzip"})
+    assert status == 200 and headers["Content-Encoding"] == "gzip"
+    assert "Content-Encoding" not in plain_headers
+    unzipped = gzip.decompress(body)
+    node_section = plain[: plain.index(b"# HELP nodecost_integration_up")]
+    assert unzipped.startswith(node_section)
+    assert b"nodecost_integration_up" in unzipped[len(node_section) :]
+
+
+def test_promtool_finds_nothing_to_lint(demo: Running, promtool: str) -> None:
+    _, _, body = get(demo.url + "/metrics")
+    result = subprocess.run([promtool, "check", "metrics"], input=body, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.strip() == b"" and result.stderr.strip() == b""
+
+
+def test_landing_page_and_unknown_paths(demo: Running) -> None:
+    status, headers, body = get(demo.url + "/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert b'<a href="/metrics">Metrics</a>' in body and b"nodes_file" in body
+    assert get(demo.url + "/nope")[0] == 404
+
+
+def test_a_node_change_is_served_on_the_next_scrape(demo: Running) -> None:
+    first = get(demo.url + "/metrics")[2]
+    node = next(n for n in demo.app.nodes() if n.name == "rack3-worker-07")
+    demo.app.delete(node.uid)
+    second = get(demo.url + "/metrics")[2]
+    assert b"rack3-worker-07" in first and b"rack3-worker-07" not in second
+    assert b'nodecost_nodes{source="unpriced"} 0.0' in second

@@ -1,0 +1,162 @@
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import pytest
+
+from exporter.config import DiscountConfig, PricingConfig
+from exporter.health import Health
+from exporter.inventory.node import CapacityType, Node
+from exporter.pricing.engine import PricingEngine
+from exporter.pricing.quote import Basis, Quote
+from exporter.pricing.source import PriceSource
+from tests.conftest import node
+
+
+@dataclass
+class TableSource:
+    """A source answering from a dict keyed by node name, for engine tests (no network involved)."""
+
+    name: str
+    kind: str
+    prices: dict[str, Quote] = field(default_factory=dict)
+    refresh_interval_seconds: float | None = None
+
+    def quote(self, n: Node) -> Quote | None:
+        return self.prices.get(n.name)
+
+    def wanted(self, nodes: Iterable[Node]) -> None:
+        pass
+
+    def refresh(self) -> bool:
+        return False
+
+
+class Exploding(TableSource):
+    def quote(self, n: Node) -> Quote | None:
+        raise KeyError("bug")
+
+
+def usd(amount: str, basis: Basis = Basis.ON_DEMAND, **units: Decimal) -> Quote:
+    return Quote(Decimal(amount), "USD", basis, **units)
+
+
+def engine(*sources: PriceSource, **config: object) -> tuple[PricingEngine, Health]:
+    health = Health()
+    return PricingEngine(list(sources), PricingConfig(**config), health), health  # type: ignore[arg-type]
+
+
+def test_first_source_in_precedence_wins_regardless_of_list_order() -> None:
+    n = node()
+    offline = TableSource("offline", "offline", {n.name: usd("0.192")})
+    shelf = TableSource("aws_pricing", "shelf", {n.name: usd("0.188")})
+    custom = TableSource("custom", "custom", {n.name: usd("0.150", Basis.CUSTOM)})
+    eng, _ = engine(offline, custom, shelf)
+    price = eng.price(n)
+    assert price is not None
+    assert (price.source, price.hourly, price.basis) == ("aws_pricing", Decimal("0.188"), Basis.ON_DEMAND)
+
+
+def test_falls_through_to_next_source_and_configured_precedence_is_honoured() -> None:
+    n = node()
+    shelf = TableSource("aws_pricing", "shelf", {})
+    offline = TableSource("offline", "offline", {n.name: usd("0.192")})
+    custom = TableSource("custom", "custom", {n.name: usd("0.150", Basis.CUSTOM)})
+    eng, _ = engine(shelf, offline, custom)
+    assert eng.price(n).source == "custom"  # type: ignore[union-attr]
+    eng, _ = engine(shelf, offline, custom, precedence=("shelf", "offline", "custom"))
+    assert eng.price(n).source == "offline"  # type: ignore[union-attr]
+
+
+def test_kinds_left_out_of_precedence_are_off() -> None:
+    n = node()
+    eng, _ = engine(TableSource("offline", "offline", {n.name: usd("0.192")}), precedence=("custom",))
+    assert eng.price(n) is None
+
+
+def test_nobody_can_price_gives_none_never_a_default() -> None:
+    eng, _ = engine(TableSource("offline", "offline", {}))
+    assert eng.price(node()) is None
+
+
+def test_other_currency_is_not_mixed_in() -> None:
+    n = node()
+    eur = Quote(Decimal("0.17"), "EUR", Basis.ON_DEMAND)
+    eng, _ = engine(TableSource("offline", "offline", {n.name: eur}))
+    assert eng.price(n) is None
+
+
+def test_discount_applies_to_on_demand_list_prices_of_that_provider_only() -> None:
+    on_demand, spot = node("a"), node("b", uid="b", capacity_type=CapacityType.SPOT)
+    gke = node("c", uid="c", ref=node().ref.__class__("gcp", "proj", "us-central1-a", "c"))
+    shelf = TableSource(
+        "aws_pricing", "shelf", {"a": usd("0.192"), "b": usd("0.0712", Basis.SPOT), "c": usd("0.2")}
+    )
+    custom_node = node("d", uid="d")
+    custom = TableSource("custom", "custom", {"d": usd("0.150", Basis.CUSTOM)})
+    eng, _ = engine(shelf, custom, discounts=DiscountConfig(aws=Decimal("0.12")))
+    assert eng.price(on_demand).hourly == Decimal("0.16896")  # type: ignore[union-attr]
+    assert eng.price(spot).hourly == Decimal("0.0712")  # type: ignore[union-attr]
+    assert eng.price(gke).hourly == Decimal("0.2")  # type: ignore[union-attr]
+    assert eng.price(custom_node).hourly == Decimal("0.150")  # type: ignore[union-attr]
+
+
+def test_spot_node_priced_at_on_demand_says_so() -> None:
+    spot = node(capacity_type=CapacityType.SPOT)
+    eng, _ = engine(
+        TableSource("offline", "offline", {spot.name: usd("0.192")}),
+        discounts=DiscountConfig(aws=Decimal("0.5")),
+    )
+    price = eng.price(spot)
+    assert price is not None
+    assert (price.basis, price.hourly) == (
+        Basis.ON_DEMAND,
+        Decimal("0.192"),
+    )  # no discount: not an on-demand node
+
+
+def test_split_follows_configured_weights_and_sums_back_to_the_total() -> None:
+    n = node(cpu_cores=4.0, memory_bytes=16 * 2**30)
+    eng, _ = engine(TableSource("offline", "offline", {n.name: usd("0.192")}))
+    price = eng.price(n)
+    assert price is not None and price.cpu_core_hourly and price.memory_gib_hourly
+    assert price.gpu_hourly is None
+    assert price.cpu_core_hourly / price.memory_gib_hourly == Decimal("0.031611") / Decimal("0.004237")
+    assert float(4 * price.cpu_core_hourly + 16 * price.memory_gib_hourly) == pytest.approx(0.192)
+
+
+def test_split_includes_gpus() -> None:
+    n = node(instance_type="g4dn.xlarge", cpu_cores=4.0, memory_bytes=16 * 2**30, gpu_count=1)
+    eng, _ = engine(TableSource("offline", "offline", {n.name: usd("0.526")}))
+    price = eng.price(n)
+    assert price is not None and price.gpu_hourly is not None
+    total = 4 * price.cpu_core_hourly + 16 * price.memory_gib_hourly + price.gpu_hourly  # type: ignore[operator]
+    assert float(total) == pytest.approx(0.526)
+    assert float(price.gpu_hourly / price.cpu_core_hourly) == pytest.approx(0.35 / 0.031611)  # type: ignore[operator]
+
+
+def test_unit_prices_given_by_the_source_win_over_the_split_and_are_discounted() -> None:
+    n = node(ref=node().ref.__class__("gcp", "p", "us-central1-a", "vm"), instance_type="n2-standard-4")
+    quote = usd("0.194236", cpu_core_hourly=Decimal("0.031611"), memory_gib_hourly=Decimal("0.004237"))
+    eng, _ = engine(TableSource("gcp_catalog", "shelf", {n.name: quote}), discounts=DiscountConfig(gcp=Decimal("0.1")))
+    price = eng.price(n)
+    assert price is not None
+    assert price.cpu_core_hourly == Decimal("0.031611") * Decimal("0.9")
+    assert price.memory_gib_hourly == Decimal("0.004237") * Decimal("0.9")
+
+
+def test_unknown_capacity_gives_no_unit_prices_rather_than_invented_ones() -> None:
+    n = node(cpu_cores=0.0, memory_bytes=0)
+    eng, _ = engine(TableSource("offline", "offline", {n.name: usd("0.192")}))
+    price = eng.price(n)
+    assert price is not None and price.hourly == Decimal("0.192")
+    assert (price.cpu_core_hourly, price.memory_gib_hourly) == (None, None)
+
+
+def test_a_raising_source_is_counted_and_the_next_one_prices_the_node() -> None:
+    n = node()
+    eng, health = engine(
+        Exploding("aws_pricing", "shelf"), TableSource("offline", "offline", {n.name: usd("0.192")})
+    )
+    assert eng.price(n).source == "offline"  # type: ignore[union-attr]
+    assert health.invalid_counts() == {"quote": 1}

@@ -1,0 +1,138 @@
+import gzip
+import zlib
+from decimal import Decimal
+
+from exporter.inventory.node import CapacityType, ProviderRef
+from exporter.metrics.store import NodeMetricsStore
+from exporter.pricing.quote import Basis, NodePrice
+from tests.conftest import node
+
+PRICED = node()
+GPU = node(
+    "gke-ml-gpu-pool-1c2d3e4f-abcd",
+    uid="uid-gpu",
+    provider_id="gce://acme-ml/us-central1-a/gke-ml-gpu-pool-1c2d3e4f-abcd",
+    ref=ProviderRef("gcp", "acme-ml", "us-central1-a", "gke-ml-gpu-pool-1c2d3e4f-abcd"),
+    instance_type="n1-standard-8",
+    region="us-central1",
+    zone="us-central1-a",
+    capacity_type=CapacityType.SPOT,
+    cpu_cores=8.0,
+    memory_bytes=30 * 2**30,
+    gpu_count=1,
+    gpu_model="nvidia-tesla-t4",
+)
+ONPREM = node(
+    "rack3-worker-07",
+    uid="uid-rack",
+    provider_id="",
+    ref=ProviderRef(""),
+    instance_type="",
+    region="",
+    zone="",
+)
+PRICE = NodePrice(
+    Decimal("0.192"), "USD", "offline", Basis.ON_DEMAND, Decimal("0.0313"), Decimal("0.0042"), None
+)
+GPU_PRICE = NodePrice(
+    Decimal("0.1247"),
+    "USD",
+    "gcp_catalog",
+    Basis.SPOT,
+    Decimal("0.0067"),
+    Decimal("0.0009"),
+    Decimal("0.0745"),
+)
+
+GOLDEN_TEXT = """\
+# HELP nodecost_node_info Node facts used for pricing; value is always 1.
+# TYPE nodecost_node_info gauge
+nodecost_node_info{node="ip-10-0-12-87.ec2.internal",provider="aws",instance_type="m5.xlarge",capacity_type="on_demand",topology_region="us-east-1",topology_zone="us-east-1a",provider_id="aws:///us-east-1a/i-0fea4fd46592d050b",os="linux",arch="amd64",gpu_model=""} 1.0
+nodecost_node_info{node="gke-ml-gpu-pool-1c2d3e4f-abcd",provider="gcp",instance_type="n1-standard-8",capacity_type="spot",topology_region="us-central1",topology_zone="us-central1-a",provider_id="gce://acme-ml/us-central1-a/gke-ml-gpu-pool-1c2d3e4f-abcd",os="linux",arch="amd64",gpu_model="nvidia-tesla-t4"} 1.0
+nodecost_node_info{node="rack3-worker-07",provider="",instance_type="",capacity_type="on_demand",topology_region="",topology_zone="",provider_id="",os="linux",arch="amd64",gpu_model=""} 1.0
+# HELP nodecost_node_hourly_cost Hourly cost of the node in the currency label, after any configured discount.
+# TYPE nodecost_node_hourly_cost gauge
+nodecost_node_hourly_cost{node="ip-10-0-12-87.ec2.internal",source="offline",price_basis="on_demand",currency="USD"} 0.192
+nodecost_node_hourly_cost{node="gke-ml-gpu-pool-1c2d3e4f-abcd",source="gcp_catalog",price_basis="spot",currency="USD"} 0.1247
+# HELP nodecost_node_cpu_core_hourly_cost Hourly cost of one CPU core of the node.
+# TYPE nodecost_node_cpu_core_hourly_cost gauge
+nodecost_node_cpu_core_hourly_cost{node="ip-10-0-12-87.ec2.internal",source="offline",currency="USD"} 0.0313
+nodecost_node_cpu_core_hourly_cost{node="gke-ml-gpu-pool-1c2d3e4f-abcd",source="gcp_catalog",currency="USD"} 0.0067
+# HELP nodecost_node_memory_gibibyte_hourly_cost Hourly cost of one GiB of the node's memory.
+# TYPE nodecost_node_memory_gibibyte_hourly_cost gauge
+nodecost_node_memory_gibibyte_hourly_cost{node="ip-10-0-12-87.ec2.internal",source="offline",currency="USD"} 0.0042
+nodecost_node_memory_gibibyte_hourly_cost{node="gke-ml-gpu-pool-1c2d3e4f-abcd",source="gcp_catalog",currency="USD"} 0.0009
+# HELP nodecost_node_gpu_hourly_cost Hourly cost of one GPU of the node (GPU nodes only).
+# TYPE nodecost_node_gpu_hourly_cost gauge
+nodecost_node_gpu_hourly_cost{node="gke-ml-gpu-pool-1c2d3e4f-abcd",source="gcp_catalog",currency="USD"} 0.0745
+# HELP nodecost_node_unpriced 1 for a node no price source could price (no cost series for it).
+# TYPE nodecost_node_unpriced gauge
+nodecost_node_unpriced{node="rack3-worker-07"} 1.0
+"""
+
+
+def filled() -> NodeMetricsStore:
+    store = NodeMetricsStore()
+    store.set(PRICED, PRICE)
+    store.set(GPU, GPU_PRICE)
+    store.set(ONPREM, None)
+    return store
+
+
+def test_golden_text_exposition() -> None:
+    assert filled().body(openmetrics=False).decode() == GOLDEN_TEXT
+
+
+def test_openmetrics_differs_only_in_the_info_family_header() -> None:
+    expected = GOLDEN_TEXT.replace(
+        "# HELP nodecost_node_info Node facts used for pricing; value is always 1.\n# TYPE nodecost_node_info gauge\n",
+        "# HELP nodecost_node Node facts used for pricing; value is always 1.\n# TYPE nodecost_node info\n",
+    )
+    assert filled().body(openmetrics=True).decode() == expected
+
+
+def test_gzip_body_is_one_stream_of_the_plain_body_and_the_tail() -> None:
+    store = filled()
+    tail = b"# HELP nodecost_ready x\n# TYPE nodecost_ready gauge\nnodecost_ready 1.0\n"
+    for _ in range(2):  # the second scrape reuses the cached compressed prefix
+        body = store.gzip_body(openmetrics=False, tail=tail)
+        single = zlib.decompressobj(31)  # what curl and browsers do: one gzip member only
+        assert single.decompress(body) == GOLDEN_TEXT.encode() + tail
+        assert single.eof and single.unused_data == b""
+    assert gzip.decompress(store.gzip_body(openmetrics=True, tail=b"# EOF\n")).endswith(b"# EOF\n")
+
+
+def test_unchanged_body_is_reused_and_a_change_rebuilds_it() -> None:
+    store = filled()
+    first = store.body(openmetrics=False)
+    store.set(PRICED, PRICE)  # same node, same price: nothing to re-render
+    assert store.body(openmetrics=False) is first
+    store.set(PRICED, NodePrice(Decimal("0.17"), "USD", "custom", Basis.CUSTOM, None, None, None))
+    body = store.body(openmetrics=False).decode()
+    assert (
+        'nodecost_node_hourly_cost{node="ip-10-0-12-87.ec2.internal",source="custom",price_basis="custom",currency="USD"} 0.17'
+        in body
+    )
+    assert 'node="ip-10-0-12-87.ec2.internal",source="offline"' not in body
+    assert store.source_counts() == {"custom": 1, "gcp_catalog": 1, "unpriced": 1}
+
+
+def test_delete_and_retain_drop_every_line_of_the_node() -> None:
+    store = filled()
+    store.delete(GPU.uid)
+    store.delete("no-such-uid")
+    assert "gke-ml-gpu-pool" not in store.body(openmetrics=False).decode()
+    store.retain({ONPREM.uid})
+    body = store.body(openmetrics=False).decode()
+    assert "ip-10-0-12-87" not in body and "rack3-worker-07" in body
+    assert len(store) == 1 and store.source_counts() == {"unpriced": 1}
+
+
+def test_label_values_are_escaped_and_garbage_is_cut() -> None:
+    weird = node('we"ird\\node', uid="w", instance_type="x" * 10_000, labels={"k": "v" * 10_000})
+    store = NodeMetricsStore()
+    store.set(weird, None)
+    body = store.body(openmetrics=False).decode()
+    assert 'node="we\\"ird\\\\node"' in body
+    assert f'instance_type="{"x" * 512}"' in body
+    assert "x" * 513 not in body
