@@ -49,7 +49,12 @@ def build_sources(config: Config, health: Health) -> list[PriceSource]:
     pricing = config.pricing
     if pricing.custom.file:
         try:
-            custom = CustomPrices(pricing.custom.file, health.integration("custom_prices"), pricing.currency)
+            custom = CustomPrices(
+                pricing.custom.file,
+                health.integration("custom_prices"),
+                pricing.currency,
+                pricing.custom.reload_interval_seconds,
+            )
         except (OSError, CustomTableError) as err:
             raise ConfigError("pricing.custom.file", str(err)) from err
         sources.append(custom)

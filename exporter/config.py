@@ -95,6 +95,7 @@ class DiscountConfig:
 @dataclass(frozen=True)
 class CustomPricesConfig:
     file: str = ""  # YAML or CSV; see config/custom-prices.example.yaml
+    reload_interval_seconds: float = 30.0  # how often the file is checked for changes
 
 
 @dataclass(frozen=True)
@@ -287,6 +288,8 @@ def _validate(config: Config) -> None:
     for unit in ("cpu_core", "memory_gib", "gpu"):
         if getattr(pricing.split, unit) < 0:
             raise ConfigError(f"pricing.split.{unit}", "must not be negative")
+    if pricing.custom.reload_interval_seconds <= 0:
+        raise ConfigError("pricing.custom.reload_interval_seconds", "must be positive")
     if pricing.split.cpu_core + pricing.split.memory_gib == 0:
         raise ConfigError("pricing.split", "cpu_core and memory_gib cannot both be 0")
     for key, path in (

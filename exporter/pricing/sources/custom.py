@@ -70,9 +70,11 @@ class Rule:
 class CustomPrices:
     name = "custom"
     kind = "custom"
-    refresh_interval_seconds: float | None = 30.0
 
-    def __init__(self, path: str, status: IntegrationStatus, currency: str) -> None:
+    def __init__(
+        self, path: str, status: IntegrationStatus, currency: str, reload_interval: float = 30.0
+    ) -> None:
+        self.refresh_interval_seconds: float | None = reload_interval
         self._path = path
         self._status = status
         self._currency = currency

@@ -1,0 +1,112 @@
+"""The wired app: inventory → engine → store, scheduler re-pricing, and start-up faults that must not crash."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from prometheus_client import generate_latest
+
+from exporter.app import App, demo_nodes_path
+from exporter.config import ConfigError, load_config
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def scrape(app: App) -> str:
+    return app.store.body(openmetrics=False).decode() + generate_latest(app.registry).decode()
+
+
+def test_custom_table_edit_reprices_served_nodes_without_restart(tmp_path: Path) -> None:
+    table = tmp_path / "prices.yaml"
+    table.write_text("prices:\n  - {provider: '', cpu_core_hourly: '0.01', memory_gib_hourly: '0.001'}\n")
+    config = load_config(
+        None,
+        env={},
+        overrides={
+            "demo": True,
+            "pricing.custom.file": str(table),
+            "pricing.custom.reload_interval_seconds": 0.05,
+        },
+    )
+    app = App(config)
+    stop = threading.Event()
+    app.start(stop)
+    try:
+        wait_until(app.ready)
+        text = scrape(app)
+        assert (
+            'nodecost_node_hourly_cost{node="rack3-worker-07",source="custom",price_basis="custom",currency="USD"}'
+            in text
+        )
+        assert 'nodecost_nodes{source="unpriced"} 0.0' in text
+        assert 'nodecost_integration_up{integration="custom_prices"} 1.0' in text
+        table.write_text("prices:\n  - {provider: '', cpu_core_hourly: '0.02', memory_gib_hourly: '0.002'}\n")
+        wait_until(
+            lambda: (
+                "0.02"
+                in next(
+                    line
+                    for line in scrape(app).splitlines()
+                    if line.startswith('nodecost_node_cpu_core_hourly_cost{node="rack3-worker-07"')
+                )
+            )
+        )
+    finally:
+        stop.set()
+
+
+def test_invalid_custom_table_at_start_is_a_config_error(tmp_path: Path) -> None:
+    table = tmp_path / "prices.yaml"
+    table.write_text("prices:\n  - {instance_type: m5.large, hourly: 'about ten cents'}\n")
+    with pytest.raises(ConfigError, match=r"^pricing\.custom\.file: .*prices\[0\]\.hourly"):
+        App(load_config(None, env={}, overrides={"demo": True, "pricing.custom.file": str(table)}))
+
+
+def test_corrupt_cache_file_starts_empty_and_says_so(tmp_path: Path) -> None:
+    cache = tmp_path / "cache.sqlite"
+    cache.write_bytes(b"\x00garbage" * 512)
+    nodes = tmp_path / "nodes.json"
+    nodes.write_text(Path(demo_nodes_path()).read_text())
+    app = App(
+        load_config(None, env={}, overrides={"kubernetes.nodes_file": str(nodes), "cache.path": str(cache)})
+    )
+    stop = threading.Event()
+    app.start(stop)
+    try:
+        wait_until(app.ready)
+        text = scrape(app)
+        assert 'nodecost_integration_up{integration="cache"} 0.0' in text
+        assert 'nodecost_integration_failure_info{integration="cache",reason="corrupt"} 1.0' in text
+        assert 'nodecost_nodes{source="offline"} 11.0' in text  # pricing unaffected
+    finally:
+        stop.set()
+
+
+def test_malformed_node_in_a_nodes_file_is_counted_and_the_others_served(tmp_path: Path) -> None:
+    data = json.loads(Path(demo_nodes_path()).read_text())
+    data["items"].append({"metadata": {"name": "no-uid"}})
+    data["items"].append("not even an object")
+    nodes = tmp_path / "nodes.json"
+    nodes.write_text(json.dumps(data))
+    app = App(
+        load_config(None, env={}, overrides={"kubernetes.nodes_file": str(nodes), "cache.enabled": False})
+    )
+    stop = threading.Event()
+    app.start(stop)
+    try:
+        wait_until(app.ready)
+        text = scrape(app)
+        assert 'nodecost_invalid_inputs_total{kind="node"} 2.0' in text
+        assert len(app.nodes()) == 12
+    finally:
+        stop.set()

@@ -1,0 +1,69 @@
+"""The console script and `python -m exporter` start the real server and stop cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.parametrize(
+    "command", [["node-cost-exporter"], [sys.executable, "-m", "exporter"]], ids=["script", "module"]
+)
+def test_demo_serves_metrics_and_stops_on_sigterm(command: list[str]) -> None:
+    if command[0] == "node-cost-exporter":
+        script = shutil.which("node-cost-exporter", path=str(Path(sys.executable).parent))
+        assert script, "console script not installed"
+        command = [script]
+    port = free_port()
+    proc = subprocess.Popen(
+        [*command, "--demo", f"--web.listen-address=127.0.0.1:{port}", "--log.format=json"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        body = b""
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.1)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            body = response.read()
+        assert b'nodecost_nodes{source="offline"} 11.0' in body
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=20)
+    assert proc.returncode == 0
+    assert '"msg": "shutting down"' in stderr
+
+
+def test_port_in_use_is_a_clear_error() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "exporter", "--demo", f"--web.listen-address=127.0.0.1:{port}"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
