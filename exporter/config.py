@@ -58,6 +58,7 @@ class KubernetesConfig:
         "karpenter.sh/capacity-type=spot",
         "cloud.google.com/gke-spot=true",
         "cloud.google.com/gke-preemptible=true",
+        "cloud.google.com/gke-provisioning=spot",
         "kubernetes.azure.com/scalesetpriority=spot",
         "lifecycle=Ec2Spot",
         "node.kubernetes.io/lifecycle=spot",

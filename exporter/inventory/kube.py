@@ -42,6 +42,7 @@ _CONNECT_TIMEOUT = 10.0
 # A watch is silent for at most timeoutSeconds (the server then ends it); beyond that plus this slack, the
 # connection is dead even if TCP has not noticed.
 _WATCH_READ_SLACK = 15.0
+_EVENT_TYPES = ("ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR", "OTHER")
 _STATUS_REASONS = {
     401: Reason.AUTH,
     403: Reason.PERMISSION,
@@ -93,7 +94,9 @@ class KubeNodeWatcher:
         request_timeout: float = 60.0,
     ) -> None:
         self.synced = threading.Event()
-        self.events: Counter[str] = Counter()
+        # Every key exists from the start: the metrics thread iterates this while the watch thread counts,
+        # and only inserting a key could break that iteration.
+        self.events: Counter[str] = Counter(dict.fromkeys(_EVENT_TYPES, 0))
         self.relists = 0
         self._sink = sink
         self._status = status
@@ -170,17 +173,26 @@ class KubeNodeWatcher:
         try:
             cfg = self._load_config()
         except Exception as e:  # ConfigException, OSError, YAML errors, exec plugin failures…
-            raise _Failure(Reason.CONFIG, f"loading Kubernetes configuration: {e}") from e
+            source = self._config_source()
+            raise _Failure(Reason.CONFIG, f"loading Kubernetes configuration ({source}): {e}") from e
         self._cfg = cfg
         self._host = str(cfg.host).rstrip("/")
         self._pool = _pool_manager(cfg)
+
+    def _in_cluster(self) -> bool:
+        return self._kubeconfig is None and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+
+    def _config_source(self) -> str:
+        if self._in_cluster():
+            return "in-cluster service account"
+        return self._kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
 
     def _load_config(self) -> Any:
         from kubernetes import config
         from kubernetes.client import Configuration
 
         cfg = Configuration()
-        if self._kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        if self._in_cluster():
             config.load_incluster_config(client_configuration=cfg)  # type: ignore[no-untyped-call]
         else:
             config.load_kube_config(  # type: ignore[no-untyped-call]
@@ -340,7 +352,7 @@ class KubeNodeWatcher:
         obj = event.get("object") if isinstance(event, dict) else None
         if not isinstance(etype, str) or not isinstance(obj, dict):
             raise _Failure(Reason.BAD_RESPONSE, f"watch event without type/object: {line[:200]!r}")
-        self.events[etype] += 1
+        self.events[etype if etype in self.events else "OTHER"] += 1
         if etype == "ERROR":
             code = obj.get("code")
             message = _str(obj.get("message")) or _str(obj.get("reason"))

@@ -114,4 +114,3 @@ class NodesFileWatcher:
                 f"nodes file {self._path} holds no node list (expected a NodeList with an items array)",
             )
         return items
-

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from exporter.config import KubernetesConfig
 from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.inventory.providerid import parse_provider_id
 from exporter.inventory.quantity import parse_quantity
@@ -45,14 +46,9 @@ class SpotLabel:
         return self.value is None or actual.casefold() == self.value.casefold()
 
 
-DEFAULT_SPOT_LABELS: tuple[SpotLabel, ...] = (
-    SpotLabel("eks.amazonaws.com/capacityType", "SPOT"),
-    SpotLabel("karpenter.sh/capacity-type", "spot"),
-    SpotLabel("cloud.google.com/gke-spot", "true"),
-    SpotLabel("cloud.google.com/gke-preemptible", "true"),
-    SpotLabel("kubernetes.azure.com/scalesetpriority", "spot"),
-    SpotLabel("lifecycle", "Ec2Spot"),
-    SpotLabel("node.kubernetes.io/lifecycle", "spot"),
+# The same list as the config default, for callers (tests, tools) that have no Config at hand.
+DEFAULT_SPOT_LABELS: tuple[SpotLabel, ...] = tuple(
+    SpotLabel.parse(text) for text in KubernetesConfig().spot_labels
 )
 
 _OS_LABELS = ("kubernetes.io/os", "beta.kubernetes.io/os")

@@ -1,0 +1,881 @@
+"""A local fake Kubernetes API server for `/api/v1/nodes`, speaking the real list/watch protocol over HTTP.
+
+What it models, because the watcher depends on each of these:
+- bearer-token auth (401 `Status` body otherwise);
+- paged lists: `limit`/`continue`, `metadata.resourceVersion`, `metadata.continue`, `remainingItemCount`,
+  and 410 `Expired` for a continue token older than the retained history;
+- watches: `Transfer-Encoding: chunked`, newline-delimited `{"type","object"}` events replayed from the
+  requested resourceVersion out of an event log with increasing versions, `BOOKMARK` events when asked for,
+  an `ERROR` event with a 410 `Expired` Status for a version older than the log, `timeoutSeconds`;
+- test controls: add/modify/delete nodes, bookmarks, versions bumped by "other resources", history
+  compaction, dropping open watches mid-stream, 5xx replies, going down (refused connections) and back up.
+
+Nodes are kept pre-serialized (each re-encoded only when it changes) so a 15,000-node list costs a join.
+"""
+
+from __future__ import annotations
+
+import base64
+import bisect
+import copy
+import hashlib
+import json
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from exporter.inventory.node import Node
+
+NODES_PATH = "/api/v1/nodes"
+
+
+def status_body(code: int, reason: str, message: str) -> dict[str, Any]:
+    """A `metav1.Status` failure object, as the API server writes it."""
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+
+
+_REASONS = {
+    400: "BadRequest",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "NotFound",
+    410: "Expired",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+    504: "Timeout",
+}
+
+
+def _dumps(obj: Any) -> bytes:
+    return json.dumps(obj, separators=(",", ":")).encode()
+
+
+@dataclass
+class RecordedRequest:
+    path: str
+    query: dict[str, str]
+    authorized: bool
+    status: int = 0
+
+    @property
+    def is_watch(self) -> bool:
+        return self.query.get("watch") in ("true", "1")
+
+
+@dataclass
+class _Event:
+    rv: int
+    type: str
+    line: bytes  # the full newline-terminated event
+
+
+@dataclass
+class _Stored:
+    obj: dict[str, Any]
+    raw: bytes
+
+
+@dataclass
+class _Failures:
+    status: int
+    remaining: int | None  # None: until recover()
+
+
+@dataclass
+class _Watch:
+    handler: BaseHTTPRequestHandler
+    dropped: bool = False
+
+
+@dataclass
+class FakeKubeAPI:
+    """Context manager: `with FakeKubeAPI(token="t") as api: api.url …`."""
+
+    token: str | None = "test-token"
+    port: int = 0
+    requests: list[RecordedRequest] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._cond = threading.Condition()
+        self._rv = 1000
+        self._oldest_rv = self._rv  # watching from an older version gets 410
+        self._nodes: dict[str, _Stored] = {}
+        self._names: list[str] = []
+        self._log: list[_Event] = []
+        self._log_base = 0  # absolute index of _log[0]
+        self._failures: _Failures | None = None
+        self._expire_next_continue = False
+        self._watches: list[_Watch] = []
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._connections: set[socket.socket] = set()
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+
+    def __enter__(self) -> FakeKubeAPI:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Listen (again) on `port`; port 0 picks a free one, kept for later restarts."""
+        fake = self
+
+        class Handler(_Handler):
+            api = fake
+
+        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        server.daemon_threads = True
+        self.port = server.server_address[1]
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop listening and cut every open connection: clients now get 'connection refused'."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        self.drop_watches()
+        with self._cond:
+            conns = list(self._connections)
+        for conn in conns:
+            _abort(conn)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    # -- state -----------------------------------------------------------------------------------------------
+
+    @property
+    def resource_version(self) -> int:
+        with self._cond:
+            return self._rv
+
+    def load(self, objs: Iterable[dict[str, Any]]) -> None:
+        """Bulk initial state (no events): for big clusters that exist before the watcher starts."""
+        with self._cond:
+            for obj in objs:
+                self._rv += 1
+                obj["metadata"]["resourceVersion"] = str(self._rv)
+                name = obj["metadata"]["name"]
+                if name not in self._nodes:
+                    bisect.insort(self._names, name)
+                self._nodes[name] = _Stored(obj, _dumps(obj))
+            self._oldest_rv = self._rv
+            self._log_base += len(self._log)
+            self._log.clear()
+
+    def add_node(self, obj: dict[str, Any]) -> int:
+        with self._cond:
+            name = obj["metadata"]["name"]
+            if name in self._nodes:
+                raise ValueError(f"node {name} exists")
+            bisect.insort(self._names, name)
+            return self._store("ADDED", obj)
+
+    def modify_node(self, name: str, change: Callable[[dict[str, Any]], None] | None = None) -> int:
+        """Apply `change` to a copy of the node and emit MODIFIED; no `change` is a heartbeat-like no-op."""
+        with self._cond:
+            obj = copy.deepcopy(self._nodes[name].obj)
+            if change is not None:
+                change(obj)
+            return self._store("MODIFIED", obj)
+
+    def delete_node(self, name: str) -> int:
+        with self._cond:
+            stored = self._nodes.pop(name)
+            self._names.remove(name)
+            self._rv += 1
+            obj = stored.obj
+            obj["metadata"]["resourceVersion"] = str(self._rv)
+            self._append("DELETED", b'{"type":"DELETED","object":' + _dumps(obj) + b"}\n")
+            return self._rv
+
+    def node(self, name: str) -> dict[str, Any]:
+        with self._cond:
+            return copy.deepcopy(self._nodes[name].obj)
+
+    def node_names(self) -> list[str]:
+        with self._cond:
+            return list(self._names)
+
+    def advance_rv(self, n: int = 1) -> int:
+        """Writes to other resources: the global resourceVersion moves, no node event."""
+        with self._cond:
+            self._rv += n
+            return self._rv
+
+    def bookmark(self) -> int:
+        """Send a BOOKMARK at the current resourceVersion to watches that asked for bookmarks."""
+        with self._cond:
+            obj = {"kind": "Node", "apiVersion": "v1", "metadata": {"resourceVersion": str(self._rv)}}
+            self._append("BOOKMARK", b'{"type":"BOOKMARK","object":' + _dumps(obj) + b"}\n")
+            return self._rv
+
+    def send_raw_event(self, line: bytes) -> None:
+        """Put arbitrary bytes (one line) into the watch stream, e.g. a malformed event."""
+        with self._cond:
+            self._append("RAW", line if line.endswith(b"\n") else line + b"\n")
+
+    def compact(self) -> None:
+        """Forget the event history: watches and continue tokens from older versions now get 410."""
+        with self._cond:
+            self._oldest_rv = self._rv
+            self._log_base += len(self._log)
+            self._log.clear()
+
+    def drop_watches(self) -> None:
+        """Cut every open watch mid-stream (no terminating chunk), like a restarting API server."""
+        with self._cond:
+            for w in self._watches:
+                w.dropped = True
+            self._cond.notify_all()
+
+    def active_watches(self) -> int:
+        with self._cond:
+            return len(self._watches)
+
+    def fail(self, status: int = 503, times: int | None = None) -> None:
+        """Answer the next `times` requests (all until `recover()` when None) with this HTTP error."""
+        with self._cond:
+            self._failures = _Failures(status, times)
+
+    def recover(self) -> None:
+        with self._cond:
+            self._failures = None
+
+    def expire_next_continue(self) -> None:
+        """The next request with a continue token gets 410 Expired (as after etcd compaction)."""
+        with self._cond:
+            self._expire_next_continue = True
+
+    def list_requests(self) -> list[RecordedRequest]:
+        return [r for r in list(self.requests) if not r.is_watch]
+
+    def watch_requests(self) -> list[RecordedRequest]:
+        return [r for r in list(self.requests) if r.is_watch]
+
+    # -- internals (callers hold self._cond) ---------------------------------------------------------------
+
+    def _store(self, etype: str, obj: dict[str, Any]) -> int:
+        self._rv += 1
+        obj["metadata"]["resourceVersion"] = str(self._rv)
+        raw = _dumps(obj)
+        self._nodes[obj["metadata"]["name"]] = _Stored(obj, raw)
+        self._append(etype, b'{"type":"' + etype.encode() + b'","object":' + raw + b"}\n")
+        return self._rv
+
+    def _append(self, etype: str, line: bytes) -> None:
+        self._log.append(_Event(self._rv, etype, line))
+        self._cond.notify_all()
+
+    def _take_failure(self) -> int | None:
+        f = self._failures
+        if f is None:
+            return None
+        if f.remaining is not None:
+            f.remaining -= 1
+            if f.remaining <= 0:
+                self._failures = None
+        return f.status
+
+
+def _abort(conn: socket.socket) -> None:
+    """Close a connection abruptly, so the peer sees a broken stream rather than a clean end."""
+    with suppress(OSError):
+        conn.shutdown(socket.SHUT_RDWR)
+    with suppress(OSError):
+        conn.close()
+
+
+def _encode_continue(rv: int, last_name: str) -> str:
+    return base64.urlsafe_b64encode(_dumps({"rv": rv, "start": last_name})).decode()
+
+
+def _decode_continue(token: str) -> tuple[int, str] | None:
+    try:
+        data = json.loads(base64.urlsafe_b64decode(token.encode()))
+        return int(data["rv"]), str(data["start"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class _Handler(BaseHTTPRequestHandler):
+    api: FakeKubeAPI
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read api.requests
+        pass
+
+    def setup(self) -> None:
+        super().setup()
+        with self.api._cond:
+            self.api._connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.api._cond:
+            self.api._connections.discard(self.connection)
+        with suppress(OSError):  # the peer (or drop_watches) already closed it
+            super().finish()
+
+    def do_GET(self) -> None:
+        api = self.api
+        parts = urlsplit(self.path)
+        query = dict(parse_qsl(parts.query, keep_blank_values=True))
+        authorized = api.token is None or self.headers.get("Authorization") == f"Bearer {api.token}"
+        record = RecordedRequest(parts.path, query, authorized)
+        api.requests.append(record)
+        if not authorized:
+            record.status = 401
+            self._send_status(401, "Unauthorized")
+            return
+        if parts.path != NODES_PATH:
+            record.status = 404
+            self._send_status(404, "the server could not find the requested resource")
+            return
+        with api._cond:
+            failure = api._take_failure()
+        if failure is not None:
+            record.status = failure
+            self._send_status(failure, f"injected failure {failure}")
+            return
+        record.status = 200
+        if record.is_watch:
+            self._watch(query)
+        else:
+            self._list(query, record)
+
+    # -- responses -------------------------------------------------------------------------------------------
+
+    def _send_json(self, code: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _send_status(self, code: int, message: str) -> None:
+        headers = {"Retry-After": "1"} if code == 429 else None
+        self._send_json(code, _dumps(status_body(code, _REASONS.get(code, "Unknown"), message)), headers)
+
+    def _list(self, query: dict[str, str], record: RecordedRequest) -> None:
+        api = self.api
+        limit = int(query.get("limit") or 0)
+        token = query.get("continue")
+        with api._cond:
+            if token:
+                decoded = _decode_continue(token)
+                if decoded is None:
+                    record.status = 400
+                    self._send_status(400, "continue key is not valid")
+                    return
+                snapshot_rv, last_name = decoded
+                if api._expire_next_continue or snapshot_rv < api._oldest_rv:
+                    api._expire_next_continue = False
+                    record.status = 410
+                    self._send_status(
+                        410,
+                        "The provided continue parameter is too old to display a consistent list result. "
+                        "You can start a new list without the continue parameter.",
+                    )
+                    return
+                start = bisect.bisect_right(api._names, last_name)
+            else:
+                snapshot_rv, start = api._rv, 0
+            end = len(api._names) if limit <= 0 else min(len(api._names), start + limit)
+            names = api._names[start:end]
+            items = [api._nodes[n].raw for n in names]
+            metadata: dict[str, Any] = {"resourceVersion": str(snapshot_rv)}
+            if end < len(api._names):
+                metadata["continue"] = _encode_continue(snapshot_rv, names[-1])
+                metadata["remainingItemCount"] = len(api._names) - end
+        body = b"".join(
+            (
+                b'{"kind":"NodeList","apiVersion":"v1","metadata":',
+                _dumps(metadata),
+                b',"items":[',
+                b",".join(items),
+                b"]}",
+            )
+        )
+        self._send_json(200, body)
+
+    def _chunk(self, data: bytes) -> None:
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def _watch(self, query: dict[str, str]) -> None:
+        api = self.api
+        bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
+        timeout = float(query.get("timeoutSeconds") or 1800)
+        deadline = time.monotonic() + timeout
+        rv_param = query.get("resourceVersion", "")
+        watch = _Watch(self)
+        initial: list[bytes] = []
+        with api._cond:
+            if rv_param in ("", "0"):
+                # "Start at most recent": synthetic ADDED events for the current state first.
+                initial = [b'{"type":"ADDED","object":' + api._nodes[n].raw + b"}\n" for n in api._names]
+                cursor = api._log_base + len(api._log)
+            else:
+                try:
+                    from_rv = int(rv_param)
+                except ValueError:
+                    self._send_status(400, f"invalid resourceVersion {rv_param!r}")
+                    return
+                if from_rv < api._oldest_rv:
+                    expired = status_body(
+                        410, "Expired", f"too old resource version: {from_rv} ({api._oldest_rv})"
+                    )
+                    initial = [b'{"type":"ERROR","object":' + _dumps(expired) + b"}\n"]
+                    cursor = -1
+                else:
+                    cursor = api._log_base + len(api._log)
+                    while cursor > api._log_base and api._log[cursor - 1 - api._log_base].rv > from_rv:
+                        cursor -= 1
+            api._watches.append(watch)
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for line in initial:
+                self._chunk(line)
+            if cursor >= 0:
+                self._stream(watch, cursor, deadline, bookmarks)
+            if not watch.dropped:
+                self.wfile.write(b"0\r\n\r\n")
+                self.wfile.flush()
+        except OSError:
+            self.close_connection = True
+        finally:
+            with api._cond:
+                api._watches.remove(watch)
+        if watch.dropped:
+            self.close_connection = True
+            _abort(self.connection)
+
+    def _stream(self, watch: _Watch, cursor: int, deadline: float, bookmarks: bool) -> None:
+        api = self.api
+        while True:
+            with api._cond:
+                while True:
+                    if watch.dropped:
+                        return
+                    cursor = max(cursor, api._log_base)  # compacted under us: skip what is gone
+                    pending = api._log[cursor - api._log_base :]
+                    if pending:
+                        cursor += len(pending)
+                        break
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return
+                    api._cond.wait(remaining)
+            for event in pending:
+                if event.type == "BOOKMARK" and not bookmarks:
+                    continue
+                self._chunk(event.line)
+
+
+# -- driving a watcher ----------------------------------------------------------------------------------------
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = 5.0) -> None:
+    """Poll until `condition()` holds; no fixed sleeps, so tests run as fast as the code under test."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.005)
+
+
+@dataclass
+class RecordingSink:
+    """An InventorySink that keeps the current set and every call, for assertions."""
+
+    nodes: dict[str, Node] = field(default_factory=dict)
+    calls: list[tuple[str, Any]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def replace_all(self, nodes: Iterable[Node]) -> None:
+        with self.lock:
+            self.nodes = {n.uid: n for n in nodes}
+            self.calls.append(("replace_all", len(self.nodes)))
+
+    def upsert(self, node: Node) -> None:
+        with self.lock:
+            self.nodes[node.uid] = node
+            self.calls.append(("upsert", node.name))
+
+    def delete(self, uid: str) -> None:
+        with self.lock:
+            self.nodes.pop(uid, None)
+            self.calls.append(("delete", uid))
+
+    def names(self) -> set[str]:
+        with self.lock:
+            return {n.name for n in self.nodes.values()}
+
+    def by_name(self, name: str) -> Node | None:
+        with self.lock:
+            return next((n for n in self.nodes.values() if n.name == name), None)
+
+    def count(self, kind: str) -> int:
+        with self.lock:
+            return sum(1 for c in self.calls if c[0] == kind)
+
+
+# -- realistic node objects ----------------------------------------------------------------------------------
+
+# instance type → (vCPU, memory GiB, arch, GPUs)
+_SHAPES: dict[str, tuple[int, float, str, int]] = {
+    "m5.large": (2, 8, "amd64", 0),
+    "m5.xlarge": (4, 16, "amd64", 0),
+    "m6gd.2xlarge": (8, 32, "arm64", 0),
+    "c5.2xlarge": (8, 16, "amd64", 0),
+    "g4dn.xlarge": (4, 16, "amd64", 1),
+    "e2-standard-2": (2, 8, "amd64", 0),
+    "e2-standard-4": (4, 16, "amd64", 0),
+    "n2-standard-8": (8, 32, "amd64", 0),
+    "n1-standard-4": (4, 15, "amd64", 0),
+    "Standard_D2s_v3": (2, 8, "amd64", 0),
+    "Standard_D4s_v3": (4, 16, "amd64", 0),
+    "Standard_DS1_v2": (1, 3.5, "amd64", 0),
+    "Standard_NC6s_v3": (6, 112, "amd64", 1),
+}
+_DEFAULTS = {
+    "aws": ("m5.xlarge", "us-east-1a"),
+    "gcp": ("e2-standard-4", "europe-north1-c"),
+    "azure": ("Standard_D4s_v3", "eastus-1"),
+}
+_GPU_MODELS = {"aws": "NVIDIA-T4", "gcp": "nvidia-tesla-t4", "azure": "NVIDIA-Tesla-V100"}
+_IMAGE_REPOS = [
+    "602401143452.dkr.ecr.us-east-1.amazonaws.com/amazon-k8s-cni",
+    "602401143452.dkr.ecr.us-east-1.amazonaws.com/eks/kube-proxy",
+    "registry.k8s.io/ingress-nginx/controller",
+    "quay.io/prometheus/node-exporter",
+    "docker.io/grafana/promtail",
+    "gcr.io/gke-release/gke-metrics-agent",
+    "mcr.microsoft.com/oss/kubernetes/azure-cloud-node-manager",
+    "ghcr.io/example-org/payments-api",
+    "ghcr.io/example-org/checkout-web",
+    "docker.io/library/redis",
+]
+
+
+def _hex(seed: str, n: int) -> str:
+    out = ""
+    i = 0
+    while len(out) < n:
+        out += hashlib.sha256(f"{seed}/{i}".encode()).hexdigest()
+        i += 1
+    return out[:n]
+
+
+def _uuid(seed: str) -> str:
+    h = _hex(seed, 32)
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-a{h[17:20]}-{h[20:32]}"
+
+
+def make_node(
+    name: str,
+    *,
+    provider: str = "aws",
+    instance_type: str | None = None,
+    zone: str | None = None,
+    spot: bool = False,
+    images: int = 30,
+    uid: str | None = None,
+    gpus: int | None = None,
+    labels: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """A Node object shaped like a real EKS / GKE / AKS node (≈10 KB of JSON with 30 images).
+
+    Deterministic for a given name; pass `uid` to model a node re-created under the same name.
+    """
+    default_type, default_zone = _DEFAULTS[provider]
+    itype = instance_type or default_type
+    zone = zone or default_zone
+    cpus, mem_gib, arch, shape_gpus = _SHAPES.get(itype, (4, 16, "amd64", 0))
+    gpu_count = shape_gpus if gpus is None else gpus
+    ip = "10.{}.{}.{}".format(*(int(_hex(name + "ip", 6)[i : i + 2], 16) for i in (0, 2, 4)))
+    common = {
+        "beta.kubernetes.io/arch": arch,
+        "beta.kubernetes.io/instance-type": itype,
+        "beta.kubernetes.io/os": "linux",
+        "kubernetes.io/arch": arch,
+        "kubernetes.io/hostname": name,
+        "kubernetes.io/os": "linux",
+        "node.kubernetes.io/instance-type": itype,
+    }
+    annotations = {
+        "node.alpha.kubernetes.io/ttl": "0",
+        "volumes.kubernetes.io/controller-managed-attach-detach": "true",
+    }
+    if provider == "aws":
+        region = zone[:-1]
+        provider_id = f"aws:///{zone}/i-{_hex(name + 'i', 17)}"
+        cloud_labels = {
+            "eks.amazonaws.com/capacityType": "SPOT" if spot else "ON_DEMAND",
+            "eks.amazonaws.com/nodegroup": "spot-workers" if spot else "general",
+            "eks.amazonaws.com/nodegroup-image": f"ami-{_hex(itype, 17)}",
+            "eks.amazonaws.com/sourceLaunchTemplateId": f"lt-{_hex(itype + 'lt', 17)}",
+            "eks.amazonaws.com/sourceLaunchTemplateVersion": "1",
+            "failure-domain.beta.kubernetes.io/region": region,
+            "failure-domain.beta.kubernetes.io/zone": zone,
+            "k8s.io/cloud-provider-aws": _hex("cluster", 32),
+            "topology.ebs.csi.aws.com/zone": zone,
+            "topology.k8s.aws/zone-id": f"use1-az{int(_hex(zone, 1), 16) % 6 + 1}",
+            "topology.kubernetes.io/region": region,
+            "topology.kubernetes.io/zone": zone,
+        }
+        if gpu_count:
+            cloud_labels["k8s.amazonaws.com/accelerator"] = _GPU_MODELS["aws"]
+        addresses = [
+            {"type": "InternalIP", "address": ip},
+            {"type": "InternalDNS", "address": f"ip-{ip.replace('.', '-')}.ec2.internal"},
+            {"type": "Hostname", "address": f"ip-{ip.replace('.', '-')}.ec2.internal"},
+        ]
+        os_image, kernel, runtime = "Amazon Linux 2", "5.10.219-208.866.amzn2.x86_64", "containerd://1.7.11"
+        allocatable_cpu = f"{cpus * 1000 - 90}m"
+    elif provider == "gcp":
+        region = zone.rsplit("-", 1)[0]
+        project = "example-prod"
+        provider_id = f"gce://{project}/{zone}/{name}"
+        cloud_labels = {
+            "cloud.google.com/gke-boot-disk": "pd-balanced",
+            "cloud.google.com/gke-container-runtime": "containerd",
+            "cloud.google.com/gke-cpu-scaling-level": str(cpus),
+            "cloud.google.com/gke-logging-variant": "DEFAULT",
+            "cloud.google.com/gke-max-pods-per-node": "110",
+            "cloud.google.com/gke-nodepool": "spot-pool" if spot else "default-pool",
+            "cloud.google.com/gke-os-distribution": "cos",
+            "cloud.google.com/gke-provisioning": "spot" if spot else "standard",
+            "cloud.google.com/gke-stack-type": "IPV4",
+            "cloud.google.com/machine-family": itype.split("-")[0],
+            "cloud.google.com/private-node": "false",
+            "failure-domain.beta.kubernetes.io/region": region,
+            "failure-domain.beta.kubernetes.io/zone": zone,
+            "topology.gke.io/zone": zone,
+            "topology.kubernetes.io/region": region,
+            "topology.kubernetes.io/zone": zone,
+        }
+        if spot:
+            cloud_labels["cloud.google.com/gke-spot"] = "true"
+        if gpu_count:
+            cloud_labels["cloud.google.com/gke-accelerator"] = _GPU_MODELS["gcp"]
+            cloud_labels["cloud.google.com/gke-gpu"] = "true"
+        annotations["container.googleapis.com/instance_id"] = str(int(_hex(name + "gid", 15), 16))
+        addresses = [
+            {"type": "InternalIP", "address": ip},
+            {"type": "InternalDNS", "address": f"{name}.{zone}.c.{project}.internal"},
+            {"type": "Hostname", "address": f"{name}.{zone}.c.{project}.internal"},
+        ]
+        os_image, kernel, runtime = "Container-Optimized OS from Google", "6.1.85+", "containerd://1.7.13"
+        allocatable_cpu = f"{cpus * 1000 - 60}m"
+    elif provider == "azure":
+        region = zone.rsplit("-", 1)[0] if "-" in zone else "eastus"
+        cluster_rg = f"MC_rg-prod_aks-prod_{region}"
+        if "vmss" in name and len(name) > 6:
+            scale_set, index = name[:-6], int(name[-6:], 36)
+        else:
+            scale_set, index = "aks-nodepool1-12345678-vmss", int(_hex(name, 4), 16) % 100
+        provider_id = (
+            "azure:///subscriptions/8c2a6c1e-3f7e-4a53-9d0b-6c2f3e1d5a7b/resourceGroups/"
+            f"{cluster_rg.lower()}/providers/Microsoft.Compute/virtualMachineScaleSets/{scale_set}"
+            f"/virtualMachines/{index}"
+        )
+        pool = scale_set.split("-")[1] if scale_set.count("-") >= 2 else "nodepool1"
+        cloud_labels = {
+            "agentpool": pool,
+            "failure-domain.beta.kubernetes.io/region": region,
+            "failure-domain.beta.kubernetes.io/zone": zone,
+            "kubernetes.azure.com/agentpool": pool,
+            "kubernetes.azure.com/cluster": cluster_rg,
+            "kubernetes.azure.com/kubelet-identity-client-id": _uuid("kubelet"),
+            "kubernetes.azure.com/mode": "user" if spot else "system",
+            "kubernetes.azure.com/node-image-version": "AKSUbuntu-2204gen2containerd-202405.03.0",
+            "kubernetes.azure.com/nodepool-type": "VirtualMachineScaleSets",
+            "kubernetes.azure.com/os-sku": "Ubuntu",
+            "kubernetes.azure.com/role": "agent",
+            "kubernetes.azure.com/storageprofile": "managed",
+            "kubernetes.azure.com/storagetier": "Premium_LRS",
+            "kubernetes.io/role": "agent",
+            "node-role.kubernetes.io/agent": "",
+            "storageprofile": "managed",
+            "storagetier": "Premium_LRS",
+            "topology.disk.csi.azure.com/zone": zone,
+            "topology.kubernetes.io/region": region,
+            "topology.kubernetes.io/zone": zone,
+        }
+        if spot:
+            cloud_labels["kubernetes.azure.com/scalesetpriority"] = "spot"
+        if gpu_count:
+            cloud_labels["nvidia.com/gpu.product"] = _GPU_MODELS["azure"]
+        addresses = [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}]
+        os_image, kernel, runtime = "Ubuntu 22.04.4 LTS", "5.15.0-1064-azure", "containerd://1.7.15-1"
+        allocatable_cpu = f"{cpus * 1000 - 140}m"
+    else:
+        raise ValueError(f"unknown provider {provider!r}")
+
+    mem_ki = int(mem_gib * 1024 * 1024 * 0.97)
+    capacity = {
+        "cpu": str(cpus),
+        "ephemeral-storage": "104845292Ki",
+        "hugepages-1Gi": "0",
+        "hugepages-2Mi": "0",
+        "memory": f"{mem_ki}Ki",
+        "pods": "110",
+    }
+    allocatable = {
+        **capacity,
+        "cpu": allocatable_cpu,
+        "ephemeral-storage": "95551679124",
+        "memory": f"{mem_ki - 1_600_000}Ki",
+    }
+    if gpu_count:
+        capacity["nvidia.com/gpu"] = allocatable["nvidia.com/gpu"] = str(gpu_count)
+    heartbeat = "2024-06-01T12:00:00Z"
+    conditions = [
+        {
+            "type": t,
+            "status": "False",
+            "lastHeartbeatTime": heartbeat,
+            "lastTransitionTime": "2024-05-20T08:00:00Z",
+            "reason": reason,
+            "message": message,
+        }
+        for t, reason, message in (
+            ("MemoryPressure", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
+            ("DiskPressure", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
+            ("PIDPressure", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
+        )
+    ]
+    conditions.append(
+        {
+            "type": "Ready",
+            "status": "True",
+            "lastHeartbeatTime": heartbeat,
+            "lastTransitionTime": "2024-05-20T08:00:30Z",
+            "reason": "KubeletReady",
+            "message": "kubelet is posting ready status",
+        }
+    )
+    image_list = []
+    for i in range(images):
+        repo = _IMAGE_REPOS[i % len(_IMAGE_REPOS)]
+        digest = _hex(f"{repo}:{i}", 64)
+        image_list.append(
+            {
+                "names": [f"{repo}@sha256:{digest}", f"{repo}:v1.{i}.{i % 7}"],
+                "sizeBytes": 10_000_000 + int(digest[:6], 16) * 10,
+            }
+        )
+    return {
+        "kind": "Node",
+        "apiVersion": "v1",
+        "metadata": {
+            "name": name,
+            "uid": uid or _uuid(name),
+            "resourceVersion": "1",
+            "creationTimestamp": "2024-05-20T08:00:00Z",
+            "labels": {**common, **cloud_labels, **(labels or {})},
+            "annotations": annotations,
+            "managedFields": _managed_fields(cloud_labels),
+        },
+        "spec": {"providerID": provider_id, "podCIDR": f"10.244.{int(_hex(name, 2), 16)}.0/24"},
+        "status": {
+            "capacity": capacity,
+            "allocatable": allocatable,
+            "conditions": conditions,
+            "addresses": addresses,
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+            "nodeInfo": {
+                "machineID": _hex(name + "machine", 32),
+                "systemUUID": _uuid(name + "system"),
+                "bootID": _uuid(name + "boot"),
+                "kernelVersion": kernel,
+                "osImage": os_image,
+                "containerRuntimeVersion": runtime,
+                "kubeletVersion": "v1.29.4",
+                "kubeProxyVersion": "v1.29.4",
+                "operatingSystem": "linux",
+                "architecture": arch,
+            },
+            "images": image_list,
+        },
+    }
+
+
+def _managed_fields(cloud_labels: dict[str, str]) -> list[dict[str, Any]]:
+    """The server-side-apply bookkeeping real nodes carry (a good part of their size)."""
+    status_fields = {
+        f"f:{k}": {}
+        for k in ("allocatable", "capacity", "conditions", "daemonEndpoints", "images", "nodeInfo")
+    }
+    return [
+        {
+            "manager": "kubelet",
+            "operation": "Update",
+            "apiVersion": "v1",
+            "time": "2024-05-20T08:00:30Z",
+            "fieldsType": "FieldsV1",
+            "fieldsV1": {
+                "f:metadata": {
+                    "f:annotations": {".": {}, "f:volumes.kubernetes.io/controller-managed-attach-detach": {}},
+                    "f:labels": {".": {}, **{f"f:{k}": {} for k in cloud_labels}},
+                },
+                "f:spec": {"f:providerID": {}},
+            },
+        },
+        {
+            "manager": "kubelet",
+            "operation": "Update",
+            "apiVersion": "v1",
+            "time": "2024-06-01T12:00:00Z",
+            "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:status": status_fields},
+            "subresource": "status",
+        },
+    ]
+
+
+def write_kubeconfig(path: Path, server: str, token: str | None) -> Path:
+    """A kubeconfig for `server` with a static bearer token (none when `token` is None)."""
+    user: dict[str, Any] = {"token": token} if token is not None else {}
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "fake", "cluster": {"server": server}}],
+        "users": [{"name": "fake-user", "user": user}],
+        "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake-user"}}],
+        "current-context": "fake",
+    }
+    path.write_text(json.dumps(config, indent=2))  # JSON is YAML: the real loader reads it as is
+    return path
