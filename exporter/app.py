@@ -105,6 +105,7 @@ class App:
             context=kube.context or None,
             page_size=kube.page_size,
             watch_timeout_seconds=kube.watch_timeout_seconds,
+            service_account_dir=kube.service_account_dir,
         )
         self._watch_stats = watcher
         return watcher

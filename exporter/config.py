@@ -51,6 +51,7 @@ class KubernetesConfig:
     )
     context: str = ""
     nodes_file: str = ""  # read `kubectl get nodes -o json` output instead of a cluster
+    service_account_dir: str = "/var/run/secrets/kubernetes.io/serviceaccount"  # in-cluster token and CA
     page_size: int = 500
     watch_timeout_seconds: int = 300
     spot_labels: tuple[str, ...] = (

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from exporter.inventory.node import CapacityType, Node, ProviderRef
+from exporter.metrics.store import NodeMetricsStore
 
 SHARED_REAL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
 
@@ -54,3 +55,8 @@ def node(name: str = "ip-10-0-12-87.ec2.internal", **overrides: Any) -> Node:
     }
     fields.update(overrides)
     return Node(**fields)
+
+
+def node_text(store: NodeMetricsStore, *, openmetrics: bool) -> str:
+    """The store's node section as one string."""
+    return b"".join(store.body(openmetrics=openmetrics)).decode()

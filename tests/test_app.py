@@ -13,6 +13,7 @@ from prometheus_client import generate_latest
 
 from exporter.app import App, demo_nodes_path
 from exporter.config import ConfigError, load_config
+from tests.conftest import node_text
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -23,7 +24,7 @@ def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 def scrape(app: App) -> str:
-    return app.store.body(openmetrics=False).decode() + generate_latest(app.registry).decode()
+    return node_text(app.store, openmetrics=False) + generate_latest(app.registry).decode()
 
 
 def test_custom_table_edit_reprices_served_nodes_without_restart(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from decimal import Decimal
 from exporter.inventory.node import CapacityType, ProviderRef
 from exporter.metrics.store import NodeMetricsStore
 from exporter.pricing.quote import Basis, NodePrice
-from tests.conftest import node
+from tests.conftest import node, node_text
 
 PRICED = node()
 GPU = node(
@@ -80,7 +80,7 @@ def filled() -> NodeMetricsStore:
 
 
 def test_golden_text_exposition() -> None:
-    assert filled().body(openmetrics=False).decode() == GOLDEN_TEXT
+    assert node_text(filled(), openmetrics=False) == GOLDEN_TEXT
 
 
 def test_openmetrics_differs_only_in_the_info_family_header() -> None:
@@ -88,7 +88,7 @@ def test_openmetrics_differs_only_in_the_info_family_header() -> None:
         "# HELP nodecost_node_info Node facts used for pricing; value is always 1.\n# TYPE nodecost_node_info gauge\n",
         "# HELP nodecost_node Node facts used for pricing; value is always 1.\n# TYPE nodecost_node info\n",
     )
-    assert filled().body(openmetrics=True).decode() == expected
+    assert node_text(filled(), openmetrics=True) == expected
 
 
 def test_gzip_body_is_one_stream_of_the_plain_body_and_the_tail() -> None:
@@ -108,7 +108,7 @@ def test_unchanged_body_is_reused_and_a_change_rebuilds_it() -> None:
     store.set(PRICED, PRICE)  # same node, same price: nothing to re-render
     assert store.body(openmetrics=False) is first
     store.set(PRICED, NodePrice(Decimal("0.17"), "USD", "custom", Basis.CUSTOM, None, None, None))
-    body = store.body(openmetrics=False).decode()
+    body = node_text(store, openmetrics=False)
     assert (
         'nodecost_node_hourly_cost{node="ip-10-0-12-87.ec2.internal",source="custom",price_basis="custom",currency="USD"} 0.17'
         in body
@@ -121,9 +121,9 @@ def test_delete_and_retain_drop_every_line_of_the_node() -> None:
     store = filled()
     store.delete(GPU.uid)
     store.delete("no-such-uid")
-    assert "gke-ml-gpu-pool" not in store.body(openmetrics=False).decode()
+    assert "gke-ml-gpu-pool" not in node_text(store, openmetrics=False)
     store.retain({ONPREM.uid})
-    body = store.body(openmetrics=False).decode()
+    body = node_text(store, openmetrics=False)
     assert "ip-10-0-12-87" not in body and "rack3-worker-07" in body
     assert len(store) == 1 and store.source_counts() == {"unpriced": 1}
 
@@ -132,7 +132,7 @@ def test_label_values_are_escaped_and_garbage_is_cut() -> None:
     weird = node('we"ird\\node', uid="w", instance_type="x" * 10_000, labels={"k": "v" * 10_000})
     store = NodeMetricsStore()
     store.set(weird, None)
-    body = store.body(openmetrics=False).decode()
+    body = node_text(store, openmetrics=False)
     assert 'node="we\\"ird\\\\node"' in body
     assert f'instance_type="{"x" * 512}"' in body
     assert "x" * 513 not in body

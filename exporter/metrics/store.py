@@ -10,7 +10,7 @@ from __future__ import annotations
 import threading
 import zlib
 from collections import Counter
-from collections.abc import Set
+from collections.abc import Iterator, Set
 from dataclasses import dataclass
 
 from exporter.inventory.node import Node
@@ -138,7 +138,8 @@ class NodeMetricsStore:
         self._lock = threading.Lock()
         self._lines: dict[str, tuple[bytes, ...]] = {}
         self._sources: dict[str, str] = {}
-        self._plain: dict[bool, bytes] = {}
+        self._counts: Counter[str] = Counter()  # kept in step with _sources: scrapes must not count nodes
+        self._plain: dict[bool, list[bytes]] = {}
         self._gzip: dict[bool, tuple[bytes, zlib._Compress]] = {}
         self._gzip_level = gzip_level
 
@@ -152,13 +153,13 @@ class NodeMetricsStore:
             if self._lines.get(node.uid) == lines:
                 return
             self._lines[node.uid] = lines
-            self._sources[node.uid] = price.source if price else UNPRICED
+            self._set_source(node.uid, price.source if price else UNPRICED)
             self._changed()
 
     def delete(self, uid: str) -> None:
         with self._lock:
             if self._lines.pop(uid, None) is not None:
-                del self._sources[uid]
+                self._set_source(uid, None)
                 self._changed()
 
     def retain(self, uids: Set[str]) -> None:
@@ -166,46 +167,58 @@ class NodeMetricsStore:
         with self._lock:
             gone = [uid for uid in self._lines if uid not in uids]
             for uid in gone:
-                del self._lines[uid], self._sources[uid]
+                del self._lines[uid]
+                self._set_source(uid, None)
             if gone:
                 self._changed()
 
+    def _set_source(self, uid: str, source: str | None) -> None:
+        old = self._sources.pop(uid, None)
+        if old is not None:
+            self._counts[old] -= 1
+            if not self._counts[old]:
+                del self._counts[old]
+        if source is not None:
+            self._sources[uid] = source
+            self._counts[source] += 1
+
     def source_counts(self) -> Counter[str]:
         with self._lock:
-            return Counter(self._sources.values())
+            return self._counts.copy()
 
     def __len__(self) -> int:
         return len(self._lines)
 
-    def body(self, *, openmetrics: bool) -> bytes:
-        """The node section as plain text, rebuilt only after a change."""
+    def body(self, *, openmetrics: bool) -> list[bytes]:
+        """The node section as plain text, one chunk per family, rebuilt only after a change.
+
+        Chunks, not one joined body: a scrape writes them in turn, so no 10 MB copy is made per scrape.
+        """
         with self._lock:
             cached = self._plain.get(openmetrics)
             if cached is None:
-                cached = self._plain[openmetrics] = self._join(openmetrics)
+                cached = self._plain[openmetrics] = list(self._families(openmetrics))
             return cached
 
     def gzip_body(self, *, openmetrics: bool, tail: bytes) -> bytes:
         """One gzip stream of the node section followed by `tail` (the live, per-scrape part).
 
-        The node section is compressed once after a change and sync-flushed; each scrape continues a copy
-        of that compressor with the small tail. Only the variants actually scraped are built and kept:
-        at 15,000 nodes a plain body is ~10 MB, so keeping every variant would cost memory for nothing.
+        The node section is compressed once after a change, family by family, and sync-flushed; each
+        scrape continues a copy of that compressor with the small tail. Only the variants actually
+        scraped are built and kept: at 15,000 nodes a plain body is ~10 MB.
         """
         with self._lock:
             cached = self._gzip.get(openmetrics)
             if cached is None:
                 compressor = zlib.compressobj(self._gzip_level, zlib.DEFLATED, 31)
-                prefix = compressor.compress(self._join(openmetrics)) + compressor.flush(zlib.Z_SYNC_FLUSH)
-                cached = self._gzip[openmetrics] = (prefix, compressor)
+                parts = [compressor.compress(family) for family in self._families(openmetrics)]
+                parts.append(compressor.flush(zlib.Z_SYNC_FLUSH))
+                cached = self._gzip[openmetrics] = (b"".join(parts), compressor)
             prefix, compressor = cached
             finishing = compressor.copy()
         return prefix + finishing.compress(tail) + finishing.flush()
 
-    def _join(self, openmetrics: bool) -> bytes:
+    def _families(self, openmetrics: bool) -> Iterator[bytes]:
         entries = list(self._lines.values())
-        parts: list[bytes] = []
         for i, family in enumerate(NODE_FAMILIES):
-            parts.append(header(family, openmetrics))
-            parts.extend(entry[i] for entry in entries)
-        return b"".join(parts)
+            yield header(family, openmetrics) + b"".join(entry[i] for entry in entries)

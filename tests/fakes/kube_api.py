@@ -21,6 +21,8 @@ import copy
 import hashlib
 import json
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -109,6 +111,7 @@ class FakeKubeAPI:
 
     token: str | None = "test-token"
     port: int = 0
+    tls: tuple[str, str] | None = None  # (certificate, key) PEM files: serve HTTPS, as a real API server does
     requests: list[RecordedRequest] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -137,7 +140,7 @@ class FakeKubeAPI:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         """Listen (again) on `port`; port 0 picks a free one, kept for later restarts."""
@@ -148,9 +151,15 @@ class FakeKubeAPI:
 
         server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         server.daemon_threads = True
+        if self.tls:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self.tls)
+            server.socket = context.wrap_socket(server.socket, server_side=True)
         self.port = server.server_address[1]
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
         self._thread.start()
 
     def stop(self) -> None:
@@ -848,7 +857,10 @@ def _managed_fields(cloud_labels: dict[str, str]) -> list[dict[str, Any]]:
             "fieldsType": "FieldsV1",
             "fieldsV1": {
                 "f:metadata": {
-                    "f:annotations": {".": {}, "f:volumes.kubernetes.io/controller-managed-attach-detach": {}},
+                    "f:annotations": {
+                        ".": {},
+                        "f:volumes.kubernetes.io/controller-managed-attach-detach": {},
+                    },
                     "f:labels": {".": {}, **{f"f:{k}": {} for k in cloud_labels}},
                 },
                 "f:spec": {"f:providerID": {}},
@@ -879,3 +891,32 @@ def write_kubeconfig(path: Path, server: str, token: str | None) -> Path:
     }
     path.write_text(json.dumps(config, indent=2))  # JSON is YAML: the real loader reads it as is
     return path
+
+
+def self_signed_cert(directory: Path) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 (its own CA) and its key, made with Debian's openssl."""
+    cert, key = directory / "apiserver.crt", directory / "apiserver.key"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=kube-apiserver",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return str(cert), str(key)

@@ -1,0 +1,284 @@
+"""Measurements of the real exporter process against the fake API in another process (1, 2b, 3 and 5).
+
+Per size: one fake API process holding N nodes; the exporter is started `starts` times against it (start to
+ready is the noisiest figure, so its median is reported); the last exporter then serves the scrape
+benchmark against a static baseline server, takes K MODIFIED events through its watch, and has its memory
+read from /proc. The bench process itself only sleeps, polls and reads responses meanwhile.
+"""
+
+from __future__ import annotations
+
+import gzip
+import http.client
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.procs import HOST, BenchError, Child, cpu_seconds, free_port, get, proc_status, timed_get
+from tests.fakes.kube_api import write_kubeconfig
+
+TOKEN = "bench-token"
+INFO = b"nodecost_node_info{"
+MODIFIED = b'nodecost_kubernetes_watch_events_total{type="MODIFIED"} '
+POLL_INTERVAL = 0.025  # /metrics polls while events flow: resolution of the end-to-end figure
+
+
+@dataclass
+class StartRun:
+    to_ready: float  # process start → /readyz 200
+    after_api: float  # the fake received the first list request → /readyz 200
+    lists: int  # full lists the exporter made before ready (1 unless it had to retry)
+    info_lines: int  # nodecost_node_info samples on /metrics right after ready
+
+
+@dataclass
+class Latency:
+    median: float
+    p90: float
+    size: int  # body bytes
+
+    @classmethod
+    def of(cls, seconds: list[float], size: int) -> Latency:
+        ordered = sorted(seconds)
+        return cls(statistics.median(ordered), ordered[max(0, -(-len(ordered) * 9 // 10) - 1)], size)
+
+
+@dataclass
+class EventRun:
+    kind: str
+    events: int
+    seconds: float  # fake starts pushing → the counter on /metrics shows all events
+    cpu_seconds: float  # exporter CPU over the same span (includes the polls' scrapes)
+    polls: int
+
+
+@dataclass
+class Probe:
+    ready: bool
+    cloud_modules: list[str]  # boto3/botocore/google.cloud/azure modules found in sys.modules
+    kubernetes: bool  # the kubernetes package is imported (expected: it loads the kubeconfig)
+    modules: int  # len(sys.modules)
+
+
+# The App as the exporter builds it, against the fake API; prints which cloud SDKs got imported.
+PROBE = """
+import sys, threading, time
+from exporter.app import App
+from exporter.config import load_config
+overrides = {"kubernetes.kubeconfig": sys.argv[1], "cache.enabled": False}
+app = App(load_config(None, env={}, overrides=overrides))
+stop = threading.Event()
+app.start(stop)
+deadline = time.monotonic() + 120
+while not app.ready() and time.monotonic() < deadline:
+    time.sleep(0.05)
+heavy = sorted({".".join(m.split(".")[:2]) if m.startswith(("google.", "azure.")) else m.split(".")[0]
+                for m in sys.modules if m.startswith(("boto3", "botocore", "google.cloud", "azure."))})
+print("PROBE", int(app.ready()), ",".join(heavy) or "-", int("kubernetes" in sys.modules), len(sys.modules),
+      flush=True)
+stop.set()
+"""
+
+
+@dataclass
+class LiveResult:
+    n: int
+    starts: list[StartRun] = field(default_factory=list)
+    scrapes: dict[str, Latency] = field(default_factory=dict)  # "ours plain", "static gzip", …
+    scrape_requests: int = 0
+    # Back-to-back requests without quick ACKs: "ours /readyz", "static-nodelay gzip", … → median seconds
+    back_to_back: dict[str, float] = field(default_factory=dict)
+    events: list[EventRun] = field(default_factory=list)
+    memory: dict[str, tuple[int, int]] = field(default_factory=dict)  # checkpoint → (VmRSS, VmHWM)
+    log_lines: list[str] = field(default_factory=list)  # warnings and errors the exporter logged
+    probe: Probe | None = None
+
+
+def run_live(n: int, workdir: Path, *, starts: int, events: int, requests: int, probe: bool) -> LiveResult:
+    result = LiveResult(n)
+    fake = Child(
+        "fake API", ["-m", "bench.fakeapi", "--nodes", str(n), "--token", TOKEN], log=workdir / "fake.log"
+    )
+    exporter: Child | None = None
+    try:
+        api_port = int(fake.expect("READY", timeout=300)[0])
+        kubeconfig = write_kubeconfig(workdir / "kubeconfig", f"http://{HOST}:{api_port}", TOKEN)
+        for k in range(starts):
+            if exporter is not None:
+                exporter.close()
+            exporter, port, run = _start_exporter(fake, kubeconfig, workdir / f"exporter-{k}.log", n)
+            result.starts.append(run)
+        assert exporter is not None
+        result.memory["ready"] = _memory(exporter)
+        result.scrapes, result.back_to_back = _scrapes(exporter, port, workdir, n, requests)
+        result.scrape_requests = requests
+        result.memory["scrapes"] = _memory(exporter)
+        for kind in ("label", "heartbeat"):
+            result.events.append(_events(fake, exporter, port, kind, events))
+        result.memory["end"] = _memory(exporter)
+        exporter.close()
+        exporter = None
+        if probe:
+            result.probe = _probe(kubeconfig, workdir / "probe.log")
+    finally:
+        if exporter is not None:
+            exporter.close()
+        fake.close()
+    for log in sorted(workdir.glob("exporter-*.log")):
+        result.log_lines += [line for line in log.read_text().splitlines() if "level=info" not in line]
+    return result
+
+
+def _memory(exporter: Child) -> tuple[int, int]:
+    status = proc_status(exporter.pid)
+    return status["VmRSS"], status["VmHWM"]
+
+
+def _probe(kubeconfig: Path, log: Path) -> Probe:
+    child = Child("cloud SDK probe", ["-c", PROBE, str(kubeconfig)], log=log)
+    try:
+        ready, heavy, kubernetes, modules = child.expect("PROBE", timeout=180)
+    finally:
+        child.close()
+    return Probe(ready == "1", [] if heavy == "-" else heavy.split(","), kubernetes == "1", int(modules))
+
+
+def _start_exporter(fake: Child, kubeconfig: Path, log: Path, n: int) -> tuple[Child, int, StartRun]:
+    lists_before = int(fake.ask("list_started", "LIST_STARTED", 10)[1])
+    port = free_port()
+    args = ["-m", "exporter", "--kubeconfig", str(kubeconfig), "--no-cache"]
+    args += ["--web.listen-address", f"{HOST}:{port}", "--log.level", "warn"]
+    exporter = Child("exporter", args, log=log, pipe_stdout=False)
+    try:
+        ready = _wait_ready(exporter, port, log, timeout=180)
+        listed, lists = fake.ask("list_started", "LIST_STARTED", 10)
+        status, body = get(port, "/metrics")
+        if status != 200:
+            raise BenchError(f"/metrics answered HTTP {status}")
+        run = StartRun(
+            to_ready=ready - exporter.started,
+            after_api=ready - float(listed),
+            lists=int(lists) - lists_before,
+            info_lines=_count_lines(body, INFO),
+        )
+        if run.info_lines != n:
+            raise BenchError(f"/metrics has {run.info_lines} nodecost_node_info lines after ready, not {n}")
+    except BaseException:
+        exporter.close()
+        raise
+    return exporter, port, run
+
+
+def _wait_ready(exporter: Child, port: int, log: Path, timeout: float) -> float:
+    """time.time() when /readyz first answered 200 (polled every 10 ms)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if exporter.proc.poll() is not None:
+            raise BenchError(f"exporter exited with {exporter.proc.returncode}: {log.read_text()[-2000:]}")
+        try:
+            status, _ = get(port, "/readyz", timeout=5)
+            if status == 200:
+                return time.time()
+        except OSError:  # not listening yet
+            pass
+        time.sleep(0.01)
+    raise BenchError(f"exporter not ready within {timeout:.0f} s")
+
+
+def _count_lines(body: bytes, prefix: bytes) -> int:
+    return body.count(b"\n" + prefix) + body.startswith(prefix)
+
+
+def _scrapes(
+    exporter: Child, port: int, workdir: Path, n: int, requests: int
+) -> tuple[dict[str, Latency], dict[str, float]]:
+    """Ours vs the same bytes served statically, plain and gzip; then the back-to-back stall check."""
+    plain_file, gzip_file = workdir / "metrics.txt", workdir / "metrics.txt.gz"
+    plain_file.write_bytes(get(port, "/metrics")[1])
+    gzip_file.write_bytes(get(port, "/metrics", headers={"Accept-Encoding": "gzip"})[1])
+    for body in (plain_file.read_bytes(), gzip.decompress(gzip_file.read_bytes())):
+        if _count_lines(body, INFO) != n:
+            raise BenchError(f"/metrics body has {_count_lines(body, INFO)} node info lines, not {n}")
+    static = Child("static server", ["-m", "bench.staticserver", str(plain_file), str(gzip_file)])
+    try:
+        static_port, nodelay_port = map(int, static.expect("READY", timeout=60))
+        latencies = _compare(port, static_port, requests)
+        ports = {"ours": port, "static": static_port, "static-nodelay": nodelay_port}
+        stalls = {
+            f"{server} {what}": _back_to_back(p, path, headers)
+            for what, path, headers in (("/readyz", "/readyz", {}), ("gzip", "/metrics", _GZIP))
+            for server, p in ports.items()
+        }
+    finally:
+        static.close()
+    return latencies, stalls
+
+
+_ENCODINGS: dict[str, dict[str, str]] = {"plain": {}, "gzip": {"Accept-Encoding": "gzip"}}
+_GZIP = _ENCODINGS["gzip"]
+
+
+def _compare(port: int, static_port: int, requests: int) -> dict[str, Latency]:
+    """Interleaved rounds, one request per server and encoding each; the client ACKs promptly."""
+    # One kept-alive connection per server and encoding, so each connection's TCP state depends only on
+    # its own traffic, the same for ours and the baseline.
+    conns = {
+        f"{server} {enc}": http.client.HTTPConnection(HOST, p, timeout=60)
+        for enc in _ENCODINGS
+        for server, p in (("ours", port), ("static", static_port))
+    }
+    samples: dict[str, list[float]] = {key: [] for key in conns}
+    sizes: dict[str, int] = {}
+    try:
+        for round_ in range(5 + requests):  # 5 warm-up rounds
+            for key, conn in conns.items():
+                elapsed, body = timed_get(conn, "/metrics", _ENCODINGS[key.split()[1]])
+                if round_ >= 5:
+                    samples[key].append(elapsed)
+                    sizes[key] = len(body)
+    finally:
+        for conn in conns.values():
+            conn.close()
+    return {key: Latency.of(values, sizes[key]) for key, values in samples.items()}
+
+
+def _back_to_back(port: int, path: str, headers: dict[str, str], requests: int = 15) -> float:
+    """Median seconds of back-to-back requests on one connection, the client ACKing as the kernel likes."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=60)
+    try:
+        times = [timed_get(conn, path, headers, quickack=False)[0] for _ in range(3 + requests)]
+    finally:
+        conn.close()
+    return statistics.median(times[3:])
+
+
+def _watch_count(conn: http.client.HTTPConnection) -> int:
+    _, body = timed_get(conn, "/metrics", {})
+    at = body.rfind(MODIFIED)
+    if at < 0:
+        raise BenchError("no MODIFIED watch event counter on /metrics")
+    end = body.index(b"\n", at)
+    return int(float(body[at + len(MODIFIED) : end]))
+
+
+def _events(fake: Child, exporter: Child, port: int, kind: str, count: int) -> EventRun:
+    """The fake pushes `count` pre-serialized MODIFIED events; poll /metrics until all were counted."""
+    fake.ask(f"prepare {count} {kind}", "PREPARED", timeout=300)
+    conn = http.client.HTTPConnection(HOST, port, timeout=60)
+    try:
+        target = _watch_count(conn) + count
+        cpu_before = cpu_seconds(exporter.pid)
+        pushed_at = float(fake.ask("push", "PUSHED", timeout=120)[0])
+        polls = 0
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            polls += 1
+            seen = _watch_count(conn)
+            done = time.time()
+            if seen >= target:
+                return EventRun(kind, count, done - pushed_at, cpu_seconds(exporter.pid) - cpu_before, polls)
+            time.sleep(POLL_INTERVAL)
+        raise BenchError(f"the exporter did not count {count} {kind} events within 300 s")
+    finally:
+        conn.close()
