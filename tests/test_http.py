@@ -93,7 +93,7 @@ def test_demo_prices_nodes_of_all_three_clouds_from_the_bundled_table(demo: Runn
     assert 'nodecost_nodes{source="unpriced"} 1.0' in text
     assert 'nodecost_integration_up{integration="nodes_file"} 1.0' in text
     assert "nodecost_ready 1.0" in text
-    assert 'nodecost_build_info{python_version="' in text
+    assert 'nodecost_build_info{version="0.1.0",python_version="' in text
 
 
 def test_openmetrics_is_negotiated(demo: Running) -> None:
