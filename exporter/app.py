@@ -150,15 +150,23 @@ class App:
     def alive(self) -> bool:
         return all(thread.is_alive() for thread in self._threads)
 
-    def run_scheduler(self, stop: threading.Event) -> None:
-        """Refresh each source on its own interval; re-price everything only when quotes changed."""
+    def run_scheduler(self, stop: threading.Event, tick: float = 1.0) -> None:
+        """Refresh each source on its own interval, or at once when it saw a node it cannot price yet;
+        re-price everything only when quotes changed.
+
+        The first pass waits for the first full node list, so readiness means every node was priced
+        with what the sources could fetch for it (from the cache on a warm restart).
+        """
+        while not self.inventory.synced.wait(tick):
+            if stop.is_set():
+                return
         due = {id(source): 0.0 for source in self.engine.sources}
         while not stop.is_set():
             changed = False
             now = time.monotonic()
             for source in self.engine.sources:
                 interval = source.refresh_interval_seconds
-                if interval is None or due[id(source)] > now:
+                if interval is None or (due[id(source)] > now and not source.pending()):
                     continue
                 source.wanted(self.nodes())
                 try:
@@ -169,4 +177,4 @@ class App:
             if changed or not self._priced.is_set():
                 self.reprice_all()
                 self._priced.set()
-            stop.wait(1.0)
+            stop.wait(tick)

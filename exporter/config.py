@@ -107,6 +107,52 @@ class OfflinePricesConfig:
 
 
 @dataclass(frozen=True)
+class ShelfSettings:
+    """Common settings of a cloud's public price-list source."""
+
+    enabled: bool = False
+    endpoint_url: str = ""  # empty: the public endpoint; set for VPC endpoints, proxies, sovereign clouds
+    ttl_seconds: float = 86_400.0  # a price older than this is fetched again (list prices change rarely)
+    concurrency: int = 4  # API calls in flight at once
+    retries: int = 3  # retries of a throttled, timed-out or 5xx call
+    backoff_seconds: float = 1.0  # first retry delay; doubles each retry, jittered
+    backoff_max_seconds: float = 30.0
+    timeout_seconds: float = 30.0  # per API call
+
+
+@dataclass(frozen=True)
+class AwsPricingSettings(ShelfSettings):
+    region: str = "us-east-1"  # the Price List API's endpoint region: us-east-1, ap-south-1 or eu-central-1
+
+
+@dataclass(frozen=True)
+class AwsSpotSettings(ShelfSettings):
+    ttl_seconds: float = 300.0  # spot prices move: refetched every 5 minutes
+    product_description: str = "Linux/UNIX (Amazon VPC)"
+
+
+@dataclass(frozen=True)
+class AwsConfig:
+    pricing: AwsPricingSettings = field(default_factory=AwsPricingSettings)
+    spot: AwsSpotSettings = field(default_factory=AwsSpotSettings)
+
+
+@dataclass(frozen=True)
+class GcpCatalogSettings(ShelfSettings):
+    api_key: str = ""  # empty: Application Default Credentials (Workload Identity)
+
+
+@dataclass(frozen=True)
+class GcpConfig:
+    catalog: GcpCatalogSettings = field(default_factory=GcpCatalogSettings)
+
+
+@dataclass(frozen=True)
+class AzureConfig:
+    retail: ShelfSettings = field(default_factory=ShelfSettings)
+
+
+@dataclass(frozen=True)
 class PricingConfig:
     precedence: tuple[str, ...] = SOURCE_KINDS
     currency: str = "USD"
@@ -123,6 +169,9 @@ class Config:
     kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     pricing: PricingConfig = field(default_factory=PricingConfig)
+    aws: AwsConfig = field(default_factory=AwsConfig)
+    gcp: GcpConfig = field(default_factory=GcpConfig)
+    azure: AzureConfig = field(default_factory=AzureConfig)
     demo: bool = False
 
 
@@ -294,9 +343,34 @@ def _validate(config: Config) -> None:
         raise ConfigError("pricing.custom.reload_interval_seconds", "must be positive")
     if pricing.split.cpu_core + pricing.split.memory_gib == 0:
         raise ConfigError("pricing.split", "cpu_core and memory_gib cannot both be 0")
+    for key, shelf in (
+        ("aws.pricing", config.aws.pricing),
+        ("aws.spot", config.aws.spot),
+        ("gcp.catalog", config.gcp.catalog),
+        ("azure.retail", config.azure.retail),
+    ):
+        _validate_shelf(key, shelf)
+    if config.aws.pricing.region not in ("us-east-1", "ap-south-1", "eu-central-1", "cn-northwest-1"):
+        raise ConfigError(
+            "aws.pricing.region",
+            "the Price List API is served from us-east-1, ap-south-1, "
+            f"eu-central-1 (or cn-northwest-1); got {config.aws.pricing.region!r}",
+        )
     for key, path in (
         ("pricing.custom.file", pricing.custom.file),
         ("pricing.offline.file", pricing.offline.file),
     ):
         if path and not Path(path).is_file():
             raise ConfigError(key, f"{path} does not exist")
+
+
+def _validate_shelf(key: str, shelf: ShelfSettings) -> None:
+    if shelf.endpoint_url and not shelf.endpoint_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{key}.endpoint_url", f"must be an http(s) URL, got {shelf.endpoint_url!r}")
+    for name in ("ttl_seconds", "timeout_seconds", "backoff_seconds", "backoff_max_seconds"):
+        if getattr(shelf, name) <= 0:
+            raise ConfigError(f"{key}.{name}", "must be positive")
+    if not 1 <= shelf.concurrency <= 64:
+        raise ConfigError(f"{key}.concurrency", "must be between 1 and 64")
+    if not 0 <= shelf.retries <= 10:
+        raise ConfigError(f"{key}.retries", "must be between 0 and 10")

@@ -47,25 +47,36 @@ class IntegrationStatus:
     requests: int = 0
     errors: Counter[Reason] = field(default_factory=Counter)
 
-    def succeeded(self, *, duration: float | None = None, data_timestamp: float | None = None) -> None:
+    def record_request(self, reason: Reason | None = None) -> None:
+        """Count one API call (and its failure reason), for integrations that make many per attempt."""
+        self.requests += 1
+        if reason is not None:
+            self.errors[reason] += 1
+
+    def succeeded(
+        self, *, duration: float | None = None, data_timestamp: float | None = None, count: bool = True
+    ) -> None:
+        """The attempt worked. `count=False` when its calls were counted with `record_request`."""
         now = time.time()
         if not self.up and self.reason is not None:
             log.info("integration %s recovered", self.name)
         self.up, self.reason, self.detail = True, None, ""
         self.last_attempt = self.last_success = now
-        self.requests += 1
+        if count:
+            self.record_request()
         if duration is not None:
             self.last_duration_seconds = duration
         if data_timestamp is not None:
             self.data_timestamp = data_timestamp
 
-    def failed(self, reason: Reason, detail: str, *, duration: float | None = None) -> None:
+    def failed(self, reason: Reason, detail: str, *, duration: float | None = None, count: bool = True) -> None:
+        """The attempt failed; logged when the state or reason changes, not on every retry."""
         if self.up or self.reason != reason:
             log.warning("integration %s failing (%s): %s", self.name, reason.value, detail)
         self.up, self.reason, self.detail = False, reason, detail
         self.last_attempt = time.time()
-        self.requests += 1
-        self.errors[reason] += 1
+        if count:
+            self.record_request(reason)
         if duration is not None:
             self.last_duration_seconds = duration
 

@@ -28,6 +28,9 @@ class TableSource:
     def wanted(self, nodes: Iterable[Node]) -> None:
         pass
 
+    def pending(self) -> bool:
+        return False
+
     def refresh(self) -> bool:
         return False
 

@@ -20,5 +20,8 @@ class PriceSource(Protocol):
     def wanted(self, nodes: Iterable[Node]) -> None:
         """The nodes present now, so the next refresh fetches what they need and no more."""
 
+    def pending(self) -> bool:
+        """True when `quote` met a node it has never fetched a price for: refresh now, not at the interval."""
+
     def refresh(self) -> bool:
         """Fetch or re-read off the request path; report health; True when quotes may have changed."""

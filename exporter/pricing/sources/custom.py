@@ -95,6 +95,9 @@ class CustomPrices:
     def wanted(self, nodes: Iterable[Node]) -> None:
         """The table is local: nothing to fetch."""
 
+    def pending(self) -> bool:
+        return False
+
     def refresh(self) -> bool:
         """Re-read the file when its mtime or size changed; keep the last good rules on a bad edit."""
         try:

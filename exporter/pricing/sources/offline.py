@@ -55,6 +55,9 @@ class OfflinePrices:
     def wanted(self, nodes: Iterable[Node]) -> None:
         """Static table: nothing to fetch."""
 
+    def pending(self) -> bool:
+        return False
+
     def refresh(self) -> bool:
         return False
 
