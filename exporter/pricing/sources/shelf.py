@@ -34,6 +34,7 @@ from exporter.pricing.quote import Basis, Quote
 log = logging.getLogger(__name__)
 
 Key = tuple[str, ...]
+MAX_RETRY_AFTER = 300.0
 RETRYABLE = frozenset({Reason.THROTTLED, Reason.TIMEOUT, Reason.UNAVAILABLE})
 
 
@@ -113,6 +114,10 @@ class ShelfSource(ABC):
         """How keys are grouped into fetch calls; by default one call per key."""
         return [[key] for key in keys]
 
+    def basis_of(self, key: Key) -> Basis:
+        """On-demand or spot; sources pricing both from one list (GCP, Azure) decide it by key."""
+        return self.basis
+
     # -- PriceSource ----------------------------------------------------------------------------------
 
     def quote(self, node: Node) -> Quote | None:
@@ -187,9 +192,11 @@ class ShelfSource(ABC):
                 if err.reason not in RETRYABLE or attempt >= self.settings.retries:
                     return err
                 ceiling = min(self.settings.backoff_max_seconds, self.settings.backoff_seconds * 2**attempt)
-                delay = max(random.uniform(ceiling / 2, ceiling), err.retry_after or 0.0)
+                # The server's Retry-After wins over our backoff, within reason.
+                server_says = min(err.retry_after or 0.0, MAX_RETRY_AFTER)
+                delay = max(random.uniform(ceiling / 2, ceiling), server_says)
                 log.debug("%s: %s; retrying in %.2fs", self.name, err.detail, delay)
-                time.sleep(min(delay, self.settings.backoff_max_seconds))
+                time.sleep(delay)
                 attempt += 1
             except Exception as err:  # a bug or an unforeseen payload must not stop the other batches
                 log.exception("%s: fetching %s failed unexpectedly", self.name, batch[:3])
