@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 
 log = logging.getLogger(__name__)
+_COUNT_LOCK = threading.Lock()
 
 
 class Reason(StrEnum):
@@ -49,9 +50,10 @@ class IntegrationStatus:
 
     def record_request(self, reason: Reason | None = None) -> None:
         """Count one API call (and its failure reason), for integrations that make many per attempt."""
-        self.requests += 1
-        if reason is not None:
-            self.errors[reason] += 1
+        with _COUNT_LOCK:  # fetch workers of one source count concurrently
+            self.requests += 1
+            if reason is not None:
+                self.errors[reason] += 1
 
     def succeeded(
         self, *, duration: float | None = None, data_timestamp: float | None = None, count: bool = True

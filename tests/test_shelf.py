@@ -173,3 +173,18 @@ def test_warm_restart_serves_cached_prices_with_no_call(tmp_path: Path) -> None:
 def test_prices_round_trip_through_the_cache_text_exactly() -> None:
     price = ShelfPrice(Decimal("3.6720000000"), Decimal("0.031611"), Decimal("0.004237"), None)
     assert ShelfPrice.load(price.dump()) == price
+    tiny = ShelfPrice(Decimal("1.2E-7"))  # a per-GiB-second rate: str() would write an exponent
+    assert ShelfPrice.load(tiny.dump()) == tiny
+
+
+def test_the_basis_comes_from_the_key() -> None:
+    class SpotAware(ListPrices):
+        def basis_of(self, key: Key) -> Basis:
+            return Basis.SPOT if key[1].endswith("-spot") else Basis.ON_DEMAND
+
+    source = SpotAware({("us-east-1", "m5.xlarge-spot"): "0.07", M5: "0.192"})
+    spot, regular = node(instance_type="m5.xlarge-spot"), node()
+    source.wanted([spot, regular])
+    source.refresh()
+    assert source.quote(spot).basis is Basis.SPOT  # type: ignore[union-attr]
+    assert source.quote(regular).basis is Basis.ON_DEMAND  # type: ignore[union-attr]

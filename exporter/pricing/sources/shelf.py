@@ -58,7 +58,7 @@ class ShelfPrice:
     gpu_hourly: Decimal | None = None
 
     def dump(self) -> str:
-        return json.dumps({k: str(v) for k, v in self._fields().items() if v is not None})
+        return json.dumps({k: format(v, "f") for k, v in self._fields().items() if v is not None})
 
     @classmethod
     def load(cls, text: str) -> ShelfPrice:
@@ -135,7 +135,7 @@ class ShelfSource(ABC):
         return Quote(
             price.hourly,
             self.currency,
-            self.basis,
+            self.basis_of(key),
             price.cpu_core_hourly,
             price.memory_gib_hourly,
             price.gpu_hourly,
