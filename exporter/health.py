@@ -71,7 +71,9 @@ class IntegrationStatus:
         if data_timestamp is not None:
             self.data_timestamp = data_timestamp
 
-    def failed(self, reason: Reason, detail: str, *, duration: float | None = None, count: bool = True) -> None:
+    def failed(
+        self, reason: Reason, detail: str, *, duration: float | None = None, count: bool = True
+    ) -> None:
         """The attempt failed; logged when the state or reason changes, not on every retry."""
         if self.up or self.reason != reason:
             log.warning("integration %s failing (%s): %s", self.name, reason.value, detail)
