@@ -350,6 +350,12 @@ def _validate(config: Config) -> None:
         ("azure.retail", config.azure.retail),
     ):
         _validate_shelf(key, shelf)
+    if (config.aws.pricing.enabled or config.aws.spot.enabled) and config.pricing.currency != "USD":
+        raise ConfigError(
+            "pricing.currency",
+            "AWS publishes list and spot prices in USD only; "
+            f"set USD or disable aws.pricing and aws.spot (got {config.pricing.currency})",
+        )
     if config.aws.pricing.region not in ("us-east-1", "ap-south-1", "eu-central-1", "cn-northwest-1"):
         raise ConfigError(
             "aws.pricing.region",
