@@ -43,28 +43,52 @@ def demo_nodes_path() -> str:
     return str(resources.files("exporter.demo").joinpath("nodes.json"))
 
 
-def build_sources(config: Config, health: Health) -> list[PriceSource]:
-    """Every configured source; cloud sources import their SDK only when configured."""
+def build_sources(config: Config, health: Health, cache: PriceCache | None) -> list[PriceSource]:
+    """Every configured source. A cloud's module (and so its SDK) is imported only when it is enabled."""
     sources: list[PriceSource] = []
     pricing = config.pricing
+    currency = pricing.currency
+    # Within a kind, order is precedence: a spot node takes its zone's spot price before the list price.
+    if config.aws.spot.enabled:
+        from exporter.pricing.sources.aws import AwsSpotPrices
+
+        sources.append(AwsSpotPrices(config.aws.spot, health.integration("aws_spot"), cache, currency))
+    if config.aws.pricing.enabled:
+        from exporter.pricing.sources.aws import AwsOnDemandPrices
+
+        sources.append(
+            AwsOnDemandPrices(config.aws.pricing, health.integration("aws_pricing"), cache, currency)
+        )
+    if config.gcp.catalog.enabled:
+        from exporter.pricing.sources.gcp import GcpCatalogPrices
+
+        sources.append(
+            GcpCatalogPrices(config.gcp.catalog, health.integration("gcp_catalog"), cache, currency)
+        )
+    if config.azure.retail.enabled:
+        from exporter.pricing.sources.azure import AzureRetailPrices
+
+        sources.append(
+            AzureRetailPrices(config.azure.retail, health.integration("azure_retail"), cache, currency)
+        )
     if pricing.custom.file:
         try:
             custom = CustomPrices(
                 pricing.custom.file,
                 health.integration("custom_prices"),
-                pricing.currency,
+                currency,
                 pricing.custom.reload_interval_seconds,
             )
         except (OSError, CustomTableError) as err:
             raise ConfigError("pricing.custom.file", str(err)) from err
         sources.append(custom)
     if pricing.offline.enabled:
-        sources.append(OfflinePrices.load(pricing.offline.file, currency=pricing.currency))
+        sources.append(OfflinePrices.load(pricing.offline.file, currency=currency))
     return sources
 
 
 class App:
-    def __init__(self, config: Config, *, sources: list[PriceSource] | None = None) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
         self.health = Health()
         self.store = NodeMetricsStore()
@@ -72,7 +96,7 @@ class App:
         if config.cache.enabled and not config.demo:
             self.cache = PriceCache(config.cache.path, self.health.integration("cache"))
         self.engine = PricingEngine(
-            build_sources(config, self.health) if sources is None else sources, config.pricing, self.health
+            build_sources(config, self.health, self.cache), config.pricing, self.health
         )
         self._lock = threading.Lock()
         self._nodes: dict[str, Node] = {}

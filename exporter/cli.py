@@ -60,6 +60,11 @@ def build_config(args: argparse.Namespace) -> Config:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["snapshot"]:
+        from exporter.snapshot import main as snapshot
+
+        return snapshot(argv[1:])
     args = parse_args(argv)
     try:
         config = build_config(args)

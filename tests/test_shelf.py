@@ -188,3 +188,17 @@ def test_the_basis_comes_from_the_key() -> None:
     source.refresh()
     assert source.quote(spot).basis is Basis.SPOT  # type: ignore[union-attr]
     assert source.quote(regular).basis is Basis.ON_DEMAND  # type: ignore[union-attr]
+
+
+def test_a_failed_key_waits_for_the_interval_instead_of_hammering_the_api() -> None:
+    source = ListPrices({M5: "0.192"})
+    source.refresh_interval_seconds = 0.1
+    source.script = [FetchError(Reason.PERMISSION, "denied")]
+    assert source.quote(node()) is None and source.pending()
+    source.refresh()
+    assert source.quote(node()) is None
+    assert not source.pending()  # not re-queued at the next tick
+    time.sleep(0.11)  # the interval has passed
+    assert source.quote(node()) is None and source.pending()
+    source.refresh()
+    assert source.quote(node()).hourly == Decimal("0.192")  # type: ignore[union-attr]

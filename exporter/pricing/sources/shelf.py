@@ -95,6 +95,7 @@ class ShelfSource(ABC):
         self._fetched_at: dict[Key, float] = {}
         self._wanted: set[Key] = set()
         self._pending: set[Key] = set()
+        self._failed_until: dict[Key, float] = {}  # a key whose fetch failed waits for the next interval
         self._load_cache()
 
     # -- what a cloud module implements ---------------------------------------------------------------
@@ -127,8 +128,9 @@ class ShelfSource(ABC):
         try:
             price = self._prices[key]
         except KeyError:
-            with self._lock:
-                self._pending.add(key)  # first sight: the scheduler fetches it at its next tick
+            if self._failed_until.get(key, 0.0) <= time.monotonic():
+                with self._lock:
+                    self._pending.add(key)  # first sight: the scheduler fetches it at its next tick
             return None
         if price is None:
             return None
@@ -169,6 +171,8 @@ class ShelfSource(ABC):
             for batch, outcome in zip(batches, pool.map(self._fetch_with_retries, batches), strict=True):
                 if isinstance(outcome, FetchError):
                     failures.append(outcome)
+                    retry_at = time.monotonic() + (self.refresh_interval_seconds or 0.0)
+                    self._failed_until.update(dict.fromkeys(batch, retry_at))
                 else:
                     results.update({key: outcome.get(key) for key in batch})
         changed = self._store(results)
@@ -211,6 +215,7 @@ class ShelfSource(ABC):
             for key, price in results.items():
                 changed |= key not in self._prices or self._prices[key] != price
                 self._prices[key] = price
+                self._failed_until.pop(key, None)
                 self._fetched_at[key] = now
         if self._cache is not None and results:
             self._cache.store(
