@@ -113,6 +113,7 @@ class ShelfSettings:
     enabled: bool = False
     endpoint_url: str = ""  # empty: the public endpoint; set for VPC endpoints, proxies, sovereign clouds
     ttl_seconds: float = 86_400.0  # a price older than this is fetched again (list prices change rarely)
+    refresh_interval_seconds: float = 60.0  # how often stale or failed prices are looked at again
     concurrency: int = 4  # API calls in flight at once
     retries: int = 3  # retries of a throttled, timed-out or 5xx call
     backoff_seconds: float = 1.0  # first retry delay; doubles each retry, jittered
@@ -373,7 +374,13 @@ def _validate(config: Config) -> None:
 def _validate_shelf(key: str, shelf: ShelfSettings) -> None:
     if shelf.endpoint_url and not shelf.endpoint_url.startswith(("http://", "https://")):
         raise ConfigError(f"{key}.endpoint_url", f"must be an http(s) URL, got {shelf.endpoint_url!r}")
-    for name in ("ttl_seconds", "timeout_seconds", "backoff_seconds", "backoff_max_seconds"):
+    for name in (
+        "ttl_seconds",
+        "refresh_interval_seconds",
+        "timeout_seconds",
+        "backoff_seconds",
+        "backoff_max_seconds",
+    ):
         if getattr(shelf, name) <= 0:
             raise ConfigError(f"{key}.{name}", "must be positive")
     if not 1 <= shelf.concurrency <= 64:

@@ -81,12 +81,12 @@ class ShelfSource(ABC):
     kind = "shelf"
     name: str
     basis: Basis = Basis.ON_DEMAND
-    refresh_interval_seconds: float | None = 60.0
 
     def __init__(
         self, settings: ShelfSettings, status: IntegrationStatus, cache: PriceCache | None, currency: str
     ) -> None:
         self.settings = settings
+        self.refresh_interval_seconds: float | None = settings.refresh_interval_seconds
         self.status = status
         self.currency = currency
         self._cache = cache

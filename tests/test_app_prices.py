@@ -1,0 +1,134 @@
+"""The exporter with a cloud price list: shelf prices win over the offline table, a warm restart makes no
+price call, and an outage keeps serving (last prices, else the fallback) and heals by itself."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from prometheus_client import generate_latest
+
+from exporter.app import App, demo_nodes_path
+from exporter.config import load_config
+from tests.conftest import node_text
+from tests.fakes.azure_api import FakeRetailPricesAPI, vm_items
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def scrape(app: App) -> str:
+    return node_text(app.store, openmetrics=False) + generate_latest(app.registry).decode()
+
+
+def hourly(text: str, node: str) -> str:
+    return next(
+        line for line in text.splitlines() if line.startswith(f'nodecost_node_hourly_cost{{node="{node}"')
+    )
+
+
+@contextmanager
+def running(tmp_path: Path, endpoint: str, **overrides: Any) -> Iterator[App]:
+    nodes = tmp_path / "nodes.json"
+    if not nodes.exists():
+        nodes.write_text(Path(demo_nodes_path()).read_text())
+    config = load_config(
+        None,
+        env={},
+        overrides={
+            "kubernetes.nodes_file": str(nodes),
+            "cache.path": str(tmp_path / "cache.sqlite"),
+            "azure.retail.enabled": True,
+            "azure.retail.endpoint_url": endpoint,
+            "azure.retail.backoff_seconds": 0.01,
+            "azure.retail.backoff_max_seconds": 0.02,
+            **overrides,
+        },
+    )
+    app = App(config)
+    stop = threading.Event()
+    app.start(stop)
+    try:
+        wait_until(app.ready)
+        yield app
+    finally:
+        stop.set()
+
+
+AKS = "aks-nodepool1-27184539-vmss000000"
+AKS_SPOT = "aks-spotpool-27184539-vmss000000"
+
+
+def azure_items() -> list[dict[str, Any]]:
+    return vm_items(
+        "eastus", "Standard_D4s_v3", "DSv3", linux="0.192", windows="0.376", spot="0.0384"
+    ) + vm_items("eastus", "Standard_D8s_v3", "DSv3", linux="0.384", windows="0.752", spot="0.0768")
+
+
+def test_shelf_prices_win_and_a_warm_restart_makes_no_call(tmp_path: Path) -> None:
+    with FakeRetailPricesAPI(azure_items()) as fake:
+        with running(tmp_path, fake.url) as app:
+            text = scrape(app)
+            calls = fake.calls
+            assert calls == 1  # one region, two sizes: one filtered query
+            assert hourly(text, AKS) == (
+                f'nodecost_node_hourly_cost{{node="{AKS}",source="azure_retail",price_basis="on_demand",currency="USD"}} 0.192'
+            )
+            assert hourly(text, AKS_SPOT) == (
+                f'nodecost_node_hourly_cost{{node="{AKS_SPOT}",source="azure_retail",price_basis="spot",currency="USD"}} 0.0768'
+            )
+            assert 'nodecost_integration_up{integration="azure_retail"} 1.0' in text
+            assert 'nodecost_integration_requests_total{integration="azure_retail"} 1.0' in text
+            assert 'nodecost_nodes{source="azure_retail"} 3.0' in text
+        with running(tmp_path, fake.url) as app:
+            assert hourly(scrape(app), AKS_SPOT).endswith(" 0.0768")
+            assert fake.calls == calls  # served from the SQLite cache
+
+
+def test_an_outage_at_start_falls_back_then_heals(tmp_path: Path) -> None:
+    with FakeRetailPricesAPI(azure_items()) as fake:
+        fake.fail_next(4, 503)  # the first refresh: one call and its three retries
+        with running(tmp_path, fake.url, **{"azure.retail.refresh_interval_seconds": 0.2}) as app:
+            text = scrape(app)
+            assert 'nodecost_integration_up{integration="azure_retail"} 0.0' in text
+            assert (
+                'nodecost_integration_failure_info{integration="azure_retail",reason="unavailable"} 1.0'
+                in text
+            )
+            assert hourly(text, AKS).startswith(f'nodecost_node_hourly_cost{{node="{AKS}",source="offline"')
+            wait_until(lambda: 'source="azure_retail"' in hourly(scrape(app), AKS))
+            text = scrape(app)
+            assert 'nodecost_integration_up{integration="azure_retail"} 1.0' in text
+            assert (
+                'nodecost_integration_errors_total{integration="azure_retail",reason="unavailable"} 4.0'
+                in text
+            )
+
+
+def test_a_new_instance_type_is_fetched_on_first_sight(tmp_path: Path) -> None:
+    nodes = tmp_path / "nodes.json"
+    data = json.loads(Path(demo_nodes_path()).read_text())
+    nodes.write_text(json.dumps(data))
+    with (
+        FakeRetailPricesAPI(
+            azure_items() + vm_items("eastus", "Standard_E4s_v5", "Esv5", linux="0.252")
+        ) as fake,
+        running(tmp_path, fake.url, **{"azure.retail.refresh_interval_seconds": 3600}) as app,
+    ):
+        before = fake.calls
+        new = json.loads(json.dumps(next(i for i in data["items"] if i["metadata"]["name"] == AKS)))
+        new["metadata"].update(name="aks-mem-27184539-vmss000000", uid="5b1c3a52-0d6e-4b0e-9a57-3f2f1c9d8e11")
+        new["metadata"]["labels"]["node.kubernetes.io/instance-type"] = "Standard_E4s_v5"
+        data["items"].append(new)
+        nodes.write_text(json.dumps(data))
+        wait_until(lambda: 'node="aks-mem-27184539-vmss000000",source="azure_retail"' in scrape(app))
+        assert fake.calls == before + 1  # fetched at once, not at the hourly interval
