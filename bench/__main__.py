@@ -8,6 +8,7 @@ runs while working on the suite.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import shlex
 import subprocess
@@ -20,7 +21,7 @@ from bench.cluster import describe_mix
 from bench.inproc import InprocResult, run_inproc
 from bench.live import LiveResult, run_live
 from bench.procs import REPO
-from bench.report import Machine, render_report
+from bench.report import Machine, disturbed, render_report
 
 DEFAULT_COMMAND = "uv run --frozen --extra dev python -m bench"
 
@@ -32,11 +33,12 @@ def _sizes(text: str) -> list[int]:
     return sizes
 
 
-def _run(args: list[str]) -> str:
+def _run(args: list[str], *, strip: bool = True) -> str:
     try:
-        return subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=10).stdout.strip()
+        out = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return ""
+    return out.strip() if strip else out
 
 
 def _cpu_model() -> str:
@@ -54,9 +56,40 @@ def _memory_total() -> str:
 
 
 def _commit() -> str:
+    """The commit, and which files outside bench/ and docs/ differ from it (they change what is measured)."""
     commit = _run(["git", "rev-parse", "--short", "HEAD"]) or "unknown commit"
-    dirty = _run(["git", "status", "--porcelain", "--untracked-files=no"])
-    return f"commit {commit}" + (" with uncommitted changes" if dirty else "")
+    status = _run(["git", "status", "--porcelain", "-z"], strip=False)  # "XY path\0" entries
+    entries = iter(status.split("\0"))
+    dirty = []
+    for entry in entries:
+        if len(entry) > 3:
+            dirty.append(entry[3:])
+            if entry[0] in "RC":  # a rename or copy: the next entry is the original path
+                next(entries, None)
+    if not dirty:
+        return f"commit {commit}"
+    code = [path for path in dirty if not path.startswith(("bench/", "docs/"))]
+    if not code:
+        return f"commit {commit} (uncommitted changes to bench/ and docs/ only)"
+    shown = ", ".join(f"`{path}`" for path in code[:8]) + (
+        f" and {len(code) - 8} more" if len(code) > 8 else ""
+    )
+    return f"commit {commit} with uncommitted changes to {shown}"
+
+
+def _cpu_clock() -> tuple[float, float]:
+    """(CPU seconds the whole machine has been busy, CPU seconds of this process and its reaped children).
+
+    Every child of a size is reaped before the size ends, so the difference of the two over a size is the
+    CPU time other processes took meanwhile: work that competed with the measurements.
+    """
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, fields)
+    own = os.times()
+    return (
+        (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK"),
+        own.user + own.system + own.children_user + own.children_system,
+    )
 
 
 def _log(message: str) -> None:
@@ -82,10 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     date = time.strftime("%Y-%m-%d %H:%M %Z")
     live: list[LiveResult] = []
     inproc: list[InprocResult] = []
+    others: list[tuple[int, float, float]] = []  # (size, CPU s other processes used, wall s of the size)
     with tempfile.TemporaryDirectory(prefix="nodecost-bench-") as tmp:
         for k, n in enumerate(args.sizes):
             workdir = Path(tmp) / str(n)
             workdir.mkdir()
+            busy_before, own_before = _cpu_clock()
+            wall_before = time.monotonic()
             _log(f"{n:,} nodes: exporter and fake API processes")
             result = run_live(
                 n, workdir, starts=args.starts, events=args.events, requests=args.requests, probe=k == 0
@@ -93,10 +129,21 @@ def main(argv: list[str] | None = None) -> int:
             live.append(result)
             _log(
                 f"{n:,} nodes: ready {result.starts[-1].after_api:.2f} s after the API answered; "
-                f"peak RSS {result.memory['end'][1] / 2**20:.1f} MiB"
+                f"peak RSS {result.memory['end'][1] / 2**20:.1f} MiB (in-cluster)"
             )
+            kube = result.kubeconfig
+            if kube is not None:
+                _log(
+                    f"{n:,} nodes: kubeconfig mode ready {kube.start.to_ready:.2f} s after start;"
+                    f" VmHWM {kube.memory['few scrapes'][1] / 2**20:.1f} MiB after a few scrapes"
+                )
             _log(f"{n:,} nodes: in-process events and scrape comparison")
-            inproc.append(run_inproc(n, workdir, events=args.events))
+            inproc.append(run_inproc(n, events=args.events))
+            busy, own = _cpu_clock()
+            foreign = max(0.0, (busy - busy_before) - (own - own_before))
+            others.append((n, foreign, time.monotonic() - wall_before))
+            if disturbed(foreign, others[-1][2]):
+                _log(f"{n:,} nodes: other processes used {foreign:.1f} CPU s meanwhile: figures may be off")
 
     command = DEFAULT_COMMAND + "".join(
         f" {flag} {shlex.quote(str(value))}"
@@ -122,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         commit=_commit(),
         mix=describe_mix(max(args.sizes)),
         duration=time.monotonic() - started,
+        others=others,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(render_report(machine, live, inproc))

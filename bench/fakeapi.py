@@ -1,7 +1,9 @@
 """The fake Kubernetes API in a process of its own, so the exporter's CPU and RSS are measured alone.
 
-`python -m bench.fakeapi --nodes N --token T` loads the benchmark cluster, listens on 127.0.0.1 and prints
-`READY <port>`. It then obeys one command per stdin line and answers one stdout line each:
+`python -m bench.fakeapi --nodes N --token T [--tls CERT KEY]` loads the benchmark cluster, listens on
+127.0.0.1 (HTTPS with that certificate and key when `--tls` is given, as a real API server; plain HTTP
+otherwise) and prints `READY <port>`. It then obeys one command per stdin line and answers one stdout
+line each:
 
 - `list_started`           → `LIST_STARTED <unix time> <count>`: when the latest full list began (its first
   page request, one without `continue`, arrived; -1 if none yet) and how many full lists began so far
@@ -66,9 +68,11 @@ def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.fakeapi")
     parser.add_argument("--nodes", type=int, required=True)
     parser.add_argument("--token", required=True)
+    parser.add_argument("--tls", nargs=2, metavar=("CERT", "KEY"), help="serve HTTPS with these PEM files")
     args = parser.parse_args()
     requests = _TimedRequests()
-    api = FakeKubeAPI(token=args.token, requests=requests)
+    tls = (args.tls[0], args.tls[1]) if args.tls else None
+    api = FakeKubeAPI(token=args.token, requests=requests, tls=tls)
     api.load(node_object(i) for i in range(args.nodes))
     api.start()
     print(f"READY {api.port}", flush=True)

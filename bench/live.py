@@ -1,9 +1,17 @@
 """Measurements of the real exporter process against the fake API in another process (1, 2b, 3 and 5).
 
-Per size: one fake API process holding N nodes; the exporter is started `starts` times against it (start to
-ready is the noisiest figure, so its median is reported); the last exporter then serves the scrape
-benchmark against a static baseline server, takes K MODIFIED events through its watch, and has its memory
-read from /proc. The bench process itself only sleeps, polls and reads responses meanwhile.
+Per size, first the way the exporter runs in production, **in-cluster over HTTPS**: one fake API process
+holding N nodes behind a self-signed certificate for 127.0.0.1; a service-account directory holding that
+certificate as `ca.crt` and the bench token as `token`; the exporter started with KUBERNETES_SERVICE_HOST/PORT
+pointing at the fake, NODECOST_KUBERNETES__SERVICE_ACCOUNT_DIR at that directory and no `--kubeconfig`. It
+is started `starts` times (start to ready is the noisiest figure, so its median is reported); the last one
+then serves a few scrapes, the scrape benchmark against a static baseline server, takes K MODIFIED events
+through its watch, and has its memory read from /proc along the way.
+
+Then, for comparison only, one **out-of-cluster (kubeconfig)** start against a plain-HTTP fake: the
+laptop/offline way, which loads the kubeconfig through the `kubernetes` package. Only start to ready and
+memory (after ready, after the same few scrapes) are measured there. The bench process itself only sleeps,
+polls and reads responses meanwhile.
 """
 
 from __future__ import annotations
@@ -16,12 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.procs import HOST, BenchError, Child, cpu_seconds, free_port, get, proc_status, timed_get
-from tests.fakes.kube_api import write_kubeconfig
+from tests.fakes.kube_api import self_signed_cert, write_kubeconfig
 
 TOKEN = "bench-token"
 INFO = b"nodecost_node_info{"
 MODIFIED = b'nodecost_kubernetes_watch_events_total{type="MODIFIED"} '
 POLL_INTERVAL = 0.025  # /metrics polls while events flow: resolution of the end-to-end figure
+FEW_SCRAPES = 3  # plain and gzip requests each for the "after a few scrapes" memory checkpoint
+_ENCODINGS: dict[str, dict[str, str]] = {"plain": {}, "gzip": {"Accept-Encoding": "gzip"}}
+_GZIP = _ENCODINGS["gzip"]
 
 
 @dataclass
@@ -57,17 +68,26 @@ class EventRun:
 class Probe:
     ready: bool
     cloud_modules: list[str]  # boto3/botocore/google.cloud/azure modules found in sys.modules
-    kubernetes: bool  # the kubernetes package is imported (expected: it loads the kubeconfig)
+    kubernetes: bool  # the kubernetes package is imported (in-cluster it must not be)
     modules: int  # len(sys.modules)
 
 
-# The App as the exporter builds it, against the fake API; prints which cloud SDKs got imported.
+@dataclass
+class KubeconfigRun:
+    """One out-of-cluster start (plain HTTP + kubeconfig, which imports `kubernetes`)."""
+
+    start: StartRun
+    memory: dict[str, tuple[int, int]] = field(default_factory=dict)  # "ready", "few scrapes"
+
+
+# The App as the exporter builds it in a pod (its environment carries KUBERNETES_SERVICE_HOST/PORT and
+# NODECOST_KUBERNETES__SERVICE_ACCOUNT_DIR, no kubeconfig), against the HTTPS fake API; once ready, prints
+# which cloud SDKs and whether the kubernetes package got imported.
 PROBE = """
-import sys, threading, time
+import os, sys, threading, time
 from exporter.app import App
 from exporter.config import load_config
-overrides = {"kubernetes.kubeconfig": sys.argv[1], "cache.enabled": False}
-app = App(load_config(None, env={}, overrides=overrides))
+app = App(load_config(None, env=dict(os.environ), overrides={"cache.enabled": False}))
 stop = threading.Event()
 app.start(stop)
 deadline = time.monotonic() + 120
@@ -87,30 +107,38 @@ class LiveResult:
     starts: list[StartRun] = field(default_factory=list)
     scrapes: dict[str, Latency] = field(default_factory=dict)  # "ours plain", "static gzip", …
     scrape_requests: int = 0
-    # Back-to-back requests without quick ACKs: "ours /readyz", "static-nodelay gzip", … → median seconds
+    # Back-to-back requests without quick ACKs: "ours /readyz", "static gzip", … → median seconds
     back_to_back: dict[str, float] = field(default_factory=dict)
     events: list[EventRun] = field(default_factory=list)
-    memory: dict[str, tuple[int, int]] = field(default_factory=dict)  # checkpoint → (VmRSS, VmHWM)
+    # checkpoint ("ready", "few scrapes", "scrapes", "end") → (VmRSS, VmHWM)
+    memory: dict[str, tuple[int, int]] = field(default_factory=dict)
     log_lines: list[str] = field(default_factory=list)  # warnings and errors the exporter logged
     probe: Probe | None = None
+    kubeconfig: KubeconfigRun | None = None
 
 
 def run_live(n: int, workdir: Path, *, starts: int, events: int, requests: int, probe: bool) -> LiveResult:
     result = LiveResult(n)
+    cert, key = self_signed_cert(workdir)
+    account = _service_account(workdir / "serviceaccount", cert)
     fake = Child(
-        "fake API", ["-m", "bench.fakeapi", "--nodes", str(n), "--token", TOKEN], log=workdir / "fake.log"
+        "fake API (HTTPS)",
+        ["-m", "bench.fakeapi", "--nodes", str(n), "--token", TOKEN, "--tls", cert, key],
+        log=workdir / "fake-https.log",
     )
     exporter: Child | None = None
     try:
         api_port = int(fake.expect("READY", timeout=300)[0])
-        kubeconfig = write_kubeconfig(workdir / "kubeconfig", f"http://{HOST}:{api_port}", TOKEN)
+        env = in_cluster_env(api_port, account)
         for k in range(starts):
             if exporter is not None:
                 exporter.close()
-            exporter, port, run = _start_exporter(fake, kubeconfig, workdir / f"exporter-{k}.log", n)
+            exporter, port, run = _start_exporter(fake, [], env, workdir / f"exporter-{k}.log", n)
             result.starts.append(run)
         assert exporter is not None
         result.memory["ready"] = _memory(exporter)
+        _few_scrapes(port, n)
+        result.memory["few scrapes"] = _memory(exporter)
         result.scrapes, result.back_to_back = _scrapes(exporter, port, workdir, n, requests)
         result.scrape_requests = requests
         result.memory["scrapes"] = _memory(exporter)
@@ -120,14 +148,73 @@ def run_live(n: int, workdir: Path, *, starts: int, events: int, requests: int, 
         exporter.close()
         exporter = None
         if probe:
-            result.probe = _probe(kubeconfig, workdir / "probe.log")
+            result.probe = _probe(env, workdir / "probe.log")
     finally:
         if exporter is not None:
             exporter.close()
         fake.close()
+    result.kubeconfig = _kubeconfig_run(n, workdir)
     for log in sorted(workdir.glob("exporter-*.log")):
         result.log_lines += [line for line in log.read_text().splitlines() if "level=info" not in line]
     return result
+
+
+def _service_account(directory: Path, ca: str) -> Path:
+    """What the kubelet mounts in a pod: the cluster CA and the pod's bearer token."""
+    directory.mkdir()
+    (directory / "ca.crt").write_bytes(Path(ca).read_bytes())
+    (directory / "token").write_text(TOKEN + "\n")
+    return directory
+
+
+def in_cluster_env(api_port: int, account: Path) -> dict[str, str]:
+    """A pod's environment as far as the exporter looks: the API service address and our service-account
+    directory (the exporter's `kubernetes.service_account_dir`, set through its environment)."""
+    return {
+        "KUBERNETES_SERVICE_HOST": HOST,
+        "KUBERNETES_SERVICE_PORT": str(api_port),
+        "NODECOST_KUBERNETES__SERVICE_ACCOUNT_DIR": str(account),
+    }
+
+
+def _kubeconfig_run(n: int, workdir: Path) -> KubeconfigRun:
+    """One start the old way: plain-HTTP fake, `--kubeconfig` (loaded by the kubernetes package)."""
+    fake = Child(
+        "fake API (HTTP)",
+        ["-m", "bench.fakeapi", "--nodes", str(n), "--token", TOKEN],
+        log=workdir / "fake-http.log",
+    )
+    exporter: Child | None = None
+    try:
+        api_port = int(fake.expect("READY", timeout=300)[0])
+        kubeconfig = write_kubeconfig(workdir / "kubeconfig", f"http://{HOST}:{api_port}", TOKEN)
+        exporter, port, start = _start_exporter(
+            fake, ["--kubeconfig", str(kubeconfig)], {}, workdir / "exporter-kubeconfig.log", n
+        )
+        run = KubeconfigRun(start)
+        run.memory["ready"] = _memory(exporter)
+        _few_scrapes(port, n)
+        run.memory["few scrapes"] = _memory(exporter)
+        return run
+    finally:
+        if exporter is not None:
+            exporter.close()
+        fake.close()
+
+
+def _few_scrapes(port: int, n: int) -> None:
+    """FEW_SCRAPES plain and gzip scrapes on one kept-alive connection: both cached bodies exist after."""
+    conn = http.client.HTTPConnection(HOST, port, timeout=60)
+    try:
+        for _ in range(FEW_SCRAPES):
+            for headers in _ENCODINGS.values():
+                _, body = timed_get(conn, "/metrics", headers)
+                if headers:
+                    body = gzip.decompress(body)
+                if _count_lines(body, INFO) != n:
+                    raise BenchError(f"/metrics body has {_count_lines(body, INFO)} node info lines, not {n}")
+    finally:
+        conn.close()
 
 
 def _memory(exporter: Child) -> tuple[int, int]:
@@ -135,8 +222,8 @@ def _memory(exporter: Child) -> tuple[int, int]:
     return status["VmRSS"], status["VmHWM"]
 
 
-def _probe(kubeconfig: Path, log: Path) -> Probe:
-    child = Child("cloud SDK probe", ["-c", PROBE, str(kubeconfig)], log=log)
+def _probe(env: dict[str, str], log: Path) -> Probe:
+    child = Child("import probe", ["-c", PROBE], log=log, env=env)
     try:
         ready, heavy, kubernetes, modules = child.expect("PROBE", timeout=180)
     finally:
@@ -144,12 +231,15 @@ def _probe(kubeconfig: Path, log: Path) -> Probe:
     return Probe(ready == "1", [] if heavy == "-" else heavy.split(","), kubernetes == "1", int(modules))
 
 
-def _start_exporter(fake: Child, kubeconfig: Path, log: Path, n: int) -> tuple[Child, int, StartRun]:
+def _start_exporter(
+    fake: Child, mode_args: list[str], env: dict[str, str], log: Path, n: int
+) -> tuple[Child, int, StartRun]:
+    """`python -m exporter [mode_args] --no-cache …` with `env`, waited for until ready and checked."""
     lists_before = int(fake.ask("list_started", "LIST_STARTED", 10)[1])
     port = free_port()
-    args = ["-m", "exporter", "--kubeconfig", str(kubeconfig), "--no-cache"]
+    args = ["-m", "exporter", *mode_args, "--no-cache"]
     args += ["--web.listen-address", f"{HOST}:{port}", "--log.level", "warn"]
-    exporter = Child("exporter", args, log=log, pipe_stdout=False)
+    exporter = Child("exporter", args, log=log, pipe_stdout=False, env=env)
     try:
         ready = _wait_ready(exporter, port, log, timeout=180)
         listed, lists = fake.ask("list_started", "LIST_STARTED", 10)
@@ -193,7 +283,7 @@ def _count_lines(body: bytes, prefix: bytes) -> int:
 def _scrapes(
     exporter: Child, port: int, workdir: Path, n: int, requests: int
 ) -> tuple[dict[str, Latency], dict[str, float]]:
-    """Ours vs the same bytes served statically, plain and gzip; then the back-to-back stall check."""
+    """Ours vs the same bytes served statically, plain and gzip; then the back-to-back check."""
     plain_file, gzip_file = workdir / "metrics.txt", workdir / "metrics.txt.gz"
     plain_file.write_bytes(get(port, "/metrics")[1])
     gzip_file.write_bytes(get(port, "/metrics", headers={"Accept-Encoding": "gzip"})[1])
@@ -202,9 +292,9 @@ def _scrapes(
             raise BenchError(f"/metrics body has {_count_lines(body, INFO)} node info lines, not {n}")
     static = Child("static server", ["-m", "bench.staticserver", str(plain_file), str(gzip_file)])
     try:
-        static_port, nodelay_port = map(int, static.expect("READY", timeout=60))
+        static_port = int(static.expect("READY", timeout=60)[0])
         latencies = _compare(port, static_port, requests)
-        ports = {"ours": port, "static": static_port, "static-nodelay": nodelay_port}
+        ports = {"ours": port, "static": static_port}
         stalls = {
             f"{server} {what}": _back_to_back(p, path, headers)
             for what, path, headers in (("/readyz", "/readyz", {}), ("gzip", "/metrics", _GZIP))
@@ -213,10 +303,6 @@ def _scrapes(
     finally:
         static.close()
     return latencies, stalls
-
-
-_ENCODINGS: dict[str, dict[str, str]] = {"plain": {}, "gzip": {"Accept-Encoding": "gzip"}}
-_GZIP = _ENCODINGS["gzip"]
 
 
 def _compare(port: int, static_port: int, requests: int) -> dict[str, Latency]:

@@ -24,7 +24,18 @@ class BenchError(RuntimeError):
 class Child:
     """A child Python process speaking line commands on stdin/stdout; killed by `close()`."""
 
-    def __init__(self, name: str, args: list[str], *, log: Path | None = None, pipe_stdout: bool = True):
+    def __init__(
+        self,
+        name: str,
+        args: list[str],
+        *,
+        log: Path | None = None,
+        pipe_stdout: bool = True,
+        env: dict[str, str] | None = None,
+    ):
+        """`env` is added to a copy of this process' environment, from which any in-cluster variables
+        (KUBERNETES_SERVICE_*), KUBECONFIG and NODECOST_* settings are first removed: a child sees only
+        what it is given."""
         self.name = name
         self._lines: queue.Queue[str | None] = queue.Queue()
         self._log: IO[bytes] | None = log.open("wb") if log is not None else None
@@ -36,6 +47,7 @@ class Child:
             stdout=subprocess.PIPE if pipe_stdout else self._log,
             stderr=self._log if self._log is not None else subprocess.DEVNULL,
             text=pipe_stdout,
+            env=_child_env(env or {}),
         )
         if pipe_stdout:
             threading.Thread(target=self._read, name=f"{name}-stdout", daemon=True).start()
@@ -94,6 +106,15 @@ class Child:
                 self.proc.wait(timeout=5)
         if self._log is not None:
             self._log.close()
+
+
+def _child_env(extra: dict[str, str]) -> dict[str, str]:
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("KUBERNETES_SERVICE_", "NODECOST_")) and k != "KUBECONFIG"
+    }
+    return {**base, **extra}
 
 
 def free_port() -> int:

@@ -1,11 +1,10 @@
 """The baseline for /metrics: the same stdlib stack serving a pre-built body, in a process of its own.
 
-`python -m bench.staticserver PLAIN_FILE GZIP_FILE` prints `READY <port> <nodelay port>` and serves, on any
-path but /readyz (which answers `ready`), the bytes of PLAIN_FILE, or those of GZIP_FILE when the client
-accepts gzip: a ThreadingHTTPServer speaking HTTP/1.1 with a handler written like exporter/http.py's (same
-headers, headers then body as two writes), but with nothing to render. The second port is the same server
-with TCP_NODELAY on accepted sockets (`disable_nagle_algorithm`), to show what Nagle's algorithm costs when
-the client delays its ACKs. It exits when stdin closes.
+`python -m bench.staticserver PLAIN_FILE GZIP_FILE` prints `READY <port>` and serves, on any path but
+/readyz (which answers `ready`), the bytes of PLAIN_FILE, or those of GZIP_FILE when the client accepts
+gzip: a ThreadingHTTPServer speaking HTTP/1.1 with a handler written like exporter/http.py's (same headers,
+headers then body as separate writes, TCP_NODELAY on accepted sockets via `disable_nagle_algorithm`), but
+with nothing to render. It exits when stdin closes.
 """
 
 from __future__ import annotations
@@ -27,6 +26,8 @@ class _Server(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    # As exporter/http.py: otherwise a small body waits ~40 ms for the client's delayed ACK.
+    disable_nagle_algorithm = True
 
     def do_GET(self) -> None:
         if self.path == "/readyz":
@@ -47,22 +48,13 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
 
-class _NoDelayHandler(_Handler):
-    disable_nagle_algorithm = True
-
-
 def main() -> int:
-    plain, gzipped = Path(sys.argv[1]).read_bytes(), Path(sys.argv[2]).read_bytes()
-    servers = []
-    for handler in (_Handler, _NoDelayHandler):
-        server = _Server(("127.0.0.1", 0), handler)
-        server.plain, server.gzipped = plain, gzipped
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        servers.append(server)
-    print("READY", *(server.server_address[1] for server in servers), flush=True)
+    server = _Server(("127.0.0.1", 0), _Handler)
+    server.plain, server.gzipped = Path(sys.argv[1]).read_bytes(), Path(sys.argv[2]).read_bytes()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    print("READY", server.server_address[1], flush=True)
     sys.stdin.read()  # until the benchmark closes our stdin (or dies)
-    for server in servers:
-        server.shutdown()
+    server.shutdown()
     return 0
 
 
