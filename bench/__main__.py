@@ -20,10 +20,11 @@ from pathlib import Path
 from bench.cluster import describe_mix
 from bench.inproc import InprocResult, run_inproc
 from bench.live import LiveResult, run_live
+from bench.prices import run_prices
 from bench.procs import REPO
 from bench.report import Machine, disturbed, render_report
 
-DEFAULT_COMMAND = "uv run --frozen --extra dev python -m bench"
+DEFAULT_COMMAND = "uv run --frozen --all-extras python -m bench"
 
 
 def _sizes(text: str) -> list[int]:
@@ -145,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
             if disturbed(foreign, others[-1][2]):
                 _log(f"{n:,} nodes: other processes used {foreign:.1f} CPU s meanwhile: figures may be off")
 
+    _log("cloud price sources: cold start and warm restart against the fakes")
+    prices = run_prices()
+
     command = DEFAULT_COMMAND + "".join(
         f" {flag} {shlex.quote(str(value))}"
         for flag, value, default in (
@@ -172,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         others=others,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_report(machine, live, inproc))
+    out.write_text(render_report(machine, live, inproc, prices))
     _log(f"wrote {out} in {machine.duration:.0f} s")
     return 0
 

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from bench.inproc import InprocResult
 from bench.live import LiveResult
+from bench.prices import PriceRun
+from bench.prices import render as render_prices
 
 MIB = 2**20
 EVENT_TARGET = 200e-6  # seconds per MODIFIED event
@@ -84,7 +86,9 @@ def _median_range(values: list[float], show: Callable[[float], str]) -> str:
     return f"{show(statistics.median(values))} ({show(min(values))}–{show(max(values))})"
 
 
-def render_report(machine: Machine, live: list[LiveResult], inproc: list[InprocResult]) -> str:
+def render_report(
+    machine: Machine, live: list[LiveResult], inproc: list[InprocResult], prices: list[PriceRun]
+) -> str:
     out: list[str] = []
     add = out.append
     add("# Performance\n")
@@ -124,6 +128,7 @@ def render_report(machine: Machine, live: list[LiveResult], inproc: list[InprocR
     add(_naive(inproc))
     add(_memory(live))
     add(_kubeconfig(live))
+    add(_prices(prices))
     notes = [(r.n, line) for r in live for line in r.log_lines]
     add("## Exporter log\n")
     if notes:
@@ -565,3 +570,29 @@ applies here.
 """
     )
     return "\n".join(rows)
+
+
+_PRICES_INTRO = """\
+300 distinct keys across 3 regions per cloud, priced by each source against its local wire-level fake
+(`bench/prices.py`): (region, type, OS) for AWS and Azure; (region, machine type, on-demand or spot) for GCP,
+where the OS is not part of the price. Calls are the API calls the fake answered. The cold start has an
+empty SQLite cache; the warm restart is a new source instance on the same file.
+"""
+
+_PRICES_NOTES = """
+- **AWS**: one `GetProducts` call per (region, type, OS), filtered server-side, each fitting one page: the
+  call count equals the number of distinct keys (4 calls in flight at a time).
+- **GCP**: the Compute Engine SKU list is read once for all keys, in 5,000-SKU pages (the fake holds 35,000
+  SKUs, the real catalogue's order of size); every machine price is derived from it locally.
+- **Azure**: one filtered query per region and 10 VM sizes; Linux, Windows and Spot come back together.
+- **Warm restart**: every price comes from the cache, so no call is made before serving.
+"""
+
+
+def _prices(runs: list[PriceRun]) -> str:
+    return (
+        "## 7. Cloud price sources: cold start and warm restart\n\n"
+        + _PRICES_INTRO
+        + "\n"
+        + (render_prices(runs) + _PRICES_NOTES)
+    )

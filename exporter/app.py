@@ -14,7 +14,6 @@ from collections.abc import Iterable
 from importlib import resources
 from typing import Protocol
 
-from prometheus_client import ProcessCollector
 from prometheus_client.registry import CollectorRegistry
 
 from exporter.cache import PriceCache
@@ -23,6 +22,7 @@ from exporter.health import Health
 from exporter.inventory.node import Node
 from exporter.inventory.parse import SpotLabel
 from exporter.metrics.collector import ExporterCollector, WatchStats
+from exporter.metrics.process import ProcessMetrics
 from exporter.metrics.store import NodeMetricsStore
 from exporter.pricing.engine import PricingEngine
 from exporter.pricing.source import PriceSource
@@ -105,7 +105,7 @@ class App:
         self.inventory = self._build_inventory()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(ExporterCollector(self.health, self.store, self.ready, self._watch_stats))
-        ProcessCollector(registry=self.registry)
+        self.registry.register(ProcessMetrics())
         self._threads: list[threading.Thread] = []
 
     def _build_inventory(self) -> Inventory:

@@ -6,7 +6,7 @@ import math
 from collections import Counter
 
 import pytest
-from prometheus_client import ProcessCollector, exposition, openmetrics
+from prometheus_client import exposition, openmetrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as parse_openmetrics
 from prometheus_client.parser import text_string_to_metric_families as parse_text
@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from exporter.health import Health, Reason
 from exporter.metrics.collector import ExporterCollector
 from exporter.metrics.exposition import format_registry, wants_gzip, wants_openmetrics
+from exporter.metrics.process import ProcessMetrics
 from exporter.metrics.store import NodeMetricsStore
 
 
@@ -49,7 +50,7 @@ def registry() -> CollectorRegistry:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(ExporterCollector(health, NodeMetricsStore(), lambda: True, Stats()))
     reg.register(Odd())
-    ProcessCollector(registry=reg)
+    reg.register(ProcessMetrics())
     return reg
 
 

@@ -6,11 +6,11 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from prometheus_client import ProcessCollector
 from prometheus_client.registry import CollectorRegistry
 
 from exporter.health import Health, Reason
 from exporter.metrics.collector import ExporterCollector
+from exporter.metrics.process import ProcessMetrics
 from exporter.metrics.store import NODE_FAMILIES, NodeMetricsStore
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
@@ -42,7 +42,7 @@ def exposed() -> dict[str, tuple[str, frozenset[str]]]:
     health.invalid("node", "bad", "no uid")
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ExporterCollector(health, NodeMetricsStore(), lambda: True, Stats()))
-    ProcessCollector(registry=registry)
+    registry.register(ProcessMetrics())
     out: dict[str, tuple[str, frozenset[str]]] = {
         f.name: (f.type, frozenset(f.labels)) for f in NODE_FAMILIES
     }

@@ -95,11 +95,11 @@ def test_gzip_body_is_one_stream_of_the_plain_body_and_the_tail() -> None:
     store = filled()
     tail = b"# HELP nodecost_ready x\n# TYPE nodecost_ready gauge\nnodecost_ready 1.0\n"
     for _ in range(2):  # the second scrape reuses the cached compressed prefix
-        body = store.gzip_body(openmetrics=False, tail=tail)
+        body = b"".join(store.gzip_body(openmetrics=False, tail=tail))
         single = zlib.decompressobj(31)  # what curl and browsers do: one gzip member only
         assert single.decompress(body) == GOLDEN_TEXT.encode() + tail
         assert single.eof and single.unused_data == b""
-    assert gzip.decompress(store.gzip_body(openmetrics=True, tail=b"# EOF\n")).endswith(b"# EOF\n")
+    assert gzip.decompress(b"".join(store.gzip_body(openmetrics=True, tail=b"# EOF\n"))).endswith(b"# EOF\n")
 
 
 def test_unchanged_body_is_reused_and_a_change_rebuilds_it() -> None:

@@ -26,7 +26,7 @@ def render(
     """The body as chunks to write in order, and its content type."""
     live = format_registry(registry, openmetrics=openmetrics_format)
     if gzipped:
-        chunks = [store.gzip_body(openmetrics=openmetrics_format, tail=live)]
+        chunks = store.gzip_body(openmetrics=openmetrics_format, tail=live)
     else:
         chunks = [*store.body(openmetrics=openmetrics_format), live]
     return chunks, OPENMETRICS_TYPE if openmetrics_format else TEXT_TYPE

@@ -200,7 +200,7 @@ class NodeMetricsStore:
                 cached = self._plain[openmetrics] = list(self._families(openmetrics))
             return cached
 
-    def gzip_body(self, *, openmetrics: bool, tail: bytes) -> bytes:
+    def gzip_body(self, *, openmetrics: bool, tail: bytes) -> list[bytes]:
         """One gzip stream of the node section followed by `tail` (the live, per-scrape part).
 
         The node section is compressed once after a change, family by family, and sync-flushed; each
@@ -216,7 +216,7 @@ class NodeMetricsStore:
                 cached = self._gzip[openmetrics] = (b"".join(parts), compressor)
             prefix, compressor = cached
             finishing = compressor.copy()
-        return prefix + finishing.compress(tail) + finishing.flush()
+        return [prefix, finishing.compress(tail) + finishing.flush()]
 
     def _families(self, openmetrics: bool) -> Iterator[bytes]:
         entries = list(self._lines.values())
