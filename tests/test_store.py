@@ -136,3 +136,14 @@ def test_label_values_are_escaped_and_garbage_is_cut() -> None:
     assert 'node="we\\"ird\\\\node"' in body
     assert f'instance_type="{"x" * 512}"' in body
     assert "x" * 513 not in body
+
+
+def test_gzip_tail_of_any_size_keeps_one_valid_stream() -> None:
+    store = filled()
+    for size in (0, 1, 65_535, 65_536, 200_000):
+        tail = bytes(i % 251 for i in range(size))
+        body = b"".join(store.gzip_body(openmetrics=False, tail=tail))
+        single = zlib.decompressobj(31)
+        assert single.decompress(body) == GOLDEN_TEXT.encode() + tail, size
+        assert single.eof and single.unused_data == b""
+        assert gzip.decompress(body) == GOLDEN_TEXT.encode() + tail  # CRC and length checked

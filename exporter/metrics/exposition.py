@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 from prometheus_client.registry import CollectorRegistry
@@ -40,35 +41,34 @@ def format_registry(registry: CollectorRegistry, *, openmetrics: bool) -> bytes:
     """
     out: list[str] = []
     for metric in registry.collect():
-        name, kind = metric.name, metric.type
-        if not openmetrics and kind in ("counter", "info"):
-            name, kind = (
-                f"{name}_{'total' if kind == 'counter' else 'info'}",
-                kind if kind == "counter" else "gauge",
-            )
-        doc = metric.documentation.replace("\\", r"\\").replace("\n", r"\n")
-        out.append(f"# HELP {name} {doc}\n# TYPE {name} {kind}\n")
+        out.append(_header(metric.name, metric.type, metric.documentation, openmetrics))
         for sample in metric.samples:
-            labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sample.labels.items())
-            out.append(
-                f"{sample.name}{{{labels}}} {_number(sample.value)}\n"
-                if labels
-                else f"{sample.name} {_number(sample.value)}\n"
-            )
+            value = sample.value
+            number = repr(float(value)) if math.isfinite(value) else _special(value)
+            if sample.labels:
+                labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sample.labels.items())
+                out.append(f"{sample.name}{{{labels}}} {number}\n")
+            else:
+                out.append(f"{sample.name} {number}\n")
     if openmetrics:
         out.append("# EOF\n")
     return "".join(out).encode()
+
+
+@functools.lru_cache(maxsize=256)
+def _header(name: str, kind: str, documentation: str, openmetrics: bool) -> str:
+    """HELP and TYPE lines; the same few dozen on every scrape, so made once."""
+    if not openmetrics and kind in ("counter", "info"):
+        name, kind = (f"{name}_total", kind) if kind == "counter" else (f"{name}_info", "gauge")
+    doc = documentation.replace("\\", r"\\").replace("\n", r"\n")
+    return f"# HELP {name} {doc}\n# TYPE {name} {kind}\n"
 
 
 def _escape(value: str) -> str:
     return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
-def _number(value: float) -> str:
-    if value == math.inf:
-        return "+Inf"
-    if value == -math.inf:
-        return "-Inf"
+def _special(value: float) -> str:
     if math.isnan(value):
         return "NaN"
-    return repr(float(value))
+    return "+Inf" if value > 0 else "-Inf"

@@ -7,6 +7,7 @@ samples stay contiguous, as OpenMetrics requires.
 
 from __future__ import annotations
 
+import struct
 import threading
 import zlib
 from collections import Counter
@@ -140,7 +141,7 @@ class NodeMetricsStore:
         self._sources: dict[str, str] = {}
         self._counts: Counter[str] = Counter()  # kept in step with _sources: scrapes must not count nodes
         self._plain: dict[bool, list[bytes]] = {}
-        self._gzip: dict[bool, tuple[bytes, zlib._Compress]] = {}
+        self._gzip: dict[bool, tuple[bytes, int, int]] = {}  # compressed prefix, its CRC-32 and length
         self._gzip_level = gzip_level
 
     def _changed(self) -> None:
@@ -203,22 +204,36 @@ class NodeMetricsStore:
     def gzip_body(self, *, openmetrics: bool, tail: bytes) -> list[bytes]:
         """One gzip stream of the node section followed by `tail` (the live, per-scrape part).
 
-        The node section is compressed once after a change, family by family, and sync-flushed; each
-        scrape continues a copy of that compressor with the small tail. Only the variants actually
-        scraped are built and kept: at 15,000 nodes a plain body is ~10 MB.
+        The node section is compressed once after a change, family by family, and sync-flushed (so it ends
+        on a byte boundary with no final block); each scrape appends the few-KB tail as stored (verbatim)
+        deflate blocks and the gzip trailer, whose CRC continues the cached one. No compressor runs per
+        scrape. Only the variants actually scraped are built and kept: at 15,000 nodes a plain body is
+        ~10 MB.
         """
         with self._lock:
             cached = self._gzip.get(openmetrics)
             if cached is None:
                 compressor = zlib.compressobj(self._gzip_level, zlib.DEFLATED, 31)
-                parts = [compressor.compress(family) for family in self._families(openmetrics)]
+                parts, crc, size = [], 0, 0
+                for family in self._families(openmetrics):
+                    parts.append(compressor.compress(family))
+                    crc, size = zlib.crc32(family, crc), size + len(family)
                 parts.append(compressor.flush(zlib.Z_SYNC_FLUSH))
-                cached = self._gzip[openmetrics] = (b"".join(parts), compressor)
-            prefix, compressor = cached
-            finishing = compressor.copy()
-        return [prefix, finishing.compress(tail) + finishing.flush()]
-
+                cached = self._gzip[openmetrics] = (b"".join(parts), crc, size)
+        prefix, crc, size = cached
+        trailer = struct.pack("<II", zlib.crc32(tail, crc), (size + len(tail)) & 0xFFFFFFFF)
+        return [prefix, *_stored_blocks(tail), trailer]
     def _families(self, openmetrics: bool) -> Iterator[bytes]:
         entries = list(self._lines.values())
         for i, family in enumerate(NODE_FAMILIES):
             yield header(family, openmetrics) + b"".join(entry[i] for entry in entries)
+
+
+def _stored_blocks(data: bytes) -> list[bytes]:
+    """`data` as stored deflate blocks (RFC 1951 §3.2.4), the last one final: at most 65,535 bytes each."""
+    blocks = []
+    for start in range(0, max(len(data), 1), 0xFFFF):
+        chunk = data[start : start + 0xFFFF]
+        final = start + 0xFFFF >= len(data)
+        blocks.append(struct.pack("<BHH", 1 if final else 0, len(chunk), len(chunk) ^ 0xFFFF) + chunk)
+    return blocks
