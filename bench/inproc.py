@@ -38,6 +38,7 @@ from exporter.metrics.store import (
     NODE_UNPRICED,
     UNPRICED,
     Family,
+    info_values,
     render_node,
 )
 from exporter.pricing.quote import NodePrice
@@ -181,21 +182,7 @@ class NaiveNodeCollector(Collector):
         info, hourly, cpu, mem = family(NODE_INFO), family(NODE_HOURLY), family(NODE_CPU), family(NODE_MEMORY)
         gpu, unpriced = family(NODE_GPU), family(NODE_UNPRICED)
         for node, price in self._entries():
-            info.add_metric(
-                [
-                    node.name,
-                    node.provider,
-                    node.instance_type,
-                    node.capacity_type.value,
-                    node.region,
-                    node.zone,
-                    node.provider_id,
-                    node.os,
-                    node.arch,
-                    node.gpu_model,
-                ],
-                1.0,
-            )
+            info.add_metric(list(info_values(node)), 1.0)
             if price is None:
                 unpriced.add_metric([node.name], 1.0)
                 continue

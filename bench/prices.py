@@ -8,6 +8,7 @@ cold start (empty cache) and on a warm restart (a new source instance on the sam
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from collections.abc import Callable
@@ -18,8 +19,9 @@ from typing import Any
 from exporter.cache import PriceCache
 from exporter.config import AwsPricingSettings, GcpCatalogSettings, ShelfSettings
 from exporter.health import IntegrationStatus
-from exporter.inventory.node import CapacityType, Node, ProviderRef
+from exporter.inventory.node import CapacityType, Node
 from exporter.pricing.sources.shelf import ShelfSource
+from exporter.snapshot import template_node
 
 
 @dataclass
@@ -34,22 +36,12 @@ class PriceRun:
 
 
 def _node(provider: str, region: str, instance_type: str, os: str = "linux", spot: bool = False) -> Node:
-    name = f"{provider}-{region}-{instance_type}-{os}-{spot}"
-    return Node(
-        name=name,
-        uid=name,
-        provider_id="",
-        ref=ProviderRef(provider),
-        instance_type=instance_type,
-        region=region,
-        zone="",
+    node = template_node(provider, region, instance_type, os)
+    return dataclasses.replace(
+        node,
+        name=f"{node.name}-{spot}",
+        uid=f"{node.uid}-{spot}",
         capacity_type=CapacityType.SPOT if spot else CapacityType.ON_DEMAND,
-        os=os,
-        arch="amd64",
-        cpu_cores=0.0,
-        memory_bytes=0,
-        gpu_count=0,
-        gpu_model="",
     )
 
 

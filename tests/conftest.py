@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import generate_latest
 
+from exporter.app import App
 from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.metrics.store import NodeMetricsStore
 
@@ -60,3 +64,16 @@ def node(name: str = "ip-10-0-12-87.ec2.internal", **overrides: Any) -> Node:
 def node_text(store: NodeMetricsStore, *, openmetrics: bool) -> str:
     """The store's node section as one string."""
     return b"".join(store.body(openmetrics=openmetrics)).decode()
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 15.0) -> None:
+    """Poll `condition` until it holds; fail the test after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.02)
+
+
+def scrape(app: App) -> str:
+    """What /metrics would serve (text format), without HTTP."""
+    return node_text(app.store, openmetrics=False) + generate_latest(app.registry).decode()

@@ -4,27 +4,13 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from prometheus_client import generate_latest
 
 from exporter.app import App, demo_nodes_path
 from exporter.config import ConfigError, load_config
-from tests.conftest import node_text
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
-
-
-def scrape(app: App) -> str:
-    return node_text(app.store, openmetrics=False) + generate_latest(app.registry).decode()
+from tests.conftest import scrape, wait_until
 
 
 def test_custom_table_edit_reprices_served_nodes_without_restart(tmp_path: Path) -> None:

@@ -5,29 +5,15 @@ from __future__ import annotations
 
 import json
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import generate_latest
-
 from exporter.app import App, demo_nodes_path
 from exporter.config import load_config
-from tests.conftest import node_text
+from tests.conftest import scrape, wait_until
 from tests.fakes.azure_api import FakeRetailPricesAPI, vm_items
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.02)
-
-
-def scrape(app: App) -> str:
-    return node_text(app.store, openmetrics=False) + generate_latest(app.registry).decode()
 
 
 def hourly(text: str, node: str) -> str:

@@ -98,24 +98,25 @@ def header(family: Family, openmetrics: bool) -> bytes:
     return f"# HELP {name} {family.help}\n# TYPE {name} {kind}\n".encode()
 
 
+def info_values(node: Node) -> tuple[str, ...]:
+    """The values of NODE_INFO's labels, in order."""
+    return (
+        node.name,
+        node.provider,
+        node.instance_type,
+        node.capacity_type.value,
+        node.region,
+        node.zone,
+        node.provider_id,
+        node.os,
+        node.arch,
+        node.gpu_model,
+    )
+
+
 def render_node(node: Node, price: NodePrice | None) -> tuple[bytes, ...]:
     """One entry per family in NODE_FAMILIES; b"" where the node has no sample in that family."""
-    info = sample(
-        NODE_INFO,
-        (
-            node.name,
-            node.provider,
-            node.instance_type,
-            node.capacity_type.value,
-            node.region,
-            node.zone,
-            node.provider_id,
-            node.os,
-            node.arch,
-            node.gpu_model,
-        ),
-        1.0,
-    )
+    info = sample(NODE_INFO, info_values(node), 1.0)
     if price is None:
         return info, b"", b"", b"", b"", sample(NODE_UNPRICED, (node.name,), 1.0)
     ident = (node.name, price.source, price.currency)
@@ -223,6 +224,7 @@ class NodeMetricsStore:
         prefix, crc, size = cached
         trailer = struct.pack("<II", zlib.crc32(tail, crc), (size + len(tail)) & 0xFFFFFFFF)
         return [prefix, *_stored_blocks(tail), trailer]
+
     def _families(self, openmetrics: bool) -> Iterator[bytes]:
         entries = list(self._lines.values())
         for i, family in enumerate(NODE_FAMILIES):
