@@ -7,12 +7,13 @@ node only when a refresh says quotes changed.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 import time
 from collections.abc import Iterable
 from importlib import resources
-from typing import Protocol
+from typing import Any, Protocol
 
 from prometheus_client.registry import CollectorRegistry
 
@@ -49,28 +50,24 @@ def build_sources(config: Config, health: Health, cache: PriceCache | None) -> l
     pricing = config.pricing
     currency = pricing.currency
     # Within a kind, order is precedence: a spot node takes its zone's spot price before the list price.
-    if config.aws.spot.enabled:
-        from exporter.pricing.sources.aws import AwsSpotPrices
-
-        sources.append(AwsSpotPrices(config.aws.spot, health.integration("aws_spot"), cache, currency))
-    if config.aws.pricing.enabled:
-        from exporter.pricing.sources.aws import AwsOnDemandPrices
-
-        sources.append(
-            AwsOnDemandPrices(config.aws.pricing, health.integration("aws_pricing"), cache, currency)
-        )
-    if config.gcp.catalog.enabled:
-        from exporter.pricing.sources.gcp import GcpCatalogPrices
-
-        sources.append(
-            GcpCatalogPrices(config.gcp.catalog, health.integration("gcp_catalog"), cache, currency)
-        )
-    if config.azure.retail.enabled:
-        from exporter.pricing.sources.azure import AzureRetailPrices
-
-        sources.append(
-            AzureRetailPrices(config.azure.retail, health.integration("azure_retail"), cache, currency)
-        )
+    clouds: list[tuple[str, bool, str, str, Any]] = [
+        ("aws.spot", config.aws.spot.enabled, "aws", "AwsSpotPrices", config.aws.spot),
+        ("aws.pricing", config.aws.pricing.enabled, "aws", "AwsOnDemandPrices", config.aws.pricing),
+        ("gcp.catalog", config.gcp.catalog.enabled, "gcp", "GcpCatalogPrices", config.gcp.catalog),
+        ("azure.retail", config.azure.retail.enabled, "azure", "AzureRetailPrices", config.azure.retail),
+    ]
+    for key, enabled, module, cls, settings in clouds:
+        if not enabled:
+            continue
+        try:
+            source_type = getattr(importlib.import_module(f"exporter.pricing.sources.{module}"), cls)
+        except ImportError as err:
+            raise ConfigError(
+                f"{key}.enabled",
+                f"needs the '{module}' extra, which is not installed ({err.name} is missing)",
+            ) from err
+        name = source_type.name
+        sources.append(source_type(settings, health.integration(name), cache, currency))
     if pricing.custom.file:
         try:
             custom = CustomPrices(

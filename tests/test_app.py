@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -97,3 +100,16 @@ def test_malformed_node_in_a_nodes_file_is_counted_and_the_others_served(tmp_pat
         assert len(app.nodes()) == 12
     finally:
         stop.set()
+
+
+def test_a_cloud_enabled_without_its_extra_is_a_config_error() -> None:
+    """An image built without the aws extra, with AWS enabled in its config: exit 2 naming the key."""
+    probe = (
+        "import sys; sys.modules['boto3'] = None\n"  # as if boto3 were not installed
+        "from exporter.cli import main\n"
+        "sys.exit(main(['--demo', '--web.listen-address=127.0.0.1:0']))\n"
+    )
+    env = {**os.environ, "NODECOST_AWS__PRICING__ENABLED": "true"}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 2, result.stderr
+    assert "aws.pricing.enabled: needs the 'aws' extra, which is not installed (boto3 is missing)" in result.stderr
