@@ -510,3 +510,47 @@ def test_the_fake_refuses_filters_the_api_refuses(odata: str, status: int) -> No
             }
         else:
             assert resp.json()["Count"] == 9
+
+
+def test_egress_through_the_environment_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP(S)_PROXY is honoured (as boto3 and requests do for the other clouds); NO_PROXY bypasses it."""
+    import threading
+    import urllib.request
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen: list[str] = []
+    direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    class Proxy(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)  # a forward proxy gets the absolute URL
+            with direct.open(self.path, timeout=10) as upstream:
+                body, status = upstream.read(), upstream.status
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    proxy = ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    threading.Thread(target=proxy.serve_forever, daemon=True).start()
+    try:
+        with FakeRetailPricesAPI(REAL_EASTUS_D2S_V3) as fake:
+            monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{proxy.server_address[1]}")
+            monkeypatch.delenv("NO_PROXY", raising=False)
+            monkeypatch.delenv("no_proxy", raising=False)
+            via_proxy = source(fake.url)
+            via_proxy.wanted([aks("Standard_D2s_v3")])
+            via_proxy.refresh()
+            assert via_proxy.quote(aks("Standard_D2s_v3")).hourly == Decimal("0.096")  # type: ignore[union-attr]
+            assert len(seen) == 1 and seen[0].startswith(f"{fake.url}/api/retail/prices?")
+
+            monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+            bypassing = source(fake.url)
+            bypassing.wanted([aks("Standard_D2s_v3")])
+            bypassing.refresh()
+            assert bypassing.status.up and len(seen) == 1
+    finally:
+        proxy.shutdown()

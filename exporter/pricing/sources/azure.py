@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import urllib.request
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -81,11 +82,7 @@ class AzureRetailPrices(ShelfSource):
     ) -> None:
         super().__init__(settings, status, cache, currency)
         self._base = (settings.endpoint_url or PUBLIC_ENDPOINT).rstrip("/")
-        self._http = urllib3.PoolManager(
-            num_pools=2,
-            maxsize=max(1, settings.concurrency),
-            headers={"Accept": "application/json", "User-Agent": f"node-cost-exporter/{__version__}"},
-        )
+        self._http = _pool(self._base, max(1, settings.concurrency))
 
     # -- ShelfSource ------------------------------------------------------------------------------------
 
@@ -263,6 +260,17 @@ def _parse_page(data: bytes, url: str, currency: str) -> tuple[list[Any], str | 
                 f"asked {_short(url)} for {currency} prices, it answered in {item.get('currencyCode')!r}",
             )
     return items, link
+
+
+def _pool(base: str, connections: int) -> urllib3.PoolManager:
+    """A pool honouring HTTPS_PROXY/HTTP_PROXY and NO_PROXY, as boto3 and requests do for the other clouds:
+    clusters whose egress goes through a proxy need nothing Azure-specific."""
+    headers = {"Accept": "application/json", "User-Agent": f"node-cost-exporter/{__version__}"}
+    url = urlsplit(base)
+    proxy = urllib.request.getproxies().get(url.scheme)
+    if proxy and not urllib.request.proxy_bypass(url.hostname or ""):
+        return urllib3.ProxyManager(proxy, num_pools=2, maxsize=connections, headers=headers)
+    return urllib3.PoolManager(num_pools=2, maxsize=connections, headers=headers)
 
 
 def _status_error(resp: urllib3.BaseHTTPResponse, url: str) -> FetchError:
