@@ -65,7 +65,7 @@ def test_shelf_prices_win_and_a_warm_restart_makes_no_call(tmp_path: Path) -> No
         with running(tmp_path, fake.url) as app:
             text = scrape(app)
             calls = fake.calls
-            assert calls == 1  # one region, two sizes: one filtered query
+            assert calls == 1  # one region, two sizes, spot and on-demand alike: one filtered query
             assert hourly(text, AKS) == (
                 f'nodecost_node_hourly_cost{{node="{AKS}",source="azure_retail",price_basis="on_demand",currency="USD"}} 0.192'
             )
@@ -73,6 +73,9 @@ def test_shelf_prices_win_and_a_warm_restart_makes_no_call(tmp_path: Path) -> No
                 f'nodecost_node_hourly_cost{{node="{AKS_SPOT}",source="azure_retail",price_basis="spot",currency="USD"}} 0.0768'
             )
             assert 'nodecost_integration_up{integration="azure_retail"} 1.0' in text
+            # the spot node's on-demand reference is fetched too (same query), so spot savings show
+            listed = f'nodecost_node_list_hourly_cost{{node="{AKS_SPOT}",source="azure_retail",currency="USD"}} 0.384'
+            wait_until(lambda: listed in scrape(app))
             assert 'nodecost_integration_requests_total{integration="azure_retail"} 1.0' in text
             assert 'nodecost_nodes{source="azure_retail"} 3.0' in text
         with running(tmp_path, fake.url) as app:

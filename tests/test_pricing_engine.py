@@ -141,7 +141,9 @@ def test_split_includes_gpus() -> None:
 def test_unit_prices_given_by_the_source_win_over_the_split_and_are_discounted() -> None:
     n = node(ref=node().ref.__class__("gcp", "p", "us-central1-a", "vm"), instance_type="n2-standard-4")
     quote = usd("0.194236", cpu_core_hourly=Decimal("0.031611"), memory_gib_hourly=Decimal("0.004237"))
-    eng, _ = engine(TableSource("gcp_catalog", "shelf", {n.name: quote}), discounts=DiscountConfig(gcp=Decimal("0.1")))
+    eng, _ = engine(
+        TableSource("gcp_catalog", "shelf", {n.name: quote}), discounts=DiscountConfig(gcp=Decimal("0.1"))
+    )
     price = eng.price(n)
     assert price is not None
     assert price.cpu_core_hourly == Decimal("0.031611") * Decimal("0.9")
@@ -162,4 +164,49 @@ def test_a_raising_source_is_counted_and_the_next_one_prices_the_node() -> None:
         Exploding("aws_pricing", "shelf"), TableSource("offline", "offline", {n.name: usd("0.192")})
     )
     assert eng.price(n).source == "offline"  # type: ignore[union-attr]
-    assert health.invalid_counts() == {"quote": 1}
+    assert health.invalid_counts() == {"quote": 2}  # the price and the list-price lookups, logged once
+
+
+@dataclass
+class ByCapacity(TableSource):
+    """Quotes by (name, capacity type), as the shelf sources key spot and on-demand apart."""
+
+    by_capacity: dict[tuple[str, CapacityType], Quote] = field(default_factory=dict)
+
+    def quote(self, n: Node) -> Quote | None:
+        return self.by_capacity.get((n.name, n.capacity_type))
+
+
+def test_list_price_is_the_on_demand_reference_whatever_priced_the_node() -> None:
+    spot = node("s", uid="s", capacity_type=CapacityType.SPOT)
+    custom_priced = node("c", uid="c")
+    aws_spot = ByCapacity(
+        "aws_spot", "shelf", by_capacity={("s", CapacityType.SPOT): usd("0.0712", Basis.SPOT)}
+    )
+    aws_pricing = ByCapacity(
+        "aws_pricing", "shelf", by_capacity={("s", CapacityType.ON_DEMAND): usd("0.192")}
+    )
+    custom = TableSource("custom", "custom", {"c": usd("0.150", Basis.CUSTOM)})
+    offline = TableSource("offline", "offline", {"c": usd("0.192")})
+    eng, _ = engine(
+        aws_spot,
+        aws_pricing,
+        custom,
+        offline,
+        discounts=DiscountConfig(aws=Decimal("0.1")),
+        precedence=("shelf", "custom", "offline"),
+    )
+    price = eng.price(spot)
+    assert price is not None
+    assert (price.source, price.hourly) == ("aws_spot", Decimal("0.0712"))
+    assert (price.list_source, price.list_hourly) == ("aws_pricing", Decimal("0.192"))  # list: no discount
+    price = eng.price(custom_priced)
+    assert price is not None
+    assert (price.source, price.list_source, price.list_hourly) == ("custom", "offline", Decimal("0.192"))
+
+
+def test_no_list_price_when_no_shelf_or_offline_source_knows_the_type() -> None:
+    n = node()
+    eng, _ = engine(TableSource("custom", "custom", {n.name: usd("0.150", Basis.CUSTOM)}))
+    price = eng.price(n)
+    assert price is not None and (price.list_hourly, price.list_source) == (None, "")

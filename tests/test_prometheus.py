@@ -238,6 +238,16 @@ def namespace_cost(w: World) -> Result:
     return agg(series, ("namespace",))
 
 
+def spot_savings(w: World) -> Result:
+    """Sum over spot nodes of list price minus hourly cost, where both exist."""
+    listed = {lb["node"]: v for lb, v in w.select("nodecost_node_list_hourly_cost")}
+    spot = {lb["node"] for lb, _ in w.select("nodecost_node_info", capacity_type="spot")}
+    series = [
+        ({}, listed[lb["node"]] - v) for lb, v in cost(w) if lb["node"] in spot and lb["node"] in listed
+    ]
+    return agg(series, ())
+
+
 def watch_rate(w: World) -> Result:
     # Counters do not move once the inventory is listed; the demo (a nodes file) has no watch at all.
     return {key(lb, ("type",)): 0.0 for lb, _ in w.select("nodecost_kubernetes_watch_events_total")}
@@ -332,6 +342,10 @@ EXPECTED: dict[str, Callable[[World], Result | Top]] = {
         ),
         ("nodecost_node_gpu_hourly_cost", lambda w: plain(w.select("nodecost_node_gpu_hourly_cost"))),
         ("sum by (type) (rate(nodecost_kubernetes_watch_events_total[1m]))", watch_rate),
+        (
+            'sum((nodecost_node_list_hourly_cost - on (job, instance, node) nodecost_node_hourly_cost) * on (job, instance, node) group_left () nodecost_node_info{capacity_type="spot"})',
+            spot_savings,
+        ),
     ]
 }
 

@@ -32,7 +32,8 @@ ONPREM = node(
     zone="",
 )
 PRICE = NodePrice(
-    Decimal("0.192"), "USD", "offline", Basis.ON_DEMAND, Decimal("0.0313"), Decimal("0.0042"), None
+    Decimal("0.192"), "USD", "offline", Basis.ON_DEMAND, Decimal("0.0313"), Decimal("0.0042"), None,
+    list_hourly=Decimal("0.192"), list_source="offline",
 )
 GPU_PRICE = NodePrice(
     Decimal("0.1247"),
@@ -54,6 +55,9 @@ nodecost_node_info{node="rack3-worker-07",provider="",instance_type="",capacity_
 # TYPE nodecost_node_hourly_cost gauge
 nodecost_node_hourly_cost{node="ip-10-0-12-87.ec2.internal",source="offline",price_basis="on_demand",currency="USD"} 0.192
 nodecost_node_hourly_cost{node="gke-ml-gpu-pool-1c2d3e4f-abcd",source="gcp_catalog",price_basis="spot",currency="USD"} 0.1247
+# HELP nodecost_node_list_hourly_cost On-demand list price of the node's type per hour, before discount; what spot or billed prices save on.
+# TYPE nodecost_node_list_hourly_cost gauge
+nodecost_node_list_hourly_cost{node="ip-10-0-12-87.ec2.internal",source="offline",currency="USD"} 0.192
 # HELP nodecost_node_cpu_core_hourly_cost Hourly cost of one CPU core of the node.
 # TYPE nodecost_node_cpu_core_hourly_cost gauge
 nodecost_node_cpu_core_hourly_cost{node="ip-10-0-12-87.ec2.internal",source="offline",currency="USD"} 0.0313

@@ -53,6 +53,12 @@ NODE_HOURLY = Family(
     "Hourly cost of the node in the currency label, after any configured discount.",
     ("node", "source", "price_basis", "currency"),
 )
+NODE_LIST = Family(
+    "nodecost_node_list_hourly_cost",
+    "gauge",
+    "On-demand list price of the node's type per hour, before discount; what spot or billed prices save on.",
+    ("node", "source", "currency"),
+)
 NODE_CPU = Family(
     "nodecost_node_cpu_core_hourly_cost",
     "gauge",
@@ -77,7 +83,7 @@ NODE_UNPRICED = Family(
     "1 for a node no price source could price (no cost series for it).",
     ("node",),
 )
-NODE_FAMILIES = (NODE_INFO, NODE_HOURLY, NODE_CPU, NODE_MEMORY, NODE_GPU, NODE_UNPRICED)
+NODE_FAMILIES = (NODE_INFO, NODE_HOURLY, NODE_LIST, NODE_CPU, NODE_MEMORY, NODE_GPU, NODE_UNPRICED)
 
 
 def escape(value: str) -> str:
@@ -118,7 +124,7 @@ def render_node(node: Node, price: NodePrice | None) -> tuple[bytes, ...]:
     """One entry per family in NODE_FAMILIES; b"" where the node has no sample in that family."""
     info = sample(NODE_INFO, info_values(node), 1.0)
     if price is None:
-        return info, b"", b"", b"", b"", sample(NODE_UNPRICED, (node.name,), 1.0)
+        return info, b"", b"", b"", b"", b"", sample(NODE_UNPRICED, (node.name,), 1.0)
     ident = (node.name, price.source, price.currency)
     hourly = sample(
         NODE_HOURLY, (node.name, price.source, price.basis.value, price.currency), float(price.hourly)
@@ -130,7 +136,12 @@ def render_node(node: Node, price: NodePrice | None) -> tuple[bytes, ...]:
         else b""
     )
     gpu = sample(NODE_GPU, ident, float(price.gpu_hourly)) if price.gpu_hourly is not None else b""
-    return info, hourly, cpu, mem, gpu, b""
+    listed = (
+        sample(NODE_LIST, (node.name, price.list_source, price.currency), float(price.list_hourly))
+        if price.list_hourly is not None
+        else b""
+    )
+    return info, hourly, listed, cpu, mem, gpu, b""
 
 
 class NodeMetricsStore:

@@ -7,6 +7,7 @@ node and the sources' in-memory quotes, so a scrape never waits on a cloud and r
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from decimal import Decimal
 
 from exporter.config import PricingConfig
@@ -16,6 +17,7 @@ from exporter.pricing.quote import Basis, NodePrice, Quote
 from exporter.pricing.source import PriceSource
 
 _GIB = Decimal(2**30)
+_LIST_KINDS = ("shelf", "offline")
 
 
 class PricingEngine:
@@ -38,6 +40,30 @@ class PricingEngine:
                 return self._finish(node, source.name, quote)
         return None
 
+    def list_price(self, node: Node) -> tuple[Decimal, str] | None:
+        """The on-demand list price of the node's type (shelf, else offline), whatever priced the node:
+        the reference that shows what spot capacity, a custom rate or the bill saves."""
+        twin = (
+            node
+            if node.capacity_type is CapacityType.ON_DEMAND
+            else replace(node, capacity_type=CapacityType.ON_DEMAND)
+        )
+        for source in self.sources:
+            if source.kind not in _LIST_KINDS:
+                continue
+            try:
+                quote = source.quote(twin)
+            except Exception as err:
+                self._health.invalid("quote", f"{source.name}:{node.name}", repr(err))
+                continue
+            if (
+                quote is not None
+                and quote.basis is Basis.ON_DEMAND
+                and quote.currency == self._config.currency
+            ):
+                return quote.hourly, source.name
+        return None
+
     def _finish(self, node: Node, source: str, quote: Quote) -> NodePrice:
         factor = Decimal(1)
         if quote.basis is Basis.ON_DEMAND and node.capacity_type is CapacityType.ON_DEMAND:
@@ -49,7 +75,18 @@ class PricingEngine:
             gpu = gpu * factor if gpu is not None else None
         else:
             cpu, mem, gpu = self._split(node, hourly)
-        return NodePrice(hourly, quote.currency, source, quote.basis, cpu, mem, gpu)
+        listed = self.list_price(node)
+        return NodePrice(
+            hourly,
+            quote.currency,
+            source,
+            quote.basis,
+            cpu,
+            mem,
+            gpu,
+            listed[0] if listed else None,
+            listed[1] if listed else "",
+        )
 
     def _split(self, node: Node, hourly: Decimal) -> tuple[Decimal | None, Decimal | None, Decimal | None]:
         """Share the hourly price across cores, GiB and GPUs in the configured weight ratio."""

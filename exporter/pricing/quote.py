@@ -39,3 +39,5 @@ class NodePrice:
     cpu_core_hourly: Decimal | None
     memory_gib_hourly: Decimal | None
     gpu_hourly: Decimal | None
+    list_hourly: Decimal | None = None  # the on-demand list price, before discount: the reference
+    list_source: str = ""
