@@ -6,6 +6,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -37,19 +38,12 @@ def service_account(tmp_path: Path, ca: str, token: str) -> Path:
     return directory
 
 
-def test_lists_and_watches_over_https_with_the_service_account(
-    tmp_path: Path, api: FakeKubeAPI, tls: tuple[str, str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
-    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(api.port))
-    monkeypatch.setattr(incluster, "TOKEN_REREAD_SECONDS", 0.0)  # our own constant: re-read on every request
-    sa = service_account(tmp_path, tls[0], "sa-token-1")
-    api.load([make_node("ip-10-0-1-10.ec2.internal", images=2)])
-    sink, health = RecordingSink(), Health()
-    status = health.integration("kubernetes")
+@contextmanager
+def in_pod(sa: Path, sink: RecordingSink, health: Health) -> Iterator[KubeNodeWatcher]:
+    """A watcher configured as in a pod (service account dir, env set by the caller), running until exit."""
     watcher = KubeNodeWatcher(
         sink,
-        status,
+        health.integration("kubernetes"),
         health,
         spot_labels=DEFAULT_SPOT_LABELS,
         service_account_dir=str(sa),
@@ -60,6 +54,23 @@ def test_lists_and_watches_over_https_with_the_service_account(
     thread = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
     thread.start()
     try:
+        yield watcher
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def test_lists_and_watches_over_https_with_the_service_account(
+    tmp_path: Path, api: FakeKubeAPI, tls: tuple[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+    monkeypatch.setenv("KUBERNETES_SERVICE_PORT", str(api.port))
+    monkeypatch.setattr(incluster, "TOKEN_REREAD_SECONDS", 0.0)  # our own constant: re-read on every request
+    sa = service_account(tmp_path, tls[0], "sa-token-1")
+    api.load([make_node("ip-10-0-1-10.ec2.internal", images=2)])
+    sink, health = RecordingSink(), Health()
+    status = health.integration("kubernetes")
+    with in_pod(sa, sink, health) as watcher:
         wait_for(watcher.synced.is_set, "synced")
         assert sink.names() == {"ip-10-0-1-10.ec2.internal"}
         assert api.requests[0].authorized  # the server accepts only "Bearer sa-token-1" for now
@@ -72,9 +83,6 @@ def test_lists_and_watches_over_https_with_the_service_account(
         wait_for(lambda: "ip-10-0-1-11.ec2.internal" in sink.names(), "node after rotation")
         assert status.up
         assert api.requests[-1].authorized and api.requests[-1].status == 200
-    finally:
-        stop.set()
-        thread.join(timeout=5)
 
 
 def test_wrong_ca_is_a_config_failure(
@@ -86,25 +94,10 @@ def test_wrong_ca_is_a_config_failure(
     sa = service_account(tmp_path, other_ca, "sa-token-1")
     health = Health()
     status = health.integration("kubernetes")
-    watcher = KubeNodeWatcher(
-        RecordingSink(),
-        status,
-        health,
-        spot_labels=DEFAULT_SPOT_LABELS,
-        service_account_dir=str(sa),
-        backoff_initial=0.01,
-        backoff_max=0.05,
-    )
-    stop = threading.Event()
-    thread = threading.Thread(target=watcher.run, args=(stop,), daemon=True)
-    thread.start()
-    try:
+    with in_pod(sa, RecordingSink(), health) as watcher:
         wait_for(lambda: status.reason is Reason.CONFIG, "TLS failure reported")
         assert "TLS" in status.detail
         assert not watcher.synced.is_set()
-    finally:
-        stop.set()
-        thread.join(timeout=5)
 
 
 @pytest.mark.parametrize(

@@ -164,7 +164,7 @@ def test_a_raising_source_is_counted_and_the_next_one_prices_the_node() -> None:
         Exploding("aws_pricing", "shelf"), TableSource("offline", "offline", {n.name: usd("0.192")})
     )
     assert eng.price(n).source == "offline"  # type: ignore[union-attr]
-    assert health.invalid_counts() == {"quote": 2}  # the price and the list-price lookups, logged once
+    assert health.invalid_counts() == {"quote": 1}
 
 
 @dataclass
@@ -210,3 +210,16 @@ def test_no_list_price_when_no_shelf_or_offline_source_knows_the_type() -> None:
     eng, _ = engine(TableSource("custom", "custom", {n.name: usd("0.150", Basis.CUSTOM)}))
     price = eng.price(n)
     assert price is not None and (price.list_hourly, price.list_source) == (None, "")
+
+
+def test_a_spot_node_priced_by_a_later_list_source_takes_its_list_price_from_the_first() -> None:
+    """The spot node's own (spot) key has no price yet, so the offline table prices it; its list price is
+    still the shelf source's on-demand price for the same type, the first list source in precedence."""
+    spot = node("s", uid="s", capacity_type=CapacityType.SPOT)
+    shelf = ByCapacity("azure_retail", "shelf", by_capacity={("s", CapacityType.ON_DEMAND): usd("0.384")})
+    offline = TableSource("offline", "offline", {"s": usd("0.380")})
+    eng, _ = engine(shelf, offline)
+    price = eng.price(spot)
+    assert price is not None
+    assert (price.source, price.hourly, price.basis) == ("offline", Decimal("0.380"), Basis.ON_DEMAND)
+    assert (price.list_source, price.list_hourly) == ("azure_retail", Decimal("0.384"))

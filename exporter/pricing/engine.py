@@ -37,7 +37,7 @@ class PricingEngine:
                 self._health.invalid("quote", f"{source.name}:{node.name}", repr(err))
                 continue
             if quote is not None and quote.currency == self._config.currency:
-                return self._finish(node, source.name, quote)
+                return self._finish(node, source, quote)
         return None
 
     def list_price(self, node: Node) -> tuple[Decimal, str] | None:
@@ -64,7 +64,7 @@ class PricingEngine:
                 return quote.hourly, source.name
         return None
 
-    def _finish(self, node: Node, source: str, quote: Quote) -> NodePrice:
+    def _finish(self, node: Node, source: PriceSource, quote: Quote) -> NodePrice:
         factor = Decimal(1)
         if quote.basis is Basis.ON_DEMAND and node.capacity_type is CapacityType.ON_DEMAND:
             factor -= getattr(self._config.discounts, node.provider, Decimal(0))
@@ -75,11 +75,15 @@ class PricingEngine:
             gpu = gpu * factor if gpu is not None else None
         else:
             cpu, mem, gpu = self._split(node, hourly)
-        listed = self.list_price(node)
+        if node.capacity_type is CapacityType.ON_DEMAND and source.kind in _LIST_KINDS:
+            # Every list source before this one had no price for the node: this quote is its list price.
+            listed: tuple[Decimal, str] | None = (quote.hourly, source.name)
+        else:
+            listed = self.list_price(node)
         return NodePrice(
             hourly,
             quote.currency,
-            source,
+            source.name,
             quote.basis,
             cpu,
             mem,
