@@ -185,11 +185,14 @@ class App:
         while not stop.is_set():
             changed = False
             now = time.monotonic()
+            lookups: list[Node] | None = None  # built once a tick, and only when a source refreshes
             for source in self.engine.sources:
                 interval = source.refresh_interval_seconds
                 if interval is None or (due[id(source)] > now and not source.pending()):
                     continue
-                source.wanted(self.nodes())
+                if lookups is None:
+                    lookups = self.engine.lookups(self.nodes())
+                source.wanted(lookups)
                 try:
                     changed |= source.refresh()
                 except Exception:  # a bug in one source must not stop the others' refreshes

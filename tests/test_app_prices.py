@@ -121,3 +121,16 @@ def test_a_new_instance_type_is_fetched_on_first_sight(tmp_path: Path) -> None:
         nodes.write_text(json.dumps(data))
         wait_until(lambda: 'node="aks-mem-27184539-vmss000000",source="azure_retail"' in scrape(app))
         assert fake.calls == before + 1  # fetched at once, not at the hourly interval
+
+
+def test_a_spot_nodes_list_price_is_refreshed_like_its_own(tmp_path: Path) -> None:
+    """The on-demand reference of a spot node is a wanted key too, so it follows the TTL, not just first sight."""
+    with FakeRetailPricesAPI(azure_items()) as fake, running(
+        tmp_path, fake.url, **{"azure.retail.ttl_seconds": 0.3, "azure.retail.refresh_interval_seconds": 0.1}
+    ) as app:
+        listed = f'nodecost_node_list_hourly_cost{{node="{AKS_SPOT}",source="azure_retail",currency="USD"}}'
+        wait_until(lambda: f"{listed} 0.384" in scrape(app))
+        fake.items = azure_items()[: len(azure_items()) // 2] + vm_items(
+            "eastus", "Standard_D8s_v3", "DSv3", linux="0.4", windows="0.752", spot="0.0768"
+        )
+        wait_until(lambda: f"{listed} 0.4" in scrape(app))

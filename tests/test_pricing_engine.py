@@ -223,3 +223,10 @@ def test_a_spot_node_priced_by_a_later_list_source_takes_its_list_price_from_the
     assert price is not None
     assert (price.source, price.hourly, price.basis) == ("offline", Decimal("0.380"), Basis.ON_DEMAND)
     assert (price.list_source, price.list_hourly) == ("azure_retail", Decimal("0.384"))
+
+
+def test_lookups_add_the_on_demand_twin_of_each_spot_node() -> None:
+    spot, regular = node("s", uid="s", capacity_type=CapacityType.SPOT), node()
+    looked_up = PricingEngine.lookups([spot, regular])
+    assert looked_up[:2] == [spot, regular]
+    assert [(n.name, n.capacity_type) for n in looked_up[2:]] == [("s", CapacityType.ON_DEMAND)]

@@ -6,7 +6,7 @@ node and the sources' in-memory quotes, so a scrape never waits on a cloud and r
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from decimal import Decimal
 
@@ -40,14 +40,18 @@ class PricingEngine:
                 return self._finish(node, source, quote)
         return None
 
+    @staticmethod
+    def lookups(nodes: Iterable[Node]) -> list[Node]:
+        """The nodes, and the on-demand twin of each spot node: what the sources must keep prices for,
+        since a spot node's list price is its twin's."""
+        out = list(nodes)
+        out += [_on_demand(node) for node in out if node.capacity_type is not CapacityType.ON_DEMAND]
+        return out
+
     def list_price(self, node: Node) -> tuple[Decimal, str] | None:
         """The on-demand list price of the node's type (shelf, else offline), whatever priced the node:
         the reference that shows what spot capacity, a custom rate or the bill saves."""
-        twin = (
-            node
-            if node.capacity_type is CapacityType.ON_DEMAND
-            else replace(node, capacity_type=CapacityType.ON_DEMAND)
-        )
+        twin = _on_demand(node)
         for source in self.sources:
             if source.kind not in _LIST_KINDS:
                 continue
@@ -104,3 +108,10 @@ class PricingEngine:
         scale = hourly / total
         gpu = scale * weights.gpu if node.gpu_count else None
         return scale * weights.cpu_core, scale * weights.memory_gib, gpu
+
+
+def _on_demand(node: Node) -> Node:
+    """The same node as if on-demand: the key of its list price."""
+    if node.capacity_type is CapacityType.ON_DEMAND:
+        return node
+    return replace(node, capacity_type=CapacityType.ON_DEMAND)
