@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from prometheus_client.registry import CollectorRegistry
 
 from exporter.cache import PriceCache
-from exporter.config import Config, ConfigError
+from exporter.config import Config, ConfigError, billing_tag_keys
 from exporter.health import Health
 from exporter.inventory.node import Node
 from exporter.inventory.parse import SpotLabel
@@ -50,13 +50,37 @@ def build_sources(config: Config, health: Health, cache: PriceCache | None) -> l
     pricing = config.pricing
     currency = pricing.currency
     # Within a kind, order is precedence: a spot node takes its zone's spot price before the list price.
-    clouds: list[tuple[str, bool, str, str, Any]] = [
-        ("aws.spot", config.aws.spot.enabled, "aws", "AwsSpotPrices", config.aws.spot),
-        ("aws.pricing", config.aws.pricing.enabled, "aws", "AwsOnDemandPrices", config.aws.pricing),
-        ("gcp.catalog", config.gcp.catalog.enabled, "gcp", "GcpCatalogPrices", config.gcp.catalog),
-        ("azure.retail", config.azure.retail.enabled, "azure", "AzureRetailPrices", config.azure.retail),
+    clouds: list[tuple[str, bool, str, str, str, Any]] = [
+        ("aws.cur", config.aws.cur.enabled, "aws", "aws_cur", "AwsCurBilling", config.aws.cur),
+        (
+            "gcp.bigquery",
+            config.gcp.bigquery.enabled,
+            "gcp",
+            "gcp_bigquery",
+            "GcpBigQueryBilling",
+            config.gcp.bigquery,
+        ),
+        (
+            "azure.cost_management",
+            config.azure.cost_management.enabled,
+            "azure",
+            "azure_cost",
+            "AzureCostBilling",
+            config.azure.cost_management,
+        ),
+        ("aws.spot", config.aws.spot.enabled, "aws", "aws", "AwsSpotPrices", config.aws.spot),
+        ("aws.pricing", config.aws.pricing.enabled, "aws", "aws", "AwsOnDemandPrices", config.aws.pricing),
+        ("gcp.catalog", config.gcp.catalog.enabled, "gcp", "gcp", "GcpCatalogPrices", config.gcp.catalog),
+        (
+            "azure.retail",
+            config.azure.retail.enabled,
+            "azure",
+            "azure",
+            "AzureRetailPrices",
+            config.azure.retail,
+        ),
     ]
-    for key, enabled, module, cls, settings in clouds:
+    for key, enabled, extra, module, cls, settings in clouds:
         if not enabled:
             continue
         try:
@@ -64,10 +88,13 @@ def build_sources(config: Config, health: Health, cache: PriceCache | None) -> l
         except ImportError as err:
             raise ConfigError(
                 f"{key}.enabled",
-                f"needs the '{module}' extra, which is not installed ({err.name} is missing)",
+                f"needs the '{extra}' extra, which is not installed ({err.name} is missing)",
             ) from err
-        name = source_type.name
-        sources.append(source_type(settings, health.integration(name), cache, currency))
+        status = health.integration(source_type.name)
+        if source_type.kind == "billing":
+            sources.append(source_type(settings, status, cache, currency, health))
+        else:
+            sources.append(source_type(settings, status, cache, currency))
     if pricing.custom.file:
         try:
             custom = CustomPrices(
@@ -88,7 +115,7 @@ class App:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.health = Health()
-        self.store = NodeMetricsStore()
+        self.store = NodeMetricsStore(tag_keys=billing_tag_keys(config))
         self.cache: PriceCache | None = None
         if config.cache.enabled and not config.demo:
             self.cache = PriceCache(config.cache.path, self.health.integration("cache"))
@@ -101,7 +128,9 @@ class App:
         self._watch_stats: WatchStats | None = None
         self.inventory = self._build_inventory()
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(ExporterCollector(self.health, self.store, self.ready, self._watch_stats))
+        self.registry.register(
+            ExporterCollector(self.health, self.store, self.ready, self._watch_stats, self.engine.bills)
+        )
         self.registry.register(ProcessMetrics())
         self._threads: list[threading.Thread] = []
 

@@ -92,12 +92,13 @@ class PriceCache:
         conn.execute(_SCHEMA)
         return conn
 
-    def load(self, namespace: str) -> dict[str, Entry]:
-        """Every entry of a namespace, e.g. all cached AWS on-demand prices."""
+    def load(self, namespace: str, prefix: str = "") -> dict[str, Entry]:
+        """Every entry of a namespace (whose key starts with `prefix`), e.g. all cached AWS list prices."""
         with self._lock:
             try:
                 rows = self._conn.execute(
-                    "SELECT key, value, fetched_at FROM entries WHERE namespace = ?", (namespace,)
+                    "SELECT key, value, fetched_at FROM entries WHERE namespace = ? AND key >= ? AND key < ?",
+                    (namespace, prefix, prefix + "\U0010ffff"),
                 ).fetchall()
             except sqlite3.Error as err:
                 self._status.failed(_reason(err), f"read {namespace}: {err}")
@@ -105,15 +106,28 @@ class PriceCache:
         return {key: Entry(value, fetched_at) for key, value, fetched_at in rows}
 
     def store(
-        self, namespace: str, items: Iterable[tuple[str, str]], fetched_at: float | None = None
+        self,
+        namespace: str,
+        items: Iterable[tuple[str, str]],
+        fetched_at: float | None = None,
+        *,
+        replace: bool = False,
+        drop_before: str | None = None,
     ) -> bool:
-        """Upsert (key, value) pairs in one transaction. False (and health down) when the write failed."""
+        """Upsert (key, value) pairs in one transaction; `replace` first empties the namespace and
+        `drop_before` deletes its keys sorting before that one. False (and health down) on failure."""
         stamp = time.time() if fetched_at is None else fetched_at
         rows = [(namespace, key, value, stamp) for key, value in items]
         with self._lock:
             try:
                 self._conn.execute("BEGIN IMMEDIATE")
                 try:
+                    if replace:
+                        self._conn.execute("DELETE FROM entries WHERE namespace = ?", (namespace,))
+                    if drop_before is not None:
+                        self._conn.execute(
+                            "DELETE FROM entries WHERE namespace = ? AND key < ?", (namespace, drop_before)
+                        )
                     self._conn.executemany(
                         "INSERT INTO entries (namespace, key, value, fetched_at) VALUES (?, ?, ?, ?) "
                         "ON CONFLICT (namespace, key) DO UPDATE SET value = excluded.value, "

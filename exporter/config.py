@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -19,6 +20,8 @@ from typing import Any
 import yaml
 
 ENV_PREFIX = "NODECOST_"
+_SQL_NAME = re.compile(r"[A-Za-z0-9_-]+")
+_AZURE_SCOPE = re.compile(r"/subscriptions/[0-9A-Fa-f-]{36}(/resourceGroups/[-\w.()]+)?/?")
 
 SOURCE_KINDS = ("billing", "shelf", "custom", "offline")
 PROVIDERS = ("aws", "gcp", "azure")
@@ -133,9 +136,44 @@ class AwsSpotSettings(ShelfSettings):
 
 
 @dataclass(frozen=True)
+class BillingSettings:
+    """Common settings of a cloud's billing-data source (docs/pricing.md, "Billing")."""
+
+    enabled: bool = False
+    lookback_days: int = 3  # a billed rate averages the node's latest this-many complete billing days
+    refresh_interval_seconds: float = 21_600.0  # bills change a few times a day; every query costs money
+    retry_interval_seconds: float = 600.0  # after a failed query
+    settle_hours: float = 24.0  # a day counts once it ended this long ago and the bill holds later usage
+    # Billed rates are served this long after the last successful query, then shelf prices take over:
+    # three days ride out a weekend of broken credentials without every reserved node jumping to list
+    # price, yet an expired reservation or savings plan shows within days.
+    max_staleness_seconds: float = 259_200.0
+    timeout_seconds: float = 600.0  # one query, from submission to its last page
+    retries: int = 3  # retries of a throttled, timed-out or 5xx query
+    backoff_seconds: float = 2.0
+    backoff_max_seconds: float = 60.0
+    endpoint_url: str = ""  # empty: the cloud's public endpoint
+    tags: tuple[str, ...] = ()  # billing tags/labels shown on nodecost_node_billing_tags_info
+    presence_retention_days: int = 35  # hours each node was seen, kept for backfill and apportioning
+
+
+@dataclass(frozen=True)
+class AwsCurSettings(BillingSettings):
+    region: str = "us-east-1"  # region of the Athena workgroup and the CUR table
+    database: str = ""  # Glue database of the CUR table
+    table: str = ""
+    workgroup: str = "primary"
+    output_location: str = ""  # s3://bucket/prefix/ for query results; empty: the workgroup's setting
+    cur_version: str = "2.0"  # "2.0" (Data Exports, billing_period partitions) or "legacy"
+    cost_basis: str = "amortized"  # amortized, amortized_net, unblended or net_unblended
+    poll_interval_seconds: float = 2.0  # between GetQueryExecution calls
+
+
+@dataclass(frozen=True)
 class AwsConfig:
     pricing: AwsPricingSettings = field(default_factory=AwsPricingSettings)
     spot: AwsSpotSettings = field(default_factory=AwsSpotSettings)
+    cur: AwsCurSettings = field(default_factory=AwsCurSettings)
 
 
 @dataclass(frozen=True)
@@ -144,13 +182,32 @@ class GcpCatalogSettings(ShelfSettings):
 
 
 @dataclass(frozen=True)
+class GcpBigQuerySettings(BillingSettings):
+    project: str = ""  # project of the billing export dataset
+    dataset: str = ""
+    table: str = ""  # the detailed export: gcp_billing_export_resource_v1_<BILLING_ACCOUNT>
+    job_project: str = ""  # project that runs (and pays for) the query; empty: `project`
+    location: str = ""  # dataset location (US, EU, …); empty: BigQuery decides
+    credit_types: tuple[str, ...] = ()  # credit types subtracted from cost; empty: all
+
+
+@dataclass(frozen=True)
 class GcpConfig:
     catalog: GcpCatalogSettings = field(default_factory=GcpCatalogSettings)
+    bigquery: GcpBigQuerySettings = field(default_factory=GcpBigQuerySettings)
+
+
+@dataclass(frozen=True)
+class AzureCostSettings(BillingSettings):
+    scope: str = ""  # /subscriptions/<id>, or the AKS node resource group …/resourceGroups/MC_…
+    cost_type: str = "AmortizedCost"  # or ActualCost
+    min_observed_hours: int = 12  # a day's scale-set cost is apportioned only if the exporter ran this long
 
 
 @dataclass(frozen=True)
 class AzureConfig:
     retail: ShelfSettings = field(default_factory=ShelfSettings)
+    cost_management: AzureCostSettings = field(default_factory=AzureCostSettings)
 
 
 @dataclass(frozen=True)
@@ -363,6 +420,7 @@ def _validate(config: Config) -> None:
             "the Price List API is served from us-east-1, ap-south-1, "
             f"eu-central-1 (or cn-northwest-1); got {config.aws.pricing.region!r}",
         )
+    _validate_billing(config)
     for key, path in (
         ("pricing.custom.file", pricing.custom.file),
         ("pricing.offline.file", pricing.offline.file),
@@ -387,3 +445,91 @@ def _validate_shelf(key: str, shelf: ShelfSettings) -> None:
         raise ConfigError(f"{key}.concurrency", "must be between 1 and 64")
     if not 0 <= shelf.retries <= 10:
         raise ConfigError(f"{key}.retries", "must be between 0 and 10")
+
+
+CUR_VERSIONS = ("2.0", "legacy")
+COST_BASES = ("amortized", "amortized_net", "unblended", "net_unblended")
+AZURE_COST_TYPES = ("AmortizedCost", "ActualCost")
+
+
+def tag_label(key: str) -> str:
+    """The label name of an allowlisted billing tag: `tag_` + the key, other characters as `_`."""
+    return "tag_" + "".join(c if c.isascii() and (c.isalnum() or c == "_") else "_" for c in key)
+
+
+def billing_tag_keys(config: Config) -> tuple[str, ...]:
+    """Every allowlisted tag key of the enabled billing sources, in first-seen order."""
+    keys: dict[str, None] = {}
+    for settings in (config.aws.cur, config.gcp.bigquery, config.azure.cost_management):
+        if settings.enabled:
+            keys.update(dict.fromkeys(settings.tags))
+    return tuple(keys)
+
+
+def _validate_billing(config: Config) -> None:
+    cur, bigquery, azure = config.aws.cur, config.gcp.bigquery, config.azure.cost_management
+    for key, billing in (("aws.cur", cur), ("gcp.bigquery", bigquery), ("azure.cost_management", azure)):
+        if billing.endpoint_url and not billing.endpoint_url.startswith(("http://", "https://")):
+            raise ConfigError(f"{key}.endpoint_url", f"must be an http(s) URL, got {billing.endpoint_url!r}")
+        if not 1 <= billing.lookback_days <= 31:
+            raise ConfigError(f"{key}.lookback_days", "must be between 1 and 31")
+        if not billing.lookback_days + 2 <= billing.presence_retention_days <= 400:
+            raise ConfigError(f"{key}.presence_retention_days", "must be between lookback_days + 2 and 400")
+        for name in (
+            "refresh_interval_seconds",
+            "retry_interval_seconds",
+            "max_staleness_seconds",
+            "timeout_seconds",
+            "backoff_seconds",
+            "backoff_max_seconds",
+        ):
+            if getattr(billing, name) <= 0:
+                raise ConfigError(f"{key}.{name}", "must be positive")
+        if billing.settle_hours < 0:
+            raise ConfigError(f"{key}.settle_hours", "must not be negative")
+        if not 0 <= billing.retries <= 10:
+            raise ConfigError(f"{key}.retries", "must be between 0 and 10")
+        for i, tag in enumerate(billing.tags):
+            if not tag:
+                raise ConfigError(f"{key}.tags[{i}]", "must not be empty")
+    labels: dict[str, str] = {}
+    for tag in billing_tag_keys(config):
+        other = labels.setdefault(tag_label(tag), tag)
+        if other != tag:
+            raise ConfigError(
+                "tags", f"{other!r} and {tag!r} both become the label {tag_label(tag)}; keep one"
+            )
+    if cur.enabled:
+        for name in ("database", "table"):
+            if not getattr(cur, name):
+                raise ConfigError(f"aws.cur.{name}", "must be set when aws.cur is enabled")
+        if cur.cur_version not in CUR_VERSIONS:
+            raise ConfigError("aws.cur.cur_version", f"must be one of {', '.join(CUR_VERSIONS)}")
+        if cur.cost_basis not in COST_BASES:
+            raise ConfigError("aws.cur.cost_basis", f"must be one of {', '.join(COST_BASES)}")
+        if cur.output_location and not cur.output_location.startswith("s3://"):
+            raise ConfigError("aws.cur.output_location", "must be an s3:// URL")
+        if config.pricing.currency != "USD":
+            raise ConfigError("pricing.currency", "the AWS CUR is in USD; set USD or disable aws.cur")
+        for name in ("database", "table", "workgroup"):
+            if not _SQL_NAME.fullmatch(getattr(cur, name)):
+                raise ConfigError(f"aws.cur.{name}", "must be letters, digits, _ or - only")
+    if bigquery.enabled:
+        for name in ("project", "dataset", "table"):
+            if not getattr(bigquery, name):
+                raise ConfigError(f"gcp.bigquery.{name}", "must be set when gcp.bigquery is enabled")
+            if not _SQL_NAME.fullmatch(getattr(bigquery, name)):
+                raise ConfigError(f"gcp.bigquery.{name}", "must be letters, digits, _ or - only")
+    if azure.enabled:
+        if not _AZURE_SCOPE.fullmatch(azure.scope):
+            raise ConfigError(
+                "azure.cost_management.scope",
+                "must be /subscriptions/<id> or /subscriptions/<id>/resourceGroups/<name>, "
+                f"got {azure.scope!r}",
+            )
+        if azure.cost_type not in AZURE_COST_TYPES:
+            raise ConfigError(
+                "azure.cost_management.cost_type", f"must be one of {', '.join(AZURE_COST_TYPES)}"
+            )
+        if not 1 <= azure.min_observed_hours <= 24:
+            raise ConfigError("azure.cost_management.min_observed_hours", "must be between 1 and 24")

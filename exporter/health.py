@@ -71,6 +71,12 @@ class IntegrationStatus:
         if data_timestamp is not None:
             self.data_timestamp = data_timestamp
 
+    def restored(self, last_success: float, data_timestamp: float | None) -> None:
+        """State read back from the cache at start: the last success was real, just not this process's."""
+        self.up, self.last_success = True, last_success
+        if data_timestamp is not None:
+            self.data_timestamp = data_timestamp
+
     def failed(
         self, reason: Reason, detail: str, *, duration: float | None = None, count: bool = True
     ) -> None:

@@ -11,7 +11,7 @@ from prometheus_client.registry import CollectorRegistry
 from exporter.health import Health, Reason
 from exporter.metrics.collector import ExporterCollector
 from exporter.metrics.process import ProcessMetrics
-from exporter.metrics.store import NODE_FAMILIES, NodeMetricsStore
+from exporter.metrics.store import NODE_FAMILIES, NodeMetricsStore, tags_family
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 ROW = re.compile(r"^\| `(?P<name>[a-z_]+)` \| (?P<type>\w+) \|[^|]+\|(?P<labels>[^|]*)\| .+ \|$")
@@ -21,6 +21,12 @@ class Stats:
     def __init__(self) -> None:
         self.events: Counter[str] = Counter({"ADDED": 3, "MODIFIED": 7})
         self.relists = 1
+
+
+class Bill:
+    name = "aws_cur"
+    scanned_bytes = 10_485_760
+    rows_ingested = 42
 
 
 def documented() -> dict[str, tuple[str, frozenset[str]]]:
@@ -41,11 +47,13 @@ def exposed() -> dict[str, tuple[str, frozenset[str]]]:
     failing.failed(Reason.TIMEOUT, "list timed out")
     health.invalid("node", "bad", "no uid")
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(ExporterCollector(health, NodeMetricsStore(), lambda: True, Stats()))
+    registry.register(ExporterCollector(health, NodeMetricsStore(), lambda: True, Stats(), [Bill()]))
     registry.register(ProcessMetrics())
+    tags = tags_family(("<key>",))
     out: dict[str, tuple[str, frozenset[str]]] = {
-        f.name: (f.type, frozenset(f.labels)) for f in NODE_FAMILIES
+        f.name: (f.type, frozenset(f.labels)) for f in (*NODE_FAMILIES, tags)
     }
+    out[tags.name] = (tags.type, frozenset({"node", "tag_&lt;key&gt;"}))
     for metric in registry.collect():
         kind = "gauge" if metric.type == "info" else metric.type
         for sample in metric.samples:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import platform
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
 from prometheus_client.core import (
@@ -29,6 +29,12 @@ class WatchStats(Protocol):
     relists: int
 
 
+class BillStats(Protocol):
+    name: str
+    scanned_bytes: int
+    rows_ingested: int
+
+
 class ExporterCollector(Collector):
     def __init__(
         self,
@@ -36,7 +42,9 @@ class ExporterCollector(Collector):
         store: NodeMetricsStore,
         ready: Callable[[], bool],
         watch: WatchStats | None = None,
+        bills: Sequence[BillStats] = (),
     ) -> None:
+        self._bills = bills
         self._health = health
         self._store = store
         self._ready = ready
@@ -44,6 +52,20 @@ class ExporterCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self._integrations()
+        if self._bills:
+            scanned = CounterMetricFamily(
+                "nodecost_billing_query_bytes",
+                "Bytes billing queries scanned (Athena) or were billed for (BigQuery): what they cost.",
+                labels=["integration"],
+            )
+            rows = CounterMetricFamily(
+                "nodecost_billing_rows_ingested", "Bill rows read by billing queries.", labels=["integration"]
+            )
+            for bill in self._bills:
+                scanned.add_metric([bill.name], bill.scanned_bytes)
+                rows.add_metric([bill.name], bill.rows_ingested)
+            yield scanned
+            yield rows
         nodes = GaugeMetricFamily(
             "nodecost_nodes", "Nodes by the source that priced them.", labels=["source"]
         )

@@ -14,6 +14,7 @@ from collections import Counter
 from collections.abc import Iterator, Set
 from dataclasses import dataclass
 
+from exporter.config import tag_label
 from exporter.inventory.node import Node
 from exporter.pricing.quote import NodePrice
 
@@ -28,6 +29,7 @@ class Family:
     type: str
     help: str
     labels: tuple[str, ...]
+    tag_keys: tuple[str, ...] = ()  # the tags family only: the allowlisted keys behind its tag_ labels
 
 
 NODE_INFO = Family(
@@ -83,7 +85,42 @@ NODE_UNPRICED = Family(
     "1 for a node no price source could price (no cost series for it).",
     ("node",),
 )
-NODE_FAMILIES = (NODE_INFO, NODE_HOURLY, NODE_LIST, NODE_CPU, NODE_MEMORY, NODE_GPU, NODE_UNPRICED)
+NODE_BILLED_DAILY = Family(
+    "nodecost_node_billed_daily_cost",
+    "gauge",
+    "Billed cost of the node on each complete UTC day its billed rate averages: final, reconciled figures.",
+    ("node", "day", "source", "currency"),
+)
+NODE_NETWORK = Family(
+    "nodecost_node_network_hourly_cost",
+    "gauge",
+    "Network (data transfer) cost the bill attributes to the node, per billed hour.",
+    ("node", "source", "currency"),
+)
+NODE_FAMILIES = (
+    NODE_INFO,
+    NODE_HOURLY,
+    NODE_LIST,
+    NODE_CPU,
+    NODE_MEMORY,
+    NODE_GPU,
+    NODE_UNPRICED,
+    NODE_BILLED_DAILY,
+    NODE_NETWORK,
+)
+TAGS_INFO = "nodecost_node_billing_tags_info"
+
+
+def tags_family(keys: tuple[str, ...]) -> Family:
+    """The tags info family for the allowlisted keys: one `tag_<key>` label each."""
+    return Family(
+        TAGS_INFO,
+        "gauge",
+        "Allowlisted billing tags of the node's cloud resource, one tag_<key> label each; a Kubernetes "
+        "node label of the same key wins. Value is always 1.",
+        ("node", *(tag_label(key) for key in keys)),
+        keys,
+    )
 
 
 def escape(value: str) -> str:
@@ -120,11 +157,12 @@ def info_values(node: Node) -> tuple[str, ...]:
     )
 
 
-def render_node(node: Node, price: NodePrice | None) -> tuple[bytes, ...]:
-    """One entry per family in NODE_FAMILIES; b"" where the node has no sample in that family."""
+def render_node(node: Node, price: NodePrice | None, tags: Family | None = None) -> tuple[bytes, ...]:
+    """One entry per family in NODE_FAMILIES (then `tags`); b"" where the node has no sample in it."""
     info = sample(NODE_INFO, info_values(node), 1.0)
+    tagged = (_tags(node, price, tags),) if tags is not None else ()
     if price is None:
-        return info, b"", b"", b"", b"", b"", sample(NODE_UNPRICED, (node.name,), 1.0)
+        return info, b"", b"", b"", b"", b"", sample(NODE_UNPRICED, (node.name,), 1.0), b"", b"", *tagged
     ident = (node.name, price.source, price.currency)
     hourly = sample(
         NODE_HOURLY, (node.name, price.source, price.basis.value, price.currency), float(price.hourly)
@@ -141,13 +179,31 @@ def render_node(node: Node, price: NodePrice | None) -> tuple[bytes, ...]:
         if price.list_hourly is not None
         else b""
     )
-    return info, hourly, listed, cpu, mem, gpu, b""
+    daily, network = b"", b""
+    billed = price.billed
+    if billed is not None:
+        daily = b"".join(
+            sample(NODE_BILLED_DAILY, (node.name, day, billed.source, price.currency), cost)
+            for day, cost in billed.days
+        )
+        if billed.network_hourly is not None:
+            network = sample(NODE_NETWORK, (node.name, billed.source, price.currency), billed.network_hourly)
+    return info, hourly, listed, cpu, mem, gpu, b"", daily, network, *tagged
+
+
+def _tags(node: Node, price: NodePrice | None, family: Family) -> bytes:
+    billed = dict(price.billed.tags) if price is not None and price.billed is not None else {}
+    keys = family.tag_keys
+    values = tuple(node.labels.get(key) or billed.get(key, "") for key in keys)
+    return sample(family, (node.name, *values), 1.0) if any(values) else b""
 
 
 class NodeMetricsStore:
     """uid → rendered lines. Thread-safe; writers are the inventory and the price refresh, readers scrapes."""
 
-    def __init__(self, gzip_level: int = 1) -> None:
+    def __init__(self, gzip_level: int = 1, tag_keys: tuple[str, ...] = ()) -> None:
+        self._tags = tags_family(tag_keys) if tag_keys else None
+        self.families = NODE_FAMILIES + ((self._tags,) if self._tags else ())
         self._lock = threading.Lock()
         self._lines: dict[str, tuple[bytes, ...]] = {}
         self._sources: dict[str, str] = {}
@@ -161,7 +217,7 @@ class NodeMetricsStore:
         self._gzip.clear()
 
     def set(self, node: Node, price: NodePrice | None) -> None:
-        lines = render_node(node, price)
+        lines = render_node(node, price, self._tags)
         with self._lock:
             if self._lines.get(node.uid) == lines:
                 return
@@ -238,7 +294,7 @@ class NodeMetricsStore:
 
     def _families(self, openmetrics: bool) -> Iterator[bytes]:
         entries = list(self._lines.values())
-        for i, family in enumerate(NODE_FAMILIES):
+        for i, family in enumerate(self.families):
             yield header(family, openmetrics) + b"".join(entry[i] for entry in entries)
 
 

@@ -13,8 +13,9 @@ from decimal import Decimal
 from exporter.config import PricingConfig
 from exporter.health import Health
 from exporter.inventory.node import CapacityType, Node
-from exporter.pricing.quote import Basis, NodePrice, Quote
+from exporter.pricing.quote import Basis, BillFacts, NodePrice, Quote
 from exporter.pricing.source import PriceSource
+from exporter.pricing.sources.billing import BillingSource
 
 _GIB = Decimal(2**30)
 _LIST_KINDS = ("shelf", "offline")
@@ -25,6 +26,7 @@ class PricingEngine:
         rank = {kind: i for i, kind in enumerate(config.precedence)}
         # Sources whose kind is not in the precedence list are switched off, not silently appended.
         self.sources = sorted((s for s in sources if s.kind in rank), key=lambda s: rank[s.kind])
+        self.bills = [s for s in self.sources if isinstance(s, BillingSource)]
         self._config = config
         self._health = health
 
@@ -70,9 +72,13 @@ class PricingEngine:
 
     def _finish(self, node: Node, source: PriceSource, quote: Quote) -> NodePrice:
         factor = Decimal(1)
+        discount = getattr(self._config.discounts, node.provider, Decimal(0))
         if quote.basis is Basis.ON_DEMAND and node.capacity_type is CapacityType.ON_DEMAND:
-            factor -= getattr(self._config.discounts, node.provider, Decimal(0))
+            factor -= discount
         hourly = quote.hourly * factor
+        if quote.basis is Basis.BILLED and quote.on_demand_hourly:
+            # The private rate applies to the usage the bill charged at list rates, and only to that.
+            hourly = quote.hourly - discount * quote.on_demand_hourly
         cpu, mem, gpu = quote.cpu_core_hourly, quote.memory_gib_hourly, quote.gpu_hourly
         if cpu is not None and mem is not None:
             cpu, mem = cpu * factor, mem * factor
@@ -94,7 +100,15 @@ class PricingEngine:
             gpu,
             listed[0] if listed else None,
             listed[1] if listed else "",
+            self._bill_facts(node),
         )
+
+    def _bill_facts(self, node: Node) -> BillFacts | None:
+        for bill in self.bills:
+            facts = bill.facts(node)
+            if facts is not None:
+                return facts
+        return None
 
     def _split(self, node: Node, hourly: Decimal) -> tuple[Decimal | None, Decimal | None, Decimal | None]:
         """Share the hourly price across cores, GiB and GPUs in the configured weight ratio."""

@@ -26,6 +26,24 @@ class Quote:
     cpu_core_hourly: Decimal | None = None
     memory_gib_hourly: Decimal | None = None
     gpu_hourly: Decimal | None = None
+    on_demand_hourly: Decimal | None = None  # of a billed rate, the part billed at undiscounted list rates
+
+
+@dataclass(frozen=True, slots=True)
+class BillFacts:
+    """What the bill says about a node beyond its rate: shown whichever source prices the node.
+
+    Amounts are floats: they are only ever exposed (as float64), and at 15,000 nodes Decimals would
+    cost several MiB more.
+    """
+
+    source: str
+    hourly: float  # Σ cost ÷ Σ billed hours over `days`
+    on_demand_hourly: float  # the part of `hourly` billed at undiscounted on-demand rates
+    hours: float  # Σ billed hours over `days`
+    days: tuple[tuple[str, float], ...]  # (UTC day, billed cost) of each complete day used, oldest first
+    network_hourly: float | None = None  # data transfer cost ÷ billed hours, where the cloud attributes it
+    tags: tuple[tuple[str, str], ...] = ()  # allowlisted billing tags of the node's resource
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,3 +59,4 @@ class NodePrice:
     gpu_hourly: Decimal | None
     list_hourly: Decimal | None = None  # the on-demand list price, before discount: the reference
     list_source: str = ""
+    billed: BillFacts | None = None

@@ -1,0 +1,293 @@
+"""AWS billed cost: the Cost and Usage Report (legacy CUR or CUR 2.0) queried through Athena.
+
+One query per refresh, aggregated by Athena per instance id and UTC day, pruned by partition and filtered
+to the cluster's instance ids, so Athena scans (and bills) as little as it can and the exporter reads one
+row per node per day. Cost per usage row in the amortized basis (the default), as AWS defines it:
+SavingsPlanCoveredUsage → the savings plan's effective cost, DiscountedUsage (reserved instance) → the
+reservation's effective cost, Usage (on-demand and spot) → its unblended cost, SavingsPlanNegation → 0.
+The `_net` bases take the `*_net_*` columns, which carry EDP and private-rate discounts; discount line
+items themselves are never summed (that would count them twice).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import boto3
+from botocore.config import Config as BotoConfig
+
+from exporter.cache import PriceCache
+from exporter.config import AwsCurSettings
+from exporter.health import Health, IntegrationStatus, Reason
+from exporter.inventory.node import Node
+from exporter.pricing.sources.aws import _fetch_error
+from exporter.pricing.sources.billing import BillingSource, BillRow
+from exporter.pricing.sources.shelf import FetchError
+
+log = logging.getLogger(__name__)
+
+# Athena refuses query strings over 262,144 bytes: above this many ids the filter becomes "i-%" and rows
+# of instances outside the cluster are dropped as they stream in.
+MAX_IDS_IN_QUERY = 9_000
+_INSTANCE_USAGE = ("%BoxUsage%", "%SpotUsage%", "%DedicatedUsage%", "%HostUsage%")
+_NETWORK_USAGE = ("%DataTransfer%", "%-Bytes%")
+_USAGE_TYPES = "('Usage', 'DiscountedUsage', 'SavingsPlanCoveredUsage')"
+_ACTIONS = (
+    "athena:StartQueryExecution, athena:GetQueryExecution, athena:GetQueryResults, glue:GetTable, "
+    "glue:GetPartitions, s3:GetObject on the CUR bucket and s3:PutObject on the query output location"
+)
+
+
+def _cost(basis: str) -> str:
+    """The SQL of one line item's cost in the chosen basis."""
+    net = basis.endswith("_net") or basis == "net_unblended"
+
+    def col(gross: str, net_col: str) -> str:
+        return f"COALESCE({net_col}, {gross})" if net else gross
+
+    unblended = col("line_item_unblended_cost", "line_item_net_unblended_cost")
+    if basis.startswith("amortized"):
+        sp = col("savings_plan_savings_plan_effective_cost", "savings_plan_net_savings_plan_effective_cost")
+        ri = col("reservation_effective_cost", "reservation_net_effective_cost")
+        return (
+            f"CASE line_item_line_item_type WHEN 'SavingsPlanCoveredUsage' THEN {sp} "
+            f"WHEN 'DiscountedUsage' THEN {ri} WHEN 'Usage' THEN {unblended} ELSE 0 END"
+        )
+    return (
+        "CASE WHEN line_item_line_item_type IN ('Usage', 'DiscountedUsage', 'SavingsPlanCoveredUsage', "
+        f"'SavingsPlanNegation') THEN {unblended} ELSE 0 END"
+    )
+
+
+def _any_like(column: str, patterns: Sequence[str]) -> str:
+    return "(" + " OR ".join(f"{column} LIKE '{p}'" for p in patterns) + ")"
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def tag_column(key: str, version: str) -> str:
+    """The SQL reading one resource tag: AWS turns `user:cost-center` or `cost-center` into user_cost_center
+    (AWS-made tags such as `aws:eks:cluster-name` into aws_eks_cluster_name)."""
+    prefix, sep, rest = key.partition(":")
+    if not sep or prefix not in ("user", "aws"):
+        prefix, rest = "user", key
+    name = prefix + "_" + "".join(c.lower() if c.isascii() and c.isalnum() else "_" for c in rest)
+    return f"element_at(resource_tags, {_quote(name)})" if version == "2.0" else f"resource_tags_{name}"
+
+
+def cur_query(settings: AwsCurSettings, instance_ids: Sequence[str], start: datetime, end: datetime) -> str:
+    """The one Athena (Trino) query of a refresh."""
+    months = sorted({(d.year, d.month) for d in _days(start, end)})
+    if settings.cur_version == "2.0":
+        periods = ", ".join(_quote(f"{y:04d}-{m:02d}") for y, m in months)
+        partitions = f"billing_period IN ({periods})"
+    else:  # legacy CUR: year='2024' AND month='6' (not zero-padded)
+        partitions = "(" + " OR ".join(f"(year = '{y}' AND month = '{m}')" for y, m in months) + ")"
+    if len(instance_ids) <= MAX_IDS_IN_QUERY:
+        ids = "line_item_resource_id IN (" + ", ".join(_quote(i) for i in instance_ids) + ")"
+    else:
+        ids = "line_item_resource_id LIKE 'i-%'"
+    instance = _any_like("line_item_usage_type", _INSTANCE_USAGE)
+    network = _any_like("line_item_usage_type", _NETWORK_USAGE)
+    cost = _cost(settings.cost_basis)
+    net_basis = settings.cost_basis in ("amortized_net", "net_unblended")
+    on_demand = (
+        "0"
+        if net_basis  # a net basis already carries the private rate: the configured discount must not
+        else "CASE WHEN line_item_line_item_type = 'Usage' AND line_item_usage_type NOT LIKE '%SpotUsage%' "
+        "THEN line_item_unblended_cost ELSE 0 END"
+    )
+    network_cost = (
+        "COALESCE(line_item_net_unblended_cost, line_item_unblended_cost)"
+        if net_basis
+        else "line_item_unblended_cost"
+    )
+    tags = "".join(
+        f",\n  MAX({tag_column(key, settings.cur_version)}) AS tag_{i}" for i, key in enumerate(settings.tags)
+    )
+    return f"""SELECT
+  line_item_resource_id AS resource,
+  CAST(date_trunc('day', line_item_usage_start_date) AS DATE) AS usage_day,
+  SUM(CASE WHEN {instance} THEN {cost} ELSE 0 END) AS cost,
+  SUM(CASE WHEN {instance} AND line_item_line_item_type IN {_USAGE_TYPES}
+      THEN line_item_usage_amount ELSE 0 END) AS hours,
+  SUM(CASE WHEN {instance} THEN {on_demand} ELSE 0 END) AS on_demand_cost,
+  SUM(CASE WHEN {network} AND line_item_line_item_type = 'Usage' THEN {network_cost} ELSE 0 END)
+      AS network_cost,
+  MAX(line_item_usage_end_date) AS usage_end,
+  MAX(line_item_currency_code) AS currency{tags}
+FROM "{settings.database}"."{settings.table}"
+WHERE {partitions}
+  AND line_item_usage_start_date >= TIMESTAMP '{start:%Y-%m-%d %H:%M:%S}'
+  AND line_item_usage_start_date < TIMESTAMP '{end:%Y-%m-%d %H:%M:%S}'
+  AND {ids}
+GROUP BY 1, 2"""
+
+
+def _days(start: datetime, end: datetime) -> Iterator[date]:
+    day = start.date()
+    while datetime(day.year, day.month, day.day, tzinfo=UTC) < end:
+        yield day
+        day += timedelta(days=1)
+
+
+class AwsCurBilling(BillingSource):
+    name = "aws_cur"
+    resource_kind = "EC2 instance id"
+
+    def __init__(
+        self,
+        settings: AwsCurSettings,
+        status: IntegrationStatus,
+        cache: PriceCache | None,
+        currency: str,
+        health: Health,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(settings, status, cache, currency, health, **kwargs)
+        self.cur = settings
+        self._client = boto3.session.Session().client(
+            "athena",
+            region_name=settings.region,
+            endpoint_url=settings.endpoint_url or None,
+            config=BotoConfig(
+                connect_timeout=min(60.0, settings.timeout_seconds),
+                read_timeout=min(60.0, settings.timeout_seconds),
+                retries={"total_max_attempts": 1},
+                user_agent_extra="node-cost-exporter",
+            ),
+        )
+
+    def resource(self, node: Node) -> str | None:
+        instance = node.ref.instance_id
+        return instance if node.provider == "aws" and instance.startswith("i-") else None
+
+    def where(self) -> str:
+        return f"Athena table {self.cur.database}.{self.cur.table} in {self.cur.region}"
+
+    def query(self, resources: Sequence[str], start: datetime, end: datetime) -> Iterator[BillRow]:
+        execution = self._start(cur_query(self.cur, resources, start, end))
+        yield from self._rows(execution)
+
+    # -- Athena ---------------------------------------------------------------------------------------
+
+    def _call(self, operation: str, **params: Any) -> dict[str, Any]:
+        action = "athena:" + "".join(p.title() for p in operation.split("_"))
+        try:
+            response: dict[str, Any] = getattr(self._client, operation)(**params)
+        except Exception as err:
+            failure = _fetch_error(err, action, self._client.meta.endpoint_url, self.cur.timeout_seconds)
+            if failure is None:
+                raise
+            if failure.reason is Reason.PERMISSION:
+                failure = FetchError(
+                    Reason.PERMISSION, f"{failure.detail}; the exporter's role needs {_ACTIONS}"
+                )
+            raise failure from err
+        return response
+
+    def _start(self, sql: str) -> str:
+        params: dict[str, Any] = {
+            "QueryString": sql,
+            "QueryExecutionContext": {"Database": self.cur.database},
+            "WorkGroup": self.cur.workgroup,
+        }
+        if self.cur.output_location:
+            params["ResultConfiguration"] = {"OutputLocation": self.cur.output_location}
+        execution = str(self._call("start_query_execution", **params)["QueryExecutionId"])
+        deadline = time.monotonic() + self.cur.timeout_seconds
+        while True:
+            info = self._call("get_query_execution", QueryExecutionId=execution)["QueryExecution"]
+            status = info.get("Status", {})
+            state = status.get("State")
+            if state in ("SUCCEEDED", "FAILED", "CANCELLED"):
+                break
+            if time.monotonic() > deadline:
+                self._call("stop_query_execution", QueryExecutionId=execution)
+                raise FetchError(
+                    Reason.TIMEOUT,
+                    f"Athena query {execution} still {state} after {self.cur.timeout_seconds:g}s; "
+                    "cancelled it (raise aws.cur.timeout_seconds, or check the workgroup's capacity)",
+                )
+            time.sleep(self.cur.poll_interval_seconds)
+        self.scanned_bytes += int(info.get("Statistics", {}).get("DataScannedInBytes") or 0)
+        if state != "SUCCEEDED":
+            raise _query_failure(execution, status, self.where())
+        return execution
+
+    def _rows(self, execution: str) -> Iterator[BillRow]:
+        params: dict[str, Any] = {"QueryExecutionId": execution, "MaxResults": 1000}
+        columns: list[str] | None = None
+        seen: set[str] = set()
+        while True:
+            page = self._call("get_query_results", **params)
+            rows = page.get("ResultSet", {}).get("Rows")
+            if not isinstance(rows, list):
+                raise FetchError(Reason.BAD_RESPONSE, f"Athena results of {execution} have no ResultSet.Rows")
+            for raw in rows:
+                values = [cell.get("VarCharValue") for cell in raw.get("Data", [])]
+                if columns is None:  # the first row of the first page is the header
+                    columns = [str(v) for v in values]
+                    continue
+                row = self._row(dict(zip(columns, values, strict=False)))
+                if row is not None:
+                    yield row
+            token = page.get("NextToken")
+            if not token:
+                return
+            if token in seen:
+                raise FetchError(Reason.BAD_RESPONSE, "Athena repeated a NextToken; stopped paging")
+            seen.add(token)
+            params["NextToken"] = token
+
+    def _row(self, values: dict[str, str | None]) -> BillRow | None:
+        resource = values.get("resource") or ""
+        try:
+            tags = tuple(
+                (key, value) for i, key in enumerate(self.cur.tags) if (value := values.get(f"tag_{i}"))
+            )
+            return BillRow(
+                resource,
+                date.fromisoformat(str(values["usage_day"])),
+                _timestamp(str(values["usage_end"])),
+                float(values["cost"] or 0),
+                float(values["hours"] or 0),
+                float(values["on_demand_cost"] or 0),
+                float(values["network_cost"] or 0),
+                values.get("currency") or "",
+                tags,
+            )
+        except (KeyError, ValueError, TypeError) as err:
+            self.invalid_row(resource or "?", f"unreadable CUR row {values}: {err}")
+            return None
+
+
+def _timestamp(text: str) -> datetime:
+    """Athena's timestamp text ("2024-06-01 00:00:00.000") as UTC: CUR times are UTC."""
+    return datetime.fromisoformat(text.replace("T", " ").rstrip("Z")).replace(tzinfo=UTC)
+
+
+def _query_failure(execution: str, status: dict[str, Any], where: str) -> FetchError:
+    said = str(status.get("StateChangeReason") or status.get("AthenaError", {}).get("ErrorMessage") or "")
+    text = said.upper()
+    if "TABLE_NOT_FOUND" in text or "SCHEMA_NOT_FOUND" in text or "DOES NOT EXIST" in text:
+        return FetchError(Reason.NOT_FOUND, f"{where}: {said} (check aws.cur.database and aws.cur.table)")
+    if "COLUMN_NOT_FOUND" in text or "CANNOT BE RESOLVED" in text:
+        return FetchError(
+            Reason.CONFIG,
+            f"{where}: {said} (check aws.cur.cur_version; net cost bases need the *_net_* columns, which "
+            "exist only for accounts with discounts; a tag needs activating as a cost allocation tag)",
+        )
+    if "ACCESS DENIED" in text or "ACCESSDENIED" in text or "PERMISSION" in text:
+        return FetchError(Reason.PERMISSION, f"{where}: {said}; the exporter's role needs {_ACTIONS}")
+    if "THROTTL" in text or "RATE EXCEEDED" in text or "TOO MANY" in text:
+        return FetchError(Reason.THROTTLED, f"Athena query {execution} failed: {said}")
+    if status.get("AthenaError", {}).get("Retryable"):
+        return FetchError(Reason.UNAVAILABLE, f"Athena query {execution} failed: {said}")
+    return FetchError(Reason.BAD_RESPONSE, f"Athena query {execution} failed: {said}")

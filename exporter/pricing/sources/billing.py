@@ -1,0 +1,416 @@
+"""What the three clouds' bills have in common, so each cloud module only says how to key a node and how
+to query its bill (AWS CUR through Athena, GCP's BigQuery export, Azure Cost Management).
+
+Reconciliation rules (docs/pricing.md, "Billing"):
+- Every `refresh_interval_seconds` the bill is queried once for the cluster's resources over the last few
+  UTC days: rows of (resource, day, cost in the configured basis, billed hours, network cost, tags).
+- Billing lands 6 to 24 h late and a half-billed day would deflate a rate, so a day counts only when it is
+  complete: the bill holds usage ending after it (its watermark) and it ended `settle_hours` ago.
+- A node's billed rate is Σ cost ÷ Σ billed hours over its latest `lookback_days` complete days. A node
+  with no complete day on the bill gets no quote, so the engine prices it from the shelf until it has one.
+- Rates persist in SQLite and are served while the last successful query is at most
+  `max_staleness_seconds` old; then quotes stop (the engine falls back to shelf prices and the `source`
+  label says so) until a query succeeds again, with no restart.
+- The hours each node was seen are kept per UTC day (a 24-bit mask): Azure apportions a scale set's
+  cost over its observed instance-hours with them, and `backfill` writes hourly series with them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+from exporter.cache import PriceCache
+from exporter.config import BillingSettings
+from exporter.health import Health, IntegrationStatus, Reason
+from exporter.inventory.node import Node
+from exporter.pricing.quote import Basis, BillFacts, Quote
+from exporter.pricing.sources.shelf import MAX_RETRY_AFTER, RETRYABLE, FetchError
+
+log = logging.getLogger(__name__)
+
+# The scheduler calls `refresh` this often; the source decides itself when a query is due.
+TICK_SECONDS = 60.0
+_DAY = timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True)
+class BillRow:
+    """One resource's billed usage on one UTC day, as a cloud module reads it from its bill."""
+
+    resource: str
+    day: date
+    end: datetime  # newest usage end among the row's line items: the bill's watermark is their maximum
+    cost: float  # in the configured cost basis
+    hours: float  # billed instance-hours (0 where the bill has none: Azure uses observed hours)
+    on_demand_cost: float = 0.0  # part of `cost` billed at undiscounted on-demand rates
+    network_cost: float = 0.0
+    currency: str = ""
+    tags: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DayTotals:
+    cost: float
+    hours: float
+    on_demand_cost: float
+    network_cost: float
+
+
+@dataclass(frozen=True, slots=True)
+class Bill:
+    """A query's rows folded per (resource, day): small enough to keep until the rates are derived."""
+
+    days: dict[tuple[str, date], DayTotals]
+    tags: dict[str, dict[str, str]]
+    watermark: datetime
+
+
+class BillingSource(ABC):
+    """Base of the billing sources. Subclasses set `name` and `resource_kind` and implement `resource`,
+    `query` and `where` (and `billed_hours` when the bill has no usable hours)."""
+
+    kind = "billing"
+    name: str
+    resource_kind: str  # "EC2 instance id", … for messages
+    attributes_network = True  # False where the bill cannot tell a node's network cost apart
+
+    def __init__(
+        self,
+        settings: BillingSettings,
+        status: IntegrationStatus,
+        cache: PriceCache | None,
+        currency: str,
+        health: Health,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.refresh_interval_seconds: float | None = TICK_SECONDS
+        self.status = status
+        self.currency = currency
+        self.scanned_bytes = 0  # query cost: bytes scanned (Athena) or billed (BigQuery)
+        self.rows_ingested = 0
+        self._health = health
+        self._cache = cache
+        self._clock = clock
+        self._billed: dict[str, BillFacts] = {}
+        self._resources: set[str] = set()
+        self._last_success: float | None = None
+        self._next_query = 0.0
+        self._served_fresh = False
+        self._presence_day = ""
+        self._presence: dict[str, tuple[int, str]] = {}  # node name → (hour mask, resource), today only
+        self._presence_dirty: set[str] = set()
+        self._load_cache()
+
+    # -- what a cloud module implements ---------------------------------------------------------------
+
+    @abstractmethod
+    def resource(self, node: Node) -> str | None:
+        """The bill's resource key of a node (instance id, VM, scale set), or None if not this cloud's."""
+
+    @abstractmethod
+    def query(self, resources: Sequence[str], start: datetime, end: datetime) -> Iterator[BillRow]:
+        """Rows for these resources with usage in [start, end), aggregated per resource and UTC day.
+
+        Raise FetchError on failure (also midway: the rows so far are discarded). A malformed row is
+        reported with `invalid_row` and skipped. Add the query's cost to `scanned_bytes`.
+        """
+
+    @abstractmethod
+    def where(self) -> str:
+        """Where this source reads its bill, for messages ("Athena table cur.data in us-east-1")."""
+
+    def billed_hours(self, resource: str, day: date, hours: float) -> float | None:
+        """The hours a day's cost is divided by; None when unknown (the day is then not used)."""
+        return hours
+
+    # -- PriceSource ----------------------------------------------------------------------------------
+
+    def quote(self, node: Node) -> Quote | None:
+        if not self._fresh(self._clock()):
+            return None
+        resource = self.resource(node)
+        facts = self._billed.get(resource) if resource is not None else None
+        if facts is None:
+            return None
+        return Quote(
+            Decimal(repr(facts.hourly)),
+            self.currency,
+            Basis.BILLED,
+            on_demand_hourly=Decimal(repr(facts.on_demand_hourly)) if facts.on_demand_hourly else None,
+        )
+
+    def facts(self, node: Node) -> BillFacts | None:
+        """The node's billed days, network cost and tags, held even when too stale to price with."""
+        resource = self.resource(node)
+        return self._billed.get(resource) if resource is not None else None
+
+    def wanted(self, nodes: Iterable[Node]) -> None:
+        nodes = list(nodes)
+        self._resources = {r for node in nodes if (r := self.resource(node)) is not None}
+        self.observe(nodes, self._clock())
+
+    def pending(self) -> bool:
+        return False  # a new node cannot be on a bill that lands hours late: nothing to fetch at once
+
+    def refresh(self) -> bool:
+        """Query the bill when due; True when quotes changed (new rates, or staleness crossed)."""
+        now = self._clock()
+        self._flush_presence(now)
+        changed = self._fresh(now) != self._served_fresh
+        self._served_fresh = self._fresh(now)
+        if now < self._next_query:
+            return changed
+        self._next_query = now + self.settings.retry_interval_seconds
+        started = time.monotonic()
+        try:
+            billed, newest = self._fetch(sorted(self._resources), now)
+        except FetchError as err:
+            self.status.failed(err.reason, err.detail, duration=time.monotonic() - started, count=False)
+            return changed
+        self._next_query = now + self.settings.refresh_interval_seconds
+        changed |= billed != self._billed or not self._served_fresh
+        self._billed, self._last_success, self._served_fresh = billed, now, True
+        self._persist(newest)
+        self.status.succeeded(duration=time.monotonic() - started, data_timestamp=newest, count=False)
+        return changed
+
+    # -- presence -------------------------------------------------------------------------------------
+
+    def observe(self, nodes: Iterable[Node], at: float) -> None:
+        """Note the UTC hour in which these nodes (and the exporter) were seen."""
+        moment = datetime.fromtimestamp(at, UTC)
+        day, bit = moment.date().isoformat(), 1 << moment.hour
+        if day != self._presence_day:
+            self._flush_presence(at)
+            self._presence_day, self._presence = day, self._load_presence(day)
+        for name, resource in [("", "")] + [(n.name, r) for n in nodes if (r := self.resource(n))]:
+            mask, _ = self._presence.get(name, (0, ""))
+            if mask & bit == 0 or name not in self._presence:
+                self._presence[name] = (mask | bit, resource)
+                self._presence_dirty.add(name)
+
+    def presence(self, day: date) -> dict[str, tuple[int, str]]:
+        """Node name → (mask of UTC hours seen, resource) on a day; key "" is the exporter's own."""
+        if day.isoformat() == self._presence_day:
+            return dict(self._presence)
+        return self._load_presence(day.isoformat())
+
+    def _load_presence(self, day: str) -> dict[str, tuple[int, str]]:
+        if self._cache is None:
+            return {}
+        out = {}
+        for key, entry in self._cache.load(f"{self.name}.presence", f"{day}|").items():
+            mask, _, resource = entry.value.partition("|")
+            if mask.isdigit():
+                out[key.partition("|")[2]] = (int(mask), resource)
+        return out
+
+    def _flush_presence(self, now: float) -> None:
+        if self._cache is None or not self._presence_dirty:
+            return
+        oldest = datetime.fromtimestamp(now, UTC).date() - timedelta(
+            days=self.settings.presence_retention_days
+        )
+        items = [
+            (f"{self._presence_day}|{name}", f"{mask}|{resource}")
+            for name in self._presence_dirty
+            for mask, resource in [self._presence[name]]
+        ]
+        self._cache.store(f"{self.name}.presence", items, drop_before=oldest.isoformat())
+        self._presence_dirty.clear()
+
+    # -- querying -------------------------------------------------------------------------------------
+
+    def window(self, now: float) -> tuple[datetime, datetime]:
+        """The days one refresh asks for: the lookback, the days still settling, and one day of slack
+        for a bill later than usual."""
+        today = datetime.fromtimestamp(now, UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+        settling = math.ceil(self.settings.settle_hours / 24)
+        return today - (self.settings.lookback_days + settling + 1) * _DAY, today + _DAY
+
+    def bill(self, resources: Sequence[str], start: datetime, end: datetime) -> Bill:
+        """The bill for [start, end), folded per (resource, day), with retries of transient failures."""
+        attempt = 0
+        while True:
+            try:
+                bill = self._fold(self.query(resources, start, end), set(resources))
+            except FetchError as err:
+                self.status.record_request(err.reason)
+                if err.reason not in RETRYABLE or attempt >= self.settings.retries:
+                    raise
+                ceiling = min(self.settings.backoff_max_seconds, self.settings.backoff_seconds * 2**attempt)
+                delay = max(
+                    random.uniform(ceiling / 2, ceiling), min(err.retry_after or 0.0, MAX_RETRY_AFTER)
+                )
+                log.info("%s: %s; retrying in %.1fs", self.name, err.detail, delay)
+                time.sleep(delay)
+                attempt += 1
+            else:
+                self.status.record_request()
+                return bill
+
+    def complete(self, day: date, watermark: datetime, now: float) -> bool:
+        """A day is trusted once the bill holds later usage and it ended `settle_hours` ago."""
+        end = datetime(day.year, day.month, day.day, tzinfo=UTC) + _DAY
+        return end < watermark and end.timestamp() + self.settings.settle_hours * 3600 <= now
+
+    def invalid_row(self, key: str, problem: str) -> None:
+        """Count (and log once) a bill row that cannot be read; the other rows still count."""
+        self._health.invalid("billing_row", f"{self.name}:{key}", problem)
+
+    def _fetch(self, resources: Sequence[str], now: float) -> tuple[dict[str, BillFacts], float]:
+        if not resources:
+            raise FetchError(Reason.NO_DATA, f"no node in the cluster has a {self.resource_kind} to look up")
+        start, end = self.window(now)
+        bill = self.bill(resources, start, end)
+        per_resource: dict[str, list[tuple[date, DayTotals]]] = {}
+        newest: date | None = None
+        for (resource, day), totals in bill.days.items():
+            if self.complete(day, bill.watermark, now):
+                per_resource.setdefault(resource, []).append((day, totals))
+                newest = day if newest is None or day > newest else newest
+        if newest is None:
+            raise FetchError(
+                Reason.NO_DATA,
+                f"{self.where()}: the newest usage of the cluster's resources ends "
+                f"{bill.watermark:%Y-%m-%d %H:%M} UTC; no day since {start:%Y-%m-%d} is complete yet",
+            )
+        billed = {}
+        for resource, days in per_resource.items():
+            facts = self._facts(resource, days, bill.tags.get(resource, {}))
+            if facts is not None:
+                billed[resource] = facts
+        return billed, (datetime(newest.year, newest.month, newest.day, tzinfo=UTC) + _DAY).timestamp()
+
+    def _fold(self, rows: Iterator[BillRow], wanted: set[str]) -> Bill:
+        days: dict[tuple[str, date], DayTotals] = {}
+        tags: dict[str, dict[str, str]] = {}
+        watermark: datetime | None = None
+        foreign: set[str] = set()
+        count = 0
+        for row in rows:
+            count += 1
+            if row.resource not in wanted:
+                continue  # a broader filter (too many ids for one query) let other resources through
+            if row.currency and row.currency != self.currency:
+                foreign.add(row.currency)
+                continue
+            numbers = (row.cost, row.hours, row.on_demand_cost, row.network_cost)
+            if not all(math.isfinite(x) for x in numbers) or row.hours < 0:
+                self.invalid_row(row.resource, f"non-finite or negative amounts on {row.day}: {numbers}")
+                continue
+            key = (row.resource, row.day)
+            old = days.get(key)
+            if old is not None:
+                numbers = (
+                    old.cost + row.cost,
+                    old.hours + row.hours,
+                    old.on_demand_cost + row.on_demand_cost,
+                    old.network_cost + row.network_cost,
+                )
+            days[key] = DayTotals(*numbers)
+            watermark = row.end if watermark is None or row.end > watermark else watermark
+            if row.tags:
+                tags.setdefault(row.resource, {}).update((k, v) for k, v in row.tags if v)
+        self.rows_ingested += count
+        if foreign and not days:
+            raise FetchError(
+                Reason.CONFIG,
+                f"{self.where()} is in {', '.join(sorted(foreign))}, not pricing.currency {self.currency}",
+            )
+        if watermark is None:
+            raise FetchError(
+                Reason.NO_DATA,
+                f"{self.where()} has no usage of any of the cluster's {len(wanted)} {self.resource_kind}s "
+                "in the last days: check that it is this account's bill and that its export is running",
+            )
+        return Bill(days, tags, watermark)
+
+    def _facts(
+        self, resource: str, days: list[tuple[date, DayTotals]], tags: dict[str, str]
+    ) -> BillFacts | None:
+        used: list[tuple[date, DayTotals, float]] = []
+        for day, totals in sorted(days, key=lambda item: item[0], reverse=True):
+            hours = self.billed_hours(resource, day, totals.hours)
+            if hours is not None and hours > 0:
+                used.append((day, totals, hours))
+            if len(used) == self.settings.lookback_days:
+                break
+        if not used:
+            return None
+        used.reverse()
+        hours = sum(h for _, _, h in used)
+        wanted_tags = tuple((k, tags[k]) for k in self.settings.tags if k in tags)
+        return BillFacts(
+            self.name,
+            sum(t.cost for _, t, _ in used) / hours,
+            sum(t.on_demand_cost for _, t, _ in used) / hours,
+            hours,
+            tuple((day.isoformat(), t.cost) for day, t, _ in used),
+            sum(t.network_cost for _, t, _ in used) / hours if self.attributes_network else None,
+            wanted_tags,
+        )
+
+    # -- staleness and the cache ----------------------------------------------------------------------
+
+    def _fresh(self, now: float) -> bool:
+        last = self._last_success
+        return last is not None and now - last <= self.settings.max_staleness_seconds
+
+    def _persist(self, newest: float) -> None:
+        if self._cache is None:
+            return
+        self._cache.store(self.name, ((r, _dump(f)) for r, f in self._billed.items()), replace=True)
+        meta = {"last_success": self._last_success, "newest": newest}
+        self._cache.store(f"{self.name}.meta", [("state", json.dumps(meta))])
+
+    def _load_cache(self) -> None:
+        if self._cache is None:
+            return
+        state = self._cache.load(f"{self.name}.meta").get("state")
+        if state is None:
+            return
+        try:
+            meta = json.loads(state.value)
+            last, newest = float(meta["last_success"]), float(meta["newest"])
+        except (ValueError, KeyError, TypeError) as err:
+            log.warning("%s: ignoring unreadable cached state: %s", self.name, err)
+            return
+        for resource, entry in self._cache.load(self.name).items():
+            try:
+                self._billed[resource] = _load(self.name, entry.value)
+            except (ValueError, KeyError, TypeError) as err:
+                log.warning("%s: ignoring unreadable cached rate of %s: %s", self.name, resource, err)
+        self._last_success = last
+        self._next_query = last + self.settings.refresh_interval_seconds
+        self.status.restored(last, newest)
+
+
+def _dump(facts: BillFacts) -> str:
+    return json.dumps(
+        [facts.hourly, facts.on_demand_hourly, facts.hours, facts.days, facts.network_hourly, facts.tags]
+    )
+
+
+def _load(source: str, text: str) -> BillFacts:
+    hourly, on_demand, hours, days, network, tags = json.loads(text)
+    return BillFacts(
+        source,
+        float(hourly),
+        float(on_demand),
+        float(hours),
+        tuple((str(d), float(c)) for d, c in days),
+        None if network is None else float(network),
+        tuple((str(k), str(v)) for k, v in tags),
+    )

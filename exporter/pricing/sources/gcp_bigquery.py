@@ -1,0 +1,192 @@
+"""GCP billed cost: the detailed Cloud Billing export in BigQuery (`gcp_billing_export_resource_v1_…`).
+
+One parameterised query per refresh, pruned on `_PARTITIONTIME`, aggregated by BigQuery per (project,
+zone, VM name) and UTC day. A VM's cost is its Compute Engine rows' `cost` (already after negotiated
+prices) plus their credits of the configured types (committed-use and sustained-use discounts, free tier,
+promotions…; all by default). Billed hours are the hourly usage slots in which the VM had a machine
+(core) SKU: the export is hourly, so a VM that ran part of an hour counts that hour. Network cost is the
+VM's rows whose SKU is egress.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from google.api_core import exceptions as google_errors
+from google.api_core.client_options import ClientOptions
+from google.auth.exceptions import DefaultCredentialsError, RefreshError
+from google.cloud import bigquery
+
+from exporter.cache import PriceCache
+from exporter.config import GcpBigQuerySettings
+from exporter.health import Health, IntegrationStatus, Reason
+from exporter.inventory.node import Node
+from exporter.pricing.sources.billing import BillingSource, BillRow
+from exporter.pricing.sources.shelf import FetchError
+
+log = logging.getLogger(__name__)
+
+_ROLES = (
+    "roles/bigquery.jobUser on the job project and roles/bigquery.dataViewer on the billing export dataset"
+)
+
+
+def bigquery_query(settings: GcpBigQuerySettings) -> str:
+    """The one GoogleSQL query of a refresh; its values come as parameters."""
+    table = f"`{settings.project}.{settings.dataset}.{settings.table}`"
+    credit_filter = " WHERE c.type IN UNNEST(@credit_types)" if settings.credit_types else ""
+    tags = "".join(
+        f",\n  MAX((SELECT l.value FROM UNNEST(labels) AS l WHERE l.key = @tag_{i})) AS tag_{i}"
+        for i in range(len(settings.tags))
+    )
+    return f"""SELECT
+  project_id, zone, vm,
+  DATE(usage_start_time) AS usage_day,
+  SUM(IF(is_network, 0, net_cost)) AS cost,
+  COUNT(DISTINCT IF(is_machine, usage_start_time, NULL)) AS hours,
+  SUM(IF(is_network, net_cost, 0)) AS network_cost,
+  MAX(usage_end_time) AS usage_end,
+  MAX(currency) AS currency{tags}
+FROM (
+  SELECT
+    project.id AS project_id, location.zone AS zone, resource.name AS vm,
+    usage_start_time, usage_end_time, currency, labels,
+    cost + IFNULL((SELECT SUM(c.amount) FROM UNNEST(credits) AS c{credit_filter}), 0) AS net_cost,
+    LOWER(sku.description) LIKE '%egress%' AS is_network,
+    (sku.description LIKE '%Core%' OR sku.description LIKE '%Instance with%') AS is_machine
+  FROM {table}
+  WHERE _PARTITIONTIME >= @partition_start
+    AND usage_start_time >= @start AND usage_start_time < @end
+    AND service.description = 'Compute Engine'
+    AND resource.name IN UNNEST(@vms)
+)
+GROUP BY project_id, zone, vm, usage_day"""
+
+
+class GcpBigQueryBilling(BillingSource):
+    name = "gcp_bigquery"
+    resource_kind = "Compute Engine VM"
+
+    def __init__(
+        self,
+        settings: GcpBigQuerySettings,
+        status: IntegrationStatus,
+        cache: PriceCache | None,
+        currency: str,
+        health: Health,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(settings, status, cache, currency, health, **kwargs)
+        self.bq = settings
+        self._client: bigquery.Client | None = None
+
+    def resource(self, node: Node) -> str | None:
+        ref = node.ref
+        if node.provider != "gcp" or not (ref.account and ref.zone and ref.instance_id):
+            return None
+        return f"{ref.account}/{ref.zone}/{ref.instance_id}"
+
+    def where(self) -> str:
+        return f"BigQuery table {self.bq.project}.{self.bq.dataset}.{self.bq.table}"
+
+    def _bigquery(self) -> bigquery.Client:
+        if self._client is None:
+            options = ClientOptions(api_endpoint=self.bq.endpoint_url) if self.bq.endpoint_url else None
+            try:
+                self._client = bigquery.Client(
+                    project=self.bq.job_project or self.bq.project,
+                    location=self.bq.location or None,
+                    client_options=options,
+                )
+            except DefaultCredentialsError as err:
+                raise FetchError(
+                    Reason.AUTH,
+                    "no Google credentials: give the pod a Workload Identity bound to a service account "
+                    f"with {_ROLES} (or set GOOGLE_APPLICATION_CREDENTIALS) ({err})",
+                ) from err
+        return self._client
+
+    def query(self, resources: Sequence[str], start: datetime, end: datetime) -> Iterator[BillRow]:
+        vms = sorted({r.rsplit("/", 1)[-1] for r in resources})
+        params: list[Any] = [
+            bigquery.ScalarQueryParameter("partition_start", "TIMESTAMP", start - timedelta(days=1)),
+            bigquery.ScalarQueryParameter("start", "TIMESTAMP", start),
+            bigquery.ScalarQueryParameter("end", "TIMESTAMP", end),
+            bigquery.ArrayQueryParameter("vms", "STRING", vms),
+        ]
+        if self.bq.credit_types:
+            params.append(bigquery.ArrayQueryParameter("credit_types", "STRING", list(self.bq.credit_types)))
+        params += [bigquery.ScalarQueryParameter(f"tag_{i}", "STRING", k) for i, k in enumerate(self.bq.tags)]
+        config = bigquery.QueryJobConfig(
+            query_parameters=params, labels={"app": "node-cost-exporter"}, use_query_cache=True
+        )
+        try:
+            job = self._bigquery().query(bigquery_query(self.bq), job_config=config)
+            rows = job.result(page_size=10_000, timeout=self.bq.timeout_seconds)
+            self.scanned_bytes += int(job.total_bytes_billed or 0)
+            for raw in rows:
+                row = self._row(raw)
+                if row is not None:
+                    yield row
+        except google_errors.GoogleAPICallError as err:
+            raise self._error(err) from err
+        except RefreshError as err:
+            raise FetchError(Reason.AUTH, f"Google credentials could not be refreshed: {err}") from err
+        except (TimeoutError, google_errors.RetryError) as err:
+            raise FetchError(
+                Reason.TIMEOUT,
+                f"the BigQuery job did not finish within {self.bq.timeout_seconds:g}s "
+                "(raise gcp.bigquery.timeout_seconds)",
+            ) from err
+        except OSError as err:  # requests' connection errors are OSErrors
+            raise FetchError(
+                Reason.UNAVAILABLE, f"cannot reach BigQuery ({type(err).__name__}: {err})"
+            ) from err
+
+    def _row(self, raw: Any) -> BillRow | None:
+        key = f"{raw.get('project_id')}/{raw.get('zone')}/{raw.get('vm')}"
+        try:
+            day, end = raw["usage_day"], raw["usage_end"]
+            if not isinstance(day, date) or not isinstance(end, datetime):
+                raise TypeError(f"usage_day {day!r} / usage_end {end!r}")
+            tags = tuple((k, str(v)) for i, k in enumerate(self.bq.tags) if (v := raw.get(f"tag_{i}")))
+            return BillRow(
+                key,
+                day,
+                end if end.tzinfo else end.replace(tzinfo=UTC),
+                float(raw["cost"] or 0),
+                float(raw["hours"] or 0),
+                0.0,  # `cost` is after the negotiated price: the configured discount never applies on top
+                float(raw["network_cost"] or 0),
+                str(raw["currency"] or ""),
+                tags,
+            )
+        except (KeyError, ValueError, TypeError) as err:
+            self.invalid_row(key, f"unreadable billing export row: {err}")
+            return None
+
+    def _error(self, err: google_errors.GoogleAPICallError) -> FetchError:
+        said = str(getattr(err, "message", "") or err)[:400]
+        reasons = {
+            str(e.get("reason", "")) for e in (getattr(err, "errors", None) or []) if isinstance(e, dict)
+        }
+        if reasons & {"rateLimitExceeded", "quotaExceeded"} or isinstance(err, google_errors.TooManyRequests):
+            return FetchError(Reason.THROTTLED, f"BigQuery throttled the query: {said}")
+        if isinstance(err, google_errors.Unauthorized):
+            return FetchError(Reason.AUTH, f"BigQuery rejected the credentials: {said}")
+        if isinstance(err, google_errors.Forbidden):
+            return FetchError(Reason.PERMISSION, f"BigQuery denied the query: {said}; grant {_ROLES}")
+        if isinstance(err, google_errors.NotFound):
+            return FetchError(
+                Reason.NOT_FOUND,
+                f"{said} (check gcp.bigquery.project, dataset and table: the detailed export is "
+                "gcp_billing_export_resource_v1_<BILLING_ACCOUNT>)",
+            )
+        if isinstance(err, google_errors.BadRequest):
+            return FetchError(Reason.CONFIG, f"BigQuery refused the query: {said}")
+        if isinstance(err, google_errors.ServerError):
+            return FetchError(Reason.UNAVAILABLE, f"BigQuery failed: {said}")
+        return FetchError(Reason.BAD_RESPONSE, f"BigQuery: {said}")
