@@ -65,6 +65,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from exporter.snapshot import main as snapshot
 
         return snapshot(argv[1:])
+    if argv[:1] == ["backfill"]:
+        from exporter.backfill import main as backfill
+
+        return backfill(argv[1:])
     args = parse_args(argv)
     try:
         config = build_config(args)

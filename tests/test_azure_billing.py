@@ -343,3 +343,47 @@ def test_discount_is_not_applied_on_top_of_azure_bills(fake: FakeCostManagement,
     config = PricingConfig(discounts=PricingConfig().discounts.__class__(azure=Decimal("0.2")))
     price = PricingEngine([source], config, health).price(VM_NODE)
     assert price is not None and math.isclose(float(price.hourly), 0.10, rel_tol=0.005)
+
+
+def test_backfill_writes_reconciled_hours_promtool_accepts(
+    fake: FakeCostManagement, tmp_path: Path, promtool: str
+) -> None:
+    import io
+    import subprocess
+
+    from exporter.backfill import METRIC, write_backfill
+
+    source, _, clock = ready(fake, tmp_path)
+    out = io.StringIO()
+    counts = write_backfill([source], D[0], D[5], out, now=clock.now)
+    text = out.getvalue()
+    assert counts["incomplete_days"] == 2  # June 5 and 6 are not final yet: never backfilled
+    # June 1: the VM was not seen (the exporter saw it from June 2), and the bill has no VM row either.
+    lines = [line for line in text.splitlines() if line.startswith(METRIC + "{")]
+    pool0 = [line for line in lines if POOL_NODES[0].name in line]
+    pool2 = [line for line in lines if POOL_NODES[2].name in line]
+    assert len(pool0) == 4 * 24 and len(pool2) == 3 * 24 + 12  # deleted at noon on June 4
+    # Each day's hourly samples add up to the pool's billed cost of that day.
+    per_day: dict[str, float] = {}
+    for line in lines:
+        if "aks-nodepool1-12345678" in line:
+            value, stamp = line.rsplit(" ", 2)[1:]
+            day = datetime.fromtimestamp(int(stamp), UTC).date().isoformat()
+            per_day[day] = per_day.get(day, 0.0) + float(value)
+    assert per_day == pytest.approx({"2024-06-01": 72 * 0.096, "2024-06-02": 72 * 0.06,
+                                     "2024-06-03": 72 * 0.06, "2024-06-04": 60 * 0.096})
+    path = tmp_path / "backfill.om"
+    path.write_text(text)
+    blocks = tmp_path / "blocks"
+    result = subprocess.run(
+        [promtool, "tsdb", "create-blocks-from", "openmetrics", str(path), str(blocks)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert any(blocks.iterdir())
+    (blocks / "wal").mkdir()  # `tsdb dump` opens the directory as a TSDB, which has a WAL
+    dump = subprocess.run(
+        [promtool, "tsdb", "dump", str(blocks)], capture_output=True, text=True, timeout=120
+    )
+    assert dump.returncode == 0, dump.stderr
+    assert f'node="{POOL_NODES[2].name}"' in dump.stdout and dump.stdout.count("\n") >= len(lines)

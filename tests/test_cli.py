@@ -67,3 +67,16 @@ def test_port_in_use_is_a_clear_error() -> None:
         )
     assert result.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in result.stderr
+
+
+def test_backfill_refuses_bad_days_and_a_config_without_billing(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from exporter.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["backfill", "--from", "2024-06-31", "--to", "2024-07-01", "--out", "-"])
+    assert exit_info.value.code == 2
+    assert "'2024-06-31' is not a YYYY-MM-DD day" in capsys.readouterr().err
+    args = ["--from", "2024-06-01", "--to", "2024-06-02", "--out", str(tmp_path / "x.om")]
+    assert main(["backfill", "--cache.path", str(tmp_path / "c.sqlite"), *args]) == 2
+    assert "enable aws.cur, gcp.bigquery or azure.cost_management" in capsys.readouterr().err
+    assert not (tmp_path / "x.om").exists()

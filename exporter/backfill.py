@@ -1,0 +1,121 @@
+"""`node-cost-exporter backfill`: reconciled hourly costs of past days as OpenMetrics, for
+`promtool tsdb create-blocks-from openmetrics`, so the estimates Prometheus recorded can be corrected.
+
+For each complete billing day in the range, every hour in which the exporter saw a node gets one sample
+of `nodecost_node_reconciled_hourly_cost`: that day's billed cost of the node's resource divided by its
+billed hours. `sum_over_time(nodecost_node_reconciled_hourly_cost[1d])` is then the node's billed cost of
+the day. Node names come from the hours the exporter observed (kept in its SQLite cache for
+`presence_retention_days`): run it with the exporter's configuration and cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, timedelta
+from typing import TextIO
+
+from exporter.config import ConfigError, load_config
+from exporter.metrics.store import escape
+from exporter.pricing.sources.billing import BillingSource
+
+METRIC = "nodecost_node_reconciled_hourly_cost"
+HELP = "Billed cost of the node per hour, from the bill of each complete day (backfilled)."
+
+
+def write_backfill(
+    sources: Sequence[BillingSource], first: date, last: date, out: TextIO, *, now: float | None = None
+) -> dict[str, int]:
+    """Write the OpenMetrics text for days first..last (inclusive); counts of what was written/skipped."""
+    now = time.time() if now is None else now
+    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    series: dict[tuple[str, str, str], list[tuple[int, float]]] = {}
+    counts = {"samples": 0, "incomplete_days": 0, "unbilled_node_days": 0}
+    for source in sources:
+        seen = {day: source.presence(day) for day in days}
+        resources = sorted({r for names in seen.values() for name, (_, r) in names.items() if name and r})
+        if not resources:
+            continue
+        start = datetime(first.year, first.month, first.day, tzinfo=UTC)
+        bill = source.bill(resources, start, start + timedelta(days=len(days)))
+        for day in days:
+            if not source.complete(day, bill.watermark, now):
+                counts["incomplete_days"] += 1
+                continue
+            midnight = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
+            for name, (mask, resource) in seen[day].items():
+                totals = bill.days.get((resource, day))
+                hours = source.billed_hours(resource, day, totals.hours) if totals else None
+                if not name or totals is None or not hours:
+                    counts["unbilled_node_days"] += bool(name)
+                    continue
+                rate = totals.cost / hours
+                samples = series.setdefault((name, source.name, source.currency), [])
+                samples += [(midnight + 3600 * h, rate) for h in range(24) if mask >> h & 1]
+    out.write(f"# HELP {METRIC} {HELP}\n# TYPE {METRIC} gauge\n")
+    for (name, source_name, currency), samples in sorted(series.items()):
+        labels = f'node="{escape(name)}",source="{source_name}",currency="{currency}"'
+        for stamp, value in sorted(samples):
+            out.write(f"{METRIC}{{{labels}}} {value!r} {stamp}\n")
+            counts["samples"] += 1
+    out.write("# EOF\n")
+    return counts
+
+
+def main(argv: Sequence[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="node-cost-exporter backfill",
+        description="Write reconciled hourly node costs of past days as OpenMetrics for promtool.",
+    )
+    parser.add_argument("--config.file", dest="config_file", help="The exporter's YAML configuration.")
+    parser.add_argument("--cache.path", dest="cache_path", help="The exporter's SQLite cache.")
+    parser.add_argument("--from", dest="first", required=True, type=_day, help="First UTC day, YYYY-MM-DD.")
+    parser.add_argument("--to", dest="last", required=True, type=_day, help="Last UTC day (inclusive).")
+    parser.add_argument("--out", required=True, help="Output file ('-' for stdout).")
+    args = parser.parse_args(argv)
+    if args.last < args.first:
+        parser.error("--to is before --from")
+    try:
+        config = load_config(
+            args.config_file, overrides={"cache.path": args.cache_path} if args.cache_path else {}
+        )
+        if not config.cache.enabled:
+            raise ConfigError("cache.enabled", "backfill reads the hours each node was seen from the cache")
+        from exporter.app import build_sources
+        from exporter.cache import PriceCache
+        from exporter.health import Health
+
+        health = Health()
+        cache = PriceCache(config.cache.path, health.integration("cache"))
+        sources = [s for s in build_sources(config, health, cache) if isinstance(s, BillingSource)]
+        if not sources:
+            raise ConfigError("billing", "enable aws.cur, gcp.bigquery or azure.cost_management to backfill")
+    except ConfigError as err:
+        print(f"node-cost-exporter backfill: invalid configuration: {err}", file=sys.stderr)
+        return 2
+    from exporter.pricing.sources.shelf import FetchError
+
+    try:
+        if args.out == "-":
+            counts = write_backfill(sources, args.first, args.last, sys.stdout)
+        else:
+            with open(args.out, "w", encoding="utf-8") as out:
+                counts = write_backfill(sources, args.first, args.last, out)
+    except FetchError as err:
+        print(f"node-cost-exporter backfill: {err.reason.value}: {err.detail}", file=sys.stderr)
+        return 1
+    print(
+        f"wrote {counts['samples']} samples; skipped {counts['incomplete_days']} incomplete days and "
+        f"{counts['unbilled_node_days']} node-days not on the bill",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a YYYY-MM-DD day") from err
