@@ -38,6 +38,10 @@ def test_env_list_is_comma_separated() -> None:
     assert config.kubernetes.spot_labels == ("a=b", "c")
 
 
+CUR = "enabled: true\n    database: cur\n    table: data"
+AZ = "enabled: true\n    scope: /subscriptions/0b1f6471-1bf0-4dda-aec3-cb9272f09590"
+
+
 @pytest.mark.parametrize(
     ("text", "key", "problem"),
     [
@@ -56,6 +60,19 @@ def test_env_list_is_comma_separated() -> None:
         ("pricing:\n  custom:\n    file: /nonexistent/prices.yaml\n", "pricing.custom.file", "does not exist"),
         ("pricing: [1, 2]\n", "pricing", "mapping"),
         ("- a\n- b\n", "config.file", "mapping at the top level"),
+        ("aws:\n  cur:\n    enabled: true\n    table: cur\n", "aws.cur.database", "must be set"),
+        (f"aws:\n  cur:\n    {CUR}\n    cost_basis: blended\n", "aws.cur.cost_basis", "amortized_net"),
+        (f"aws:\n  cur:\n    {CUR}\n    cur_version: '1'\n", "aws.cur.cur_version", "legacy"),
+        (f"aws:\n  cur:\n    {CUR}\n    output_location: /tmp\n", "aws.cur.output_location", "s3://"),
+        (f"aws:\n  cur:\n    {CUR}\npricing:\n  currency: EUR\n", "pricing.currency", "CUR is in USD"),
+        ("aws:\n  cur:\n    lookback_days: 0\n", "aws.cur.lookback_days", "between 1 and 31"),
+        ("gcp:\n  bigquery:\n    enabled: true\n    project: p\n    dataset: d\n", "gcp.bigquery.table", "must be set"),
+        ("gcp:\n  bigquery:\n    max_staleness_seconds: 0\n", "gcp.bigquery.max_staleness_seconds", "positive"),
+        ("azure:\n  cost_management:\n    enabled: true\n    scope: /subscriptions/x\n",
+         "azure.cost_management.scope", "/subscriptions/<id>"),
+        (f"azure:\n  cost_management:\n    {AZ}\n    cost_type: Usage\n", "azure.cost_management.cost_type",
+         "AmortizedCost"),
+        (f"aws:\n  cur:\n    {CUR}\n    tags: [cost-center, cost_center]\n", "tags", "tag_cost_center"),
         ("web: {listen_address: [\n", "config.file", "not valid YAML"),
     ],
 )
