@@ -1,0 +1,401 @@
+"""AWS CUR through Athena: the real boto3 client against a local Athena that runs the exporter's SQL.
+
+The fixture bill is hourly CUR line items for an EKS cluster: an on-demand node, a reserved-instance node
+(DiscountedUsage), a savings-plan node (SavingsPlanCoveredUsage + SavingsPlanNegation), a spot node, a node
+launched mid-day, EDP discounts (net columns and EdpDiscount lines), data transfer, an EBS volume and an
+instance outside the cluster; the last day is half-landed and one node is missing from the bill. The
+truth of each node is computed here from the line items, by AWS's definitions, not by the exporter's SQL.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from exporter.config import AwsCurSettings, DiscountConfig, PricingConfig
+from exporter.health import Health, Reason
+from exporter.inventory.node import CapacityType, Node, ProviderRef
+from exporter.pricing.engine import PricingEngine
+from exporter.pricing.quote import Basis
+from exporter.pricing.sources.aws_cur import MAX_IDS_IN_QUERY, AwsCurBilling, cur_query
+from exporter.pricing.sources.offline import OfflinePrices
+from tests.conftest import node
+from tests.fakes.athena_api import FakeAthena
+
+NOW = datetime(2024, 6, 3, 10, 0, tzinfo=UTC)  # the window spans May and June partitions
+LANDED = datetime(2024, 6, 2, 14, 0, tzinfo=UTC)  # the bill holds usage up to here
+USED = [date(2024, 5, 30), date(2024, 5, 31), date(2024, 6, 1)]  # the latest 3 complete days
+EDP = 0.05  # a 5 % enterprise discount, in the net columns and as EdpDiscount lines
+COLUMNS = [
+    ("line_item_usage_account_id", "VARCHAR"),
+    ("line_item_line_item_type", "VARCHAR"),
+    ("line_item_usage_start_date", "TIMESTAMP"),
+    ("line_item_usage_end_date", "TIMESTAMP"),
+    ("line_item_product_code", "VARCHAR"),
+    ("line_item_usage_type", "VARCHAR"),
+    ("line_item_operation", "VARCHAR"),
+    ("line_item_resource_id", "VARCHAR"),
+    ("line_item_usage_amount", "DOUBLE"),
+    ("line_item_currency_code", "VARCHAR"),
+    ("line_item_unblended_cost", "DOUBLE"),
+    ("line_item_net_unblended_cost", "DOUBLE"),
+    ("pricing_public_on_demand_cost", "DOUBLE"),
+    ("product_instance_type", "VARCHAR"),
+    ("reservation_effective_cost", "DOUBLE"),
+    ("reservation_net_effective_cost", "DOUBLE"),
+    ("savings_plan_savings_plan_effective_cost", "DOUBLE"),
+    ("savings_plan_net_savings_plan_effective_cost", "DOUBLE"),
+]
+
+
+@dataclass(frozen=True)
+class Line:
+    kind: str
+    start: datetime
+    usage_type: str
+    resource: str
+    amount: float
+    unblended: float
+    net_unblended: float | None = None
+    ri: float = 0.0
+    ri_net: float = 0.0
+    sp: float = 0.0
+    sp_net: float = 0.0
+    instance_type: str = "m5.xlarge"
+    team: str = ""
+
+
+def eks(name: str, instance: str, *, spot: bool = False, zone: str = "us-east-1a") -> Node:
+    return node(
+        name,
+        uid=f"uid-{instance}",
+        provider_id=f"aws:///{zone}/{instance}",
+        ref=ProviderRef("aws", zone=zone, instance_id=instance),
+        capacity_type=CapacityType.SPOT if spot else CapacityType.ON_DEMAND,
+        labels={"eks.amazonaws.com/nodegroup": "general", "cost-center": "cc-1234"} if not spot else {},
+    )
+
+
+ON_DEMAND = eks("ip-10-0-12-87.ec2.internal", "i-0fea4fd46592d050b")
+RESERVED = eks("ip-10-0-44-102.ec2.internal", "i-03dc801fd988ab620")
+SAVINGS = eks("ip-10-0-70-9.ec2.internal", "i-0b22a22eec53b9321", zone="us-east-1b")
+SPOT = eks("ip-10-0-91-23.ec2.internal", "i-0e5b1a4f3c2d1e0f9", spot=True, zone="us-east-1c")
+LATE = eks("ip-10-0-3-200.ec2.internal", "i-07c9e1d2f3a4b5c6d")  # launched May 31, 13:30
+MISSING = eks("ip-10-0-9-9.ec2.internal", "i-0123456789abcdef0")  # launched this morning: no bill yet
+NODES = [ON_DEMAND, RESERVED, SAVINGS, SPOT, LATE, MISSING]
+OD_RATE, RI_RATE, SP_RATE = 0.192, 0.121, 0.138
+
+
+def hours(first: datetime, last: datetime) -> Iterator[datetime]:
+    at = first
+    while at < last:
+        yield at
+        at += timedelta(hours=1)
+
+
+def bill_lines() -> list[Line]:
+    start = datetime(2024, 5, 27, tzinfo=UTC)
+    lines: list[Line] = []
+    for at in hours(start, LANDED):
+        spot_price = 0.0712 + 0.0004 * (at.hour % 5)  # the spot market moves
+        lines += [
+            Line("Usage", at, "BoxUsage:m5.xlarge", ON_DEMAND.ref.instance_id, 1, OD_RATE, OD_RATE * (1 - EDP),
+                 team="payments"),
+            Line("EdpDiscount", at, "BoxUsage:m5.xlarge", ON_DEMAND.ref.instance_id, 0, -OD_RATE * EDP, 0.0),
+            Line("DiscountedUsage", at, "BoxUsage:m5.xlarge", RESERVED.ref.instance_id, 1, 0.0, 0.0,
+                 ri=RI_RATE, ri_net=RI_RATE * (1 - EDP), team="search"),
+            Line("SavingsPlanCoveredUsage", at, "BoxUsage:m5.xlarge", SAVINGS.ref.instance_id, 1, OD_RATE,
+                 OD_RATE * (1 - EDP), sp=SP_RATE, sp_net=SP_RATE * (1 - EDP)),
+            Line("SavingsPlanNegation", at, "BoxUsage:m5.xlarge", SAVINGS.ref.instance_id, 1, -OD_RATE,
+                 -OD_RATE * (1 - EDP)),
+            Line("Usage", at, "SpotUsage:m5.xlarge", SPOT.ref.instance_id, 1, spot_price, spot_price),
+            Line("Usage", at, "EBS:VolumeUsage.gp3", "vol-0a1b2c3d4e5f60718", 0.0013, 0.0001, 0.0001),
+            Line("Usage", at, "BoxUsage:c5.large", "i-0ffffffffffffffff", 1, 0.085, 0.085),  # not ours
+        ]
+        launched = datetime(2024, 5, 31, 13, tzinfo=UTC)
+        if at >= launched:
+            amount = 0.5 if at == launched else 1.0  # launched at 13:30: per-second billing
+            lines.append(Line("Usage", at, "BoxUsage:m5.xlarge", LATE.ref.instance_id, amount, OD_RATE * amount,
+                              OD_RATE * amount * (1 - EDP)))
+        if at.hour == 0:  # a day's data transfer out, one line
+            lines.append(Line("Usage", at, "DataTransfer-Out-Bytes", ON_DEMAND.ref.instance_id, 2.0, 0.18, 0.171))
+    return lines
+
+
+def amortized(line: Line, basis: str) -> float:
+    """AWS's definition of a line's cost in each basis (docs: "Understanding your amortized costs")."""
+    net = basis in ("amortized_net", "net_unblended")
+    unblended = line.net_unblended if net and line.net_unblended is not None else line.unblended
+    if basis.startswith("amortized"):
+        return {
+            "SavingsPlanCoveredUsage": line.sp_net if net else line.sp,
+            "DiscountedUsage": line.ri_net if net else line.ri,
+            "Usage": unblended,
+        }.get(line.kind, 0.0)
+    return unblended if line.kind in ("Usage", "DiscountedUsage", "SavingsPlanCoveredUsage",
+                                      "SavingsPlanNegation") else 0.0
+
+
+def truth(instance: str, basis: str) -> tuple[float, float]:
+    """(cost, billed hours) of an instance's compute over the used days."""
+    cost = hours_ = 0.0
+    for line in bill_lines():
+        if line.resource == instance and line.start.date() in USED and "Usage:" in line.usage_type:
+            cost += amortized(line, basis)
+            if line.kind in ("Usage", "DiscountedUsage", "SavingsPlanCoveredUsage"):
+                hours_ += line.amount
+    return cost, hours_
+
+
+def table_rows(version: str) -> tuple[list[tuple[str, str]], list[tuple[Any, ...]]]:
+    if version == "2.0":
+        columns = [*COLUMNS, ("resource_tags", "MAP(VARCHAR, VARCHAR)"), ("billing_period", "VARCHAR")]
+    else:
+        columns = [*COLUMNS, ("resource_tags_user_team", "VARCHAR"), ("resource_tags_user_cost_center", "VARCHAR"),
+                   ("year", "VARCHAR"), ("month", "VARCHAR")]
+    rows = []
+    for line in bill_lines():
+        start = line.start.replace(tzinfo=None)
+        common = (
+            "111122223333", line.kind, start, start + timedelta(hours=1), "AmazonEC2", line.usage_type,
+            "RunInstances", line.resource, line.amount, "USD", line.unblended, line.net_unblended,
+            OD_RATE * line.amount if "BoxUsage" in line.usage_type else line.unblended,
+            line.instance_type, line.ri, line.ri_net, line.sp, line.sp_net,
+        )
+        if version == "2.0":
+            tags = {"user_team": line.team} if line.team else {}
+            rows.append((*common, tags, f"{start:%Y-%m}"))
+        else:
+            rows.append((*common, line.team or None, None, str(start.year), str(start.month)))
+    return columns, rows
+
+
+class Clock:
+    def __init__(self, at: datetime) -> None:
+        self.now = at.timestamp()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture(scope="module")
+def athena() -> Iterator[FakeAthena]:
+    with FakeAthena(page_size=1000, polls_before_done=1) as fake:
+        for version, table in (("2.0", "data_exports"), ("legacy", "cost_and_usage")):
+            columns, rows = table_rows(version)
+            fake.create_table("cur", table, columns, rows)
+        yield fake
+
+
+@pytest.fixture(autouse=True)
+def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+def make_source(athena: FakeAthena, health: Health, clock: Clock, **settings: Any) -> AwsCurBilling:
+    options: dict[str, Any] = {
+        "database": "cur",
+        "table": "data_exports",
+        "retries": 1,
+        "backoff_seconds": 0.01,
+        "backoff_max_seconds": 0.02,
+        "poll_interval_seconds": 0.01,
+        "timeout_seconds": 5.0,
+        "tags": ("team", "cost-center"),
+    }
+    options.update(settings)
+    source = AwsCurBilling(
+        AwsCurSettings(enabled=True, endpoint_url=athena.url, **options),
+        health.integration("aws_cur"),
+        None,
+        "USD",
+        health,
+        clock=clock,
+    )
+    source.wanted(NODES)
+    return source
+
+
+@pytest.mark.parametrize(
+    ("version", "table"), [("2.0", "data_exports"), ("legacy", "cost_and_usage")]
+)
+@pytest.mark.parametrize("basis", ["amortized", "amortized_net", "unblended", "net_unblended"])
+def test_billed_rate_times_billed_hours_is_the_bill(athena: FakeAthena, version: str, table: str, basis: str) -> None:
+    health = Health()
+    source = make_source(athena, health, Clock(NOW), cur_version=version, table=table, cost_basis=basis)
+    queries = len(athena.queries)
+    assert source.refresh() is True, health.integration("aws_cur").detail
+    assert len(athena.queries) == queries + 1  # one query per refresh
+    status = health.integration("aws_cur")
+    assert status.up, status.detail
+    assert status.data_timestamp == datetime(2024, 6, 2, tzinfo=UTC).timestamp()  # June 1 is the newest
+    for instance in (ON_DEMAND, RESERVED, SAVINGS, SPOT, LATE):
+        cost, billed_hours = truth(instance.ref.instance_id, basis)
+        facts = source.facts(instance)
+        quote = source.quote(instance)
+        assert facts is not None and quote is not None and quote.basis is Basis.BILLED
+        assert facts.hours == pytest.approx(billed_hours)
+        if cost == 0:  # unblended: a savings plan's covered usage nets to zero against its negation
+            assert float(quote.hourly) == pytest.approx(0.0, abs=1e-9)
+        else:
+            assert math.isclose(float(quote.hourly) * billed_hours, cost, rel_tol=0.005), instance.name
+        used = USED[1:] if instance is LATE else USED  # launched on May 31
+        assert [d for d, _ in facts.days] == [d.isoformat() for d in used]
+    assert source.quote(MISSING) is None and source.facts(MISSING) is None
+
+
+def test_query_prunes_partitions_filters_ids_and_reads_tags_and_network(athena: FakeAthena) -> None:
+    health = Health()
+    source = make_source(athena, health, Clock(NOW))
+    source.refresh()
+    sql = athena.queries[-1]["QueryString"]
+    assert "billing_period IN ('2024-05', '2024-06')" in sql
+    assert "line_item_resource_id IN (" in sql and "i-0ffffffffffffffff" not in sql
+    assert athena.queries[-1]["QueryExecutionContext"]["Database"] == "cur"
+    assert athena.queries[-1]["WorkGroup"] == "primary"
+    assert source.scanned_bytes > 0 and source.rows_ingested == 4 * 5 + 3  # May 29 - June 2 (LATE: 3)
+    facts = source.facts(ON_DEMAND)
+    assert facts is not None and facts.network_hourly == pytest.approx(3 * 0.18 / 72)
+    assert dict(facts.tags) == {"team": "payments"}
+    reserved = source.facts(RESERVED)
+    assert reserved is not None and reserved.network_hourly == 0.0 and dict(reserved.tags) == {"team": "search"}
+    legacy = cur_query(AwsCurSettings(cur_version="legacy", database="cur", table="t", tags=("aws:eks:cluster-name",)),
+                       ["i-1"], datetime(2024, 12, 30, tzinfo=UTC), datetime(2025, 1, 2, tzinfo=UTC))
+    assert "((year = '2024' AND month = '12') OR (year = '2025' AND month = '1'))" in legacy
+    assert "resource_tags_aws_eks_cluster_name" in legacy
+
+
+def test_too_many_ids_for_one_query_still_reads_only_the_cluster(athena: FakeAthena) -> None:
+    ids = [f"i-{n:017x}" for n in range(MAX_IDS_IN_QUERY + 1)]
+    assert len(cur_query(AwsCurSettings(database="cur", table="t"), ids, NOW - timedelta(days=5), NOW)) < 262_144
+    health = Health()
+    source = make_source(athena, health, Clock(NOW))
+    many = NODES + [eks(f"ip-{n}", i) for n, i in enumerate(ids)]
+    source.wanted(many)
+    source.refresh()
+    assert "LIKE 'i-%'" in athena.queries[-1]["QueryString"]
+    assert health.integration("aws_cur").up
+    assert source.facts(eks("x", "i-0ffffffffffffffff")) is None  # the foreign instance was dropped
+
+
+def test_discount_applies_to_on_demand_usage_of_a_gross_bill_only(athena: FakeAthena) -> None:
+    health = Health()
+    config = PricingConfig(discounts=DiscountConfig(aws=Decimal("0.05")))
+    gross = make_source(athena, health, Clock(NOW))
+    gross.refresh()
+    engine = PricingEngine([gross], config, health)
+    od = engine.price(ON_DEMAND)
+    ri = engine.price(RESERVED)
+    spot = engine.price(SPOT)
+    assert od is not None and ri is not None and spot is not None
+    assert math.isclose(float(od.hourly), OD_RATE * 0.95, rel_tol=1e-6)  # billed at list: discounted
+    assert math.isclose(float(ri.hourly), RI_RATE, rel_tol=1e-6)  # the reservation's rate: untouched
+    assert float(spot.hourly) == pytest.approx(truth(SPOT.ref.instance_id, "amortized")[0] / 72)
+    net = make_source(athena, health, Clock(NOW), cost_basis="amortized_net")
+    net.refresh()
+    od_net = PricingEngine([net], config, health).price(ON_DEMAND)
+    assert od_net is not None and math.isclose(float(od_net.hourly), OD_RATE * 0.95, rel_tol=1e-6)  # once
+
+
+@pytest.mark.parametrize(
+    ("operation", "error", "reason", "says"),
+    [
+        ("StartQueryExecution", "AccessDeniedException", Reason.PERMISSION, "athena:StartQueryExecution"),
+        ("StartQueryExecution", "UnrecognizedClientException", Reason.AUTH, "IAM role"),
+        ("GetQueryResults", "InternalServerException", Reason.UNAVAILABLE, "HTTP 500"),
+    ],
+)
+def test_api_faults_then_recovery(athena: FakeAthena, operation: str, error: str, reason: Reason, says: str) -> None:
+    health = Health()
+    clock = Clock(NOW)
+    source = make_source(athena, health, clock, retries=0)
+    athena.fail_next(operation, error)
+    source.refresh()
+    status = health.integration("aws_cur")
+    assert not status.up and status.reason is reason and says in status.detail, status.detail
+    assert source.quote(ON_DEMAND) is None  # never succeeded: nothing cached, the shelf prices it
+    clock.now += 600
+    assert source.refresh() is True
+    assert status.up and source.quote(ON_DEMAND) is not None
+
+
+def test_throttling_is_retried(athena: FakeAthena) -> None:
+    health = Health()
+    source = make_source(athena, health, Clock(NOW), retries=2)
+    athena.fail_next("StartQueryExecution", "ThrottlingException", count=2)
+    source.refresh()
+    status = health.integration("aws_cur")
+    assert status.up and status.errors[Reason.THROTTLED] == 2 and status.requests == 3
+
+
+def test_missing_table_empty_bill_malformed_rows_and_timeouts(athena: FakeAthena) -> None:
+    health = Health()
+    clock = Clock(NOW)
+    status = health.integration("aws_cur")
+    missing = make_source(athena, health, clock, table="no_such_table", retries=0)
+    missing.refresh()
+    assert status.reason is Reason.NOT_FOUND and "aws.cur.table" in status.detail
+    # An empty bill (a month with no data for the cluster): no_data, nothing priced from it.
+    empty = make_source(athena, health, Clock(datetime(2024, 9, 3, tzinfo=UTC)), retries=0)
+    empty.refresh()
+    assert status.reason is Reason.NO_DATA and "no usage" in status.detail
+    # Malformed rows are skipped and counted; the rest of the bill still prices its nodes.
+    athena.mangle = lambda rows: [[*r[:2], "n/a", *r[3:]] if r[0] == SPOT.ref.instance_id else r for r in rows]
+    try:
+        source = make_source(athena, health, clock, retries=0)
+        source.refresh()
+    finally:
+        athena.mangle = None
+    assert status.up and source.quote(SPOT) is None and source.quote(ON_DEMAND) is not None
+    assert health.invalid_counts()["billing_row"] == 5
+    # A query still running at the deadline is cancelled and reported as a timeout.
+    slow = make_source(athena, health, clock, retries=0, timeout_seconds=0.05, poll_interval_seconds=0.02)
+    athena.polls_before_done = 100
+    try:
+        slow.refresh()
+    finally:
+        athena.polls_before_done = 1
+    assert status.reason is Reason.TIMEOUT and "cancelled" in status.detail
+    assert "StopQueryExecution" in athena.calls
+
+
+def test_missing_column_names_the_setting(athena: FakeAthena) -> None:
+    health = Health()
+    source = make_source(athena, health, Clock(NOW), tags=("owner",), retries=0)
+    source.refresh()
+    status = health.integration("aws_cur")
+    assert status.up  # CUR 2.0 keeps tags in a map: an absent key is just NULL
+    legacy = make_source(athena, health, Clock(NOW), cur_version="legacy", tags=("owner",), retries=0)
+    legacy.refresh()
+    assert status.reason is Reason.CONFIG and "cost allocation tag" in status.detail
+
+
+def test_engine_falls_back_to_shelf_when_stale_and_returns(athena: FakeAthena) -> None:
+    health = Health()
+    clock = Clock(NOW)
+    source = make_source(athena, health, clock, retries=0)
+    engine = PricingEngine([source, OfflinePrices.load("", currency="USD")], PricingConfig(), health)
+    source.refresh()
+    price = engine.price(RESERVED)
+    assert price is not None and price.source == "aws_cur" and price.list_source == "offline"
+    assert price.hourly < price.list_hourly  # type: ignore[operator]  # the reservation shows
+    missing = engine.price(MISSING)
+    assert missing is not None and missing.source == "offline"
+    athena.fail_next("StartQueryExecution", "AccessDeniedException")
+    clock.now += 3 * 86400 + 60  # every query in between failed: past max_staleness_seconds
+    assert source.refresh() is True
+    assert health.integration("aws_cur").reason is Reason.PERMISSION
+    price = engine.price(RESERVED)
+    assert price is not None and price.source == "offline"
+    clock.now += 600
+    source.refresh()
+    price = engine.price(RESERVED)
+    assert price is not None and price.source == "aws_cur"
