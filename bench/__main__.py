@@ -17,6 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.billing import run_billing
 from bench.cluster import describe_mix
 from bench.inproc import InprocResult, run_inproc
 from bench.live import LiveResult, run_live
@@ -148,6 +149,8 @@ def main(argv: list[str] | None = None) -> int:
 
     _log("cloud price sources: cold start and warm restart against the fakes")
     prices = run_prices()
+    _log("billing refresh at 15,000 nodes against the Athena fake")
+    billing = run_billing()
 
     command = DEFAULT_COMMAND + "".join(
         f" {flag} {shlex.quote(str(value))}"
@@ -176,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         others=others,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_report(machine, live, inproc, prices))
+    out.write_text(render_report(machine, live, inproc, prices, billing))
     _log(f"wrote {out} in {machine.duration:.0f} s")
     return 0
 

@@ -9,6 +9,7 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from bench.billing import BillingRun, billing_section
 from bench.inproc import InprocResult
 from bench.live import LiveResult
 from bench.prices import PriceRun
@@ -87,7 +88,11 @@ def _median_range(values: list[float], show: Callable[[float], str]) -> str:
 
 
 def render_report(
-    machine: Machine, live: list[LiveResult], inproc: list[InprocResult], prices: list[PriceRun]
+    machine: Machine,
+    live: list[LiveResult],
+    inproc: list[InprocResult],
+    prices: list[PriceRun],
+    billing: BillingRun,
 ) -> str:
     out: list[str] = []
     add = out.append
@@ -129,6 +134,7 @@ def render_report(
     add(_memory(live))
     add(_kubeconfig(live))
     add(_prices(prices))
+    add(billing_section(billing))
     notes = [(r.n, line) for r in live for line in r.log_lines]
     add("## Exporter log\n")
     if notes:

@@ -40,13 +40,15 @@ def write_backfill(
             continue
         start = datetime(first.year, first.month, first.day, tzinfo=UTC)
         bill = source.bill(resources, start, start + timedelta(days=len(days)))
+        watermark = bill.watermark
+        assert watermark is not None  # a bill without rows raises NO_DATA
         for day in days:
-            if not source.complete(day, bill.watermark, now):
+            if not source.complete(day, watermark, now):
                 counts["incomplete_days"] += 1
                 continue
             midnight = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
             for name, (mask, resource) in seen[day].items():
-                totals = bill.days.get((resource, day))
+                totals = bill.totals(resource, day)
                 hours = source.billed_hours(resource, day, totals.hours) if totals else None
                 if not name or totals is None or not hours:
                     counts["unbilled_node_days"] += bool(name)

@@ -184,7 +184,7 @@ def render_node(node: Node, price: NodePrice | None, tags: Family | None = None)
     if billed is not None:
         daily = b"".join(
             sample(NODE_BILLED_DAILY, (node.name, day, billed.source, price.currency), cost)
-            for day, cost in billed.days
+            for day, cost in zip(billed.day_names, billed.day_costs, strict=True)
         )
         if billed.network_hourly is not None:
             network = sample(NODE_NETWORK, (node.name, billed.source, price.currency), billed.network_hourly)

@@ -40,10 +40,16 @@ class BillFacts:
     source: str
     hourly: float  # Σ cost ÷ Σ billed hours over `days`
     on_demand_hourly: float  # the part of `hourly` billed at undiscounted on-demand rates
-    hours: float  # Σ billed hours over `days`
-    days: tuple[tuple[str, float], ...]  # (UTC day, billed cost) of each complete day used, oldest first
+    hours: float  # Σ billed hours over the days used
+    day_names: tuple[str, ...]  # the complete UTC days used, oldest first (one tuple shared by most nodes)
+    day_costs: tuple[float, ...]  # the billed cost of each of those days
     network_hourly: float | None = None  # data transfer cost ÷ billed hours, where the cloud attributes it
     tags: tuple[tuple[str, str], ...] = ()  # allowlisted billing tags of the node's resource
+
+    @property
+    def days(self) -> tuple[tuple[str, float], ...]:
+        """(UTC day, billed cost) of each complete day used, oldest first."""
+        return tuple(zip(self.day_names, self.day_costs, strict=True))
 
 
 @dataclass(frozen=True, slots=True)

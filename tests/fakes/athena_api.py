@@ -288,6 +288,12 @@ class FakeAthena:
                 params = [value for row in chunk for value in row]
                 self._db.execute(f"INSERT INTO {name} VALUES {', '.join(row_marks for _ in chunk)}", params)
 
+    def create_table_as(self, database: str, table: str, select: str) -> None:
+        """Create (or replace) `database.table` from a DuckDB SELECT: for benchmark-sized bills."""
+        with self._lock:
+            self._db.execute(f"CREATE SCHEMA IF NOT EXISTS {CATALOG}.{_quote(database.lower())}")
+            self._db.execute(f"CREATE OR REPLACE TABLE {_qualified(database, table)} AS {select}")
+
     def drop_table(self, database: str, table: str) -> None:
         with self._lock:
             self._db.execute(f"DROP TABLE IF EXISTS {_qualified(database, table)}")
