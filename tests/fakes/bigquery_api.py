@@ -1,0 +1,1095 @@
+"""A local fake of the BigQuery REST API v2 (the query half), reached by the real `google-cloud-bigquery`
+client through `ClientOptions(api_endpoint=fake.url)`, that EXECUTES the GoogleSQL it is sent.
+
+Each query is parsed with sqlglot (`read="bigquery"`), its named (`@start`) or positional (`?`) parameters
+are replaced by typed literals built from the declared parameter types, its backtick-quoted 2- and 3-part
+table names are resolved against the tables the test created with `create_table`, and the result is
+rendered for duckdb (`write="duckdb"`) and run in an in-process duckdb database (session time zone UTC).
+A missing table or dataset, a syntax error or a query duckdb refuses fails the job the way BigQuery does.
+
+What it models, because the client (and any caller's error handling) depends on each of these:
+- the endpoints `google-cloud-bigquery` 3.x uses for queries, under `/bigquery/v2/projects/{project}/`:
+  `POST jobs` (jobs.insert), `POST queries` (jobs.query), `GET queries/{job}` (jobs.getQueryResults),
+  `GET jobs/{job}` (jobs.get) and `POST jobs/{job}/cancel`; the `fields` partial-response parameter (top
+  level names only); a jobs.insert reusing a job ID → 409 `duplicate`;
+- job life: a job is run when it is submitted but reports itself unfinished (`status.state` RUNNING,
+  `jobComplete: false`) to its first `polls_before_done` status reads (jobs.get, getQueryResults, and the
+  jobs.query answer itself), then DONE;
+- failures as BigQuery reports them: a failed job is DONE with `status.errorResult` {reason, message,
+  location} (jobs.get, jobs.insert), while jobs.query and getQueryResults answer with the HTTP error
+  (`notFound` → 404, `invalidQuery` → 400, `bytesBilledLimitExceeded` → 400), in Google's JSON error body
+  `{"error": {"code", "message", "errors": [{"message", "domain": "global", "reason"}], "status"}}`;
+- rows encoded exactly as the REST API does (`{"f": [{"v": ...}]}`, every scalar a string, NULL as
+  null, ARRAY as `[{"v": ...}]`, STRUCT as `{"f": [...]}`, TIMESTAMP as int64 microseconds when
+  `formatOptions.useInt64Timestamp` is true, else floating seconds in E-notation), a legacy-typed schema
+  (STRING, INTEGER, FLOAT, NUMERIC, BOOLEAN, TIMESTAMP, DATE, TIME, BYTES, RECORD with `fields`, mode
+  REPEATED for arrays), anonymous result columns named `f0_`, `f1_`… like BigQuery;
+- paging: `maxResults` (capped at `page_size`), `startIndex`, opaque `pageToken`, `totalRows`;
+- statistics, deterministic: `totalBytesProcessed` = 100 bytes (`ROW_BYTES`) x the row count of every
+  distinct table the query references (no partition or column pruning); `totalBytesBilled` = that rounded
+  up to a whole MiB with a 10 MiB minimum, or 0 for a query that reads no table or a dry run; a job whose
+  billed bytes exceed `maximumBytesBilled` fails with `bytesBilledLimitExceeded` and bills nothing;
+- test controls: `fail_next` (Google's error bodies for accessDenied, notFound, rateLimitExceeded,
+  quotaExceeded, backendError, unauthorized, invalidQuery) on the submitting call or the results call,
+  `delay_seconds` before every answer, `mangle` to corrupt result cells, and a record of every request
+  (`calls`) and every submitted query configuration (`jobs`).
+
+Types: result columns map from duckdb types (VARCHAR→STRING, DOUBLE/FLOAT→FLOAT, any integer→INTEGER,
+DECIMAL→NUMERIC, DATE→DATE, TIMESTAMP/TIMESTAMPTZ→TIMESTAMP, TIME→TIME, BOOLEAN→BOOLEAN, BLOB→BYTES,
+JSON→JSON, INTERVAL→INTERVAL, lists→REPEATED, structs→RECORD). A naive TIMESTAMP column holds UTC. Decimal
+literals (`1.5`) are FLOAT64 as in GoogleSQL (rewritten to `CAST(1.5 AS DOUBLE)`, where duckdb would make
+them DECIMAL). Parameters: STRING, INT64/INTEGER, FLOAT64/FLOAT, NUMERIC/BIGNUMERIC (as DECIMAL(38, 9)),
+BOOL/BOOLEAN, TIMESTAMP, DATETIME, DATE, TIME, BYTES, JSON, ARRAY<…> and STRUCT<…> of those.
+
+Not modelled: legacy SQL (refused with `invalidQuery`), scripts and DML/DDL (SELECT-like queries only),
+destination tables, the query cache, sessions, the BigQuery Storage API, authentication (no credential is
+needed), locations (tables live in `LOCATION`; a job's location is echoed back).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import json
+import math
+import re
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import duckdb
+import sqlglot
+from sqlglot import exp
+
+API_PREFIX = "/bigquery/v2"
+LOCATION = "US"  # where the fake's datasets live, and a job's location when the request names none
+ROW_BYTES = 100  # bytes "processed" per row of every table a query references
+MIB = 2**20
+MIN_BILLED_BYTES = 10 * MIB  # BigQuery bills at least 10 MB a query that reads a table
+
+_PATH = re.compile(r"^/bigquery/v2/projects/([^/]+)/(jobs|queries)(?:/([^/]+))?(/cancel)?$")
+_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
+# reason → HTTP status, as BigQuery answers them
+_REASON_STATUS = {
+    "accessDenied": 403,
+    "notFound": 404,
+    "rateLimitExceeded": 403,
+    "quotaExceeded": 403,
+    "backendError": 500,
+    "unauthorized": 401,
+    "invalidQuery": 400,
+    "invalid": 400,
+    "bytesBilledLimitExceeded": 400,
+    "duplicate": 409,
+}
+_FAIL_STEPS = ("insert", "results", "get")
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+# duckdb type id → BigQuery (legacy) schema type
+_SCALAR_TYPES = {
+    "varchar": "STRING",
+    "uuid": "STRING",
+    "double": "FLOAT",
+    "float": "FLOAT",
+    "tinyint": "INTEGER",
+    "smallint": "INTEGER",
+    "integer": "INTEGER",
+    "bigint": "INTEGER",
+    "hugeint": "INTEGER",
+    "utinyint": "INTEGER",
+    "usmallint": "INTEGER",
+    "uinteger": "INTEGER",
+    "ubigint": "INTEGER",
+    "uhugeint": "INTEGER",
+    "null": "INTEGER",  # `SELECT NULL` is an INT64 in GoogleSQL
+    "decimal": "NUMERIC",
+    "boolean": "BOOLEAN",
+    "date": "DATE",
+    "timestamp": "TIMESTAMP",
+    "timestamp_s": "TIMESTAMP",
+    "timestamp_ms": "TIMESTAMP",
+    "timestamp_ns": "TIMESTAMP",
+    "timestamp with time zone": "TIMESTAMP",
+    "time": "TIME",
+    "blob": "BYTES",
+    "json": "JSON",
+    "interval": "INTERVAL",
+}
+# query parameter type → GoogleSQL type name
+_PARAM_TYPES = {
+    "INTEGER": "INT64",
+    "FLOAT": "FLOAT64",
+    "BOOLEAN": "BOOL",
+    "RECORD": "STRUCT",
+    "NUMERIC": "NUMERIC(38, 9)",
+    "BIGNUMERIC": "NUMERIC(38, 9)",
+    "DECIMAL": "NUMERIC(38, 9)",
+    "BIGDECIMAL": "NUMERIC(38, 9)",
+}
+
+
+def google_error(code: int, reason: str, message: str) -> dict[str, Any]:
+    """BigQuery's JSON error body."""
+    return {
+        "error": {
+            "code": code,
+            "message": message,
+            "errors": [{"message": message, "domain": "global", "reason": reason}],
+            "status": _STATUS.get(code, "UNKNOWN"),
+        }
+    }
+
+
+class QueryError(Exception):
+    """A job failure: `reason` and `message` as BigQuery puts them in `status.errorResult`."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+    @property
+    def status(self) -> int:
+        return _REASON_STATUS.get(self.reason, 400)
+
+    def error_result(self) -> dict[str, Any]:
+        result = {"reason": self.reason, "message": self.message}
+        if self.reason == "invalidQuery":
+            result["location"] = "query"
+        return result
+
+
+@dataclass
+class _Failure:
+    reason: str
+    message: str | None
+    remaining: int
+
+
+@dataclass
+class _Job:
+    project: str
+    job_id: str
+    location: str
+    configuration: dict[str, Any]  # the job resource's `configuration`
+    created_ms: int
+    pending_polls: int
+    error: QueryError | None = None
+    fields: list[dict[str, Any]] = field(default_factory=list)
+    rows: list[tuple[Any, ...]] = field(default_factory=list)
+    bytes_processed: int = 0
+    bytes_billed: int = 0
+    tables: list[str] = field(default_factory=list)
+    ended_ms: int = 0
+    encoded: dict[bool, list[list[Any]]] = field(default_factory=dict)  # by useInt64Timestamp
+
+    @property
+    def reference(self) -> dict[str, str]:
+        return {"projectId": self.project, "jobId": self.job_id, "location": self.location}
+
+    @property
+    def dry_run(self) -> bool:
+        return bool(self.configuration.get("dryRun"))
+
+
+class FakeBigQuery:
+    """The server; use as a context manager (`with FakeBigQuery() as fake: fake.url …`) or start()/stop().
+
+    `page_size` caps the rows in any one page, whatever `maxResults` asks for; `polls_before_done` is how
+    many status reads see a job unfinished before it reports DONE (0: done as soon as it is submitted).
+    """
+
+    def __init__(self, *, page_size: int = 1000, polls_before_done: int = 1) -> None:
+        self.page_size = page_size
+        self.polls_before_done = polls_before_done
+        self.jobs: list[dict[str, Any]] = []  # every submitted query configuration, see `_record`
+        self.calls: list[str] = []  # "METHOD path" of every request, e.g. "GET /bigquery/v2/projects/p/jobs/j"
+        self.bytes_billed_total = 0
+        self.delay_seconds = 0.0  # before every answer
+        # applied once per job to its rows, already encoded as the list of each row's `v` values, before
+        # paging: inject malformed cells with it
+        self.mangle: Callable[[list[list[Any]]], list[list[Any]]] | None = None
+        self._lock = threading.RLock()
+        self._db_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._failures: dict[str, deque[_Failure]] = {step: deque() for step in _FAIL_STEPS}
+        self._jobs: dict[tuple[str, str], _Job] = {}
+        self._tables: dict[str, int] = {}  # "project.dataset.table" → row count
+        self._db = duckdb.connect(":memory:")
+        self._db.execute("SET TimeZone = 'UTC'")
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self.port = 0
+
+    # -- server ----------------------------------------------------------------------------------------------
+
+    def __enter__(self) -> FakeBigQuery:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                fake._serve(self)
+
+            def do_POST(self) -> None:
+                fake._serve(self)
+
+            def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read fake.calls
+                pass
+
+        self._stop.clear()
+        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        server.daemon_threads = True
+        self.port = server.server_address[1]
+        self._server = server
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="FakeBigQuery", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop listening (clients now get 'connection refused'); a delayed answer is dropped at once."""
+        self._stop.set()
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def close(self) -> None:
+        """stop(), then drop the database: the end of the context manager."""
+        self.stop()
+        with self._db_lock:
+            self._db.close()
+
+    # -- data ------------------------------------------------------------------------------------------------
+
+    def create_table(
+        self, table_id: str, columns: Sequence[tuple[str, str]], rows: Iterable[Sequence[Any]]
+    ) -> None:
+        """Create (or replace) table "project.dataset.table" with (name, duckdb type) columns and rows of
+        Python values: str, int, float, Decimal, bool, date, datetime (naive = UTC), dicts for STRUCTs
+        (by field name), lists for arrays, None."""
+        if table_id.count(".") != 2 or not all(table_id.split(".")):
+            raise ValueError(f"table_id must be 'project.dataset.table', got {table_id!r}")
+        name = _quote(table_id)
+        ddl = ", ".join(f"{_quote(column)} {kind}" for column, kind in columns)
+        data = [list(row) for row in rows]
+        for row in data:
+            if len(row) != len(columns):
+                raise ValueError(f"row has {len(row)} values for {len(columns)} columns: {row!r}")
+        with self._db_lock:
+            self._db.execute(f"CREATE OR REPLACE TABLE {name} ({ddl})")
+            types = list(self._db.sql(f"SELECT * FROM {name}").types)
+            if data:
+                # Through JSON, cast to a STRUCT of the row, so duckdb converts every value to its declared
+                # type (a Python dict with keys "key" and "value" would be taken for a MAP otherwise).
+                record = "STRUCT(" + ", ".join(f'"c{i}" {t}' for i, t in enumerate(types)) + ")"
+                payload = [
+                    {f"c{i}": _storable(value, t) for i, (value, t) in enumerate(zip(row, types, strict=True))}
+                    for row in data
+                ]
+                self._db.execute(
+                    f"INSERT INTO {name} SELECT UNNEST(CAST(e AS {record})) "
+                    "FROM (SELECT UNNEST(CAST(CAST(? AS JSON) AS JSON[])) AS e)",
+                    [json.dumps(payload, default=_json_default)],
+                )
+        with self._lock:
+            self._tables[table_id] = len(data)
+
+    def drop_table(self, table_id: str) -> None:
+        with self._db_lock:
+            self._db.execute(f"DROP TABLE IF EXISTS {_quote(table_id)}")
+        with self._lock:
+            self._tables.pop(table_id, None)
+
+    # -- test controls ---------------------------------------------------------------------------------------
+
+    def fail_next(self, error: str, count: int = 1, *, on: str = "insert", message: str | None = None) -> None:
+        """Answer the next `count` calls of step `on` with BigQuery's error `error` (queued after earlier
+        failures of that step). Steps: "insert" (jobs.insert and jobs.query), "results"
+        (jobs.getQueryResults), "get" (jobs.get). Errors, with their HTTP status: accessDenied (403),
+        notFound (404), rateLimitExceeded (403, as BigQuery rate limits are), quotaExceeded (403),
+        backendError (500), unauthorized (401 UNAUTHENTICATED, reason authError), invalidQuery (400).
+        `message` replaces the default message (see `_failure_message`)."""
+        if error not in _REASON_STATUS or error in ("duplicate", "invalid", "bytesBilledLimitExceeded"):
+            raise ValueError(f"unknown error {error!r}")
+        if on not in _FAIL_STEPS:
+            raise ValueError(f"on must be one of {_FAIL_STEPS}, got {on!r}")
+        with self._lock:
+            self._failures[on].append(_Failure(error, message, count))
+
+    def job(self, job_id: str) -> dict[str, Any]:
+        """The job resource jobs.get would answer now (without counting as a poll)."""
+        with self._lock:
+            for (_, jid), job in self._jobs.items():
+                if jid == job_id:
+                    return self._resource(job)
+        raise KeyError(job_id)
+
+    # -- per request -----------------------------------------------------------------------------------------
+
+    def _serve(self, handler: BaseHTTPRequestHandler) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        raw = handler.rfile.read(length) if length else b""
+        parts = urlsplit(handler.path)
+        params = dict(parse_qsl(parts.query, keep_blank_values=True))
+        with self._lock:
+            self.calls.append(f"{handler.command} {parts.path}")
+        if self.delay_seconds and self._stop.wait(self.delay_seconds):
+            return
+        try:
+            body = json.loads(raw) if raw else {}
+        except ValueError:
+            status, payload = 400, google_error(400, "parseError", "Parse Error")
+        else:
+            status, payload = self._route(handler.command, parts.path, params, body)
+        if status == 200 and params.get("fields"):
+            payload = _partial(payload, params["fields"])
+        data = json.dumps(payload).encode()
+        try:
+            handler.send_response(status)
+            handler.send_header("Content-Type", "application/json; charset=UTF-8")
+            handler.send_header("Content-Length", str(len(data)))
+            handler.end_headers()
+            handler.wfile.write(data)
+        except OSError:
+            pass  # the client gave up (a timeout test)
+
+    def _route(
+        self, method: str, path: str, params: dict[str, str], body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any]]:
+        match = _PATH.match(path)
+        if match is None:
+            return 404, google_error(404, "notFound", f"Not found: URL {path}")
+        project, collection, job_id, cancel = match.groups()
+        if method == "POST" and collection == "jobs" and job_id is None:
+            return self._insert(project, body)
+        if method == "POST" and collection == "queries" and job_id is None:
+            return self._query(project, body)
+        if method == "GET" and collection == "queries" and job_id is not None:
+            return self._get_query_results(project, job_id, params)
+        if method == "GET" and collection == "jobs" and job_id is not None and not cancel:
+            return self._get(project, job_id, params)
+        if method == "POST" and collection == "jobs" and job_id is not None and cancel:
+            return self._cancel(project, job_id, params)
+        return 404, google_error(404, "notFound", f"Not found: URL {path}")
+
+    def _take_failure(self, step: str) -> _Failure | None:
+        with self._lock:
+            queue = self._failures[step]
+            if not queue:
+                return None
+            failure = queue[0]
+            failure.remaining -= 1
+            if failure.remaining <= 0:
+                queue.popleft()
+            return failure
+
+    def _failure_answer(
+        self, failure: _Failure, step: str, project: str, query: str = ""
+    ) -> tuple[int, dict[str, Any]]:
+        message = failure.message or _failure_message(failure.reason, step, project, _tables_named(query))
+        status = _REASON_STATUS[failure.reason]
+        reason = "authError" if failure.reason == "unauthorized" else failure.reason
+        return status, google_error(status, reason, message)
+
+    # -- jobs.insert / jobs.query ------------------------------------------------------------------------------
+
+    def _insert(self, project: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        configuration = dict(body.get("configuration") or {})
+        reference = body.get("jobReference") or {}
+        job_id = reference.get("jobId") or f"job_{uuid.uuid4().hex}"
+        location = reference.get("location") or LOCATION
+        query_config = configuration.get("query")
+        if not isinstance(query_config, dict) or "query" not in query_config:
+            return 400, google_error(400, "invalid", "FakeBigQuery runs query jobs only.")
+        self._record("jobs.insert", job_id, location, configuration, query_config)
+        failure = self._take_failure("insert")
+        if failure is not None:
+            return self._failure_answer(failure, "insert", project, str(query_config.get("query", "")))
+        with self._lock:
+            if (project, job_id) in self._jobs:
+                message = f"Already Exists: Job {project}:{location}.{job_id}"
+                return 409, google_error(409, "duplicate", message)
+        job = self._submit(project, job_id, location, configuration)
+        return 200, self._resource(job)
+
+    def _query(self, project: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
+        """jobs.query: QueryRequest keys are the job's `configuration.query` keys, plus a few of the job's."""
+        location = body.get("location") or LOCATION
+        job_id = f"job_{uuid.uuid4().hex}"
+        outer = {"labels", "dryRun", "jobTimeoutMs"}
+        request_only = {"location", "timeoutMs", "maxResults", "requestId", "formatOptions", "kind"}
+        request_only |= {"jobCreationMode", "queryResultsFormat", "arrowSerializationOptions"}
+        query_config = {k: v for k, v in body.items() if k not in outer | request_only}
+        configuration: dict[str, Any] = {k: body[k] for k in outer if k in body}
+        configuration["query"] = query_config
+        self._record("jobs.query", job_id, location, configuration, query_config)
+        failure = self._take_failure("insert")
+        if failure is not None:
+            return self._failure_answer(failure, "insert", project, str(body.get("query", "")))
+        job = self._submit(project, job_id, location, configuration)
+        with self._lock:
+            if job.error is not None:
+                return job.error.status, google_error(job.error.status, job.error.reason, job.error.message)
+            if job.pending_polls > 0:
+                job.pending_polls -= 1
+                return 200, {"kind": "bigquery#queryResponse", "jobReference": job.reference, "jobComplete": False}
+        page = self._page(job, body.get("maxResults"), None, None, _int64_timestamps(body))
+        page["kind"] = "bigquery#queryResponse"
+        page["totalBytesBilled"] = str(job.bytes_billed)
+        page["queryId"] = job.job_id
+        return 200, page
+
+    def _record(
+        self,
+        api: str,
+        job_id: str,
+        location: str,
+        configuration: dict[str, Any],
+        query_config: dict[str, Any],
+    ) -> None:
+        """Add to `jobs`: {"api": "jobs.insert"|"jobs.query", "jobId", "location", "labels", "dryRun", then
+        every key of the query configuration as sent (query, queryParameters, parameterMode, useLegacySql,
+        defaultDataset, maximumBytesBilled, …)}; "duckdbSql" is added once the query is transpiled."""
+        entry: dict[str, Any] = {
+            "api": api,
+            "jobId": job_id,
+            "location": location,
+            "labels": configuration.get("labels") or {},
+            "dryRun": bool(configuration.get("dryRun")),
+        }
+        entry.update(query_config)
+        with self._lock:
+            self.jobs.append(entry)
+
+    def _submit(self, project: str, job_id: str, location: str, configuration: dict[str, Any]) -> _Job:
+        configuration = {**configuration, "jobType": "QUERY"}
+        job = _Job(project, job_id, location, configuration, _now_ms(), self.polls_before_done)
+        query_config = configuration["query"]
+        try:
+            duck_sql, names, tables = self._transpile(project, query_config)
+            with self._lock:
+                self.jobs[-1]["duckdbSql"] = duck_sql
+                job.tables = tables
+                processed = ROW_BYTES * sum(self._tables.get(t, 0) for t in tables)
+            billed = 0 if not tables or job.dry_run else max(MIN_BILLED_BYTES, -(-processed // MIB) * MIB)
+            limit = query_config.get("maximumBytesBilled")
+            if limit is not None and billed > int(limit):
+                raise QueryError(
+                    "bytesBilledLimitExceeded",
+                    f"Query exceeded limit for bytes billed: {int(limit)}. {billed} or higher required.",
+                )
+            job.fields, job.rows = self._execute(duck_sql, names)
+            if job.dry_run:
+                job.rows = []
+            job.bytes_processed, job.bytes_billed = processed, billed
+        except QueryError as error:
+            job.error = error
+        job.ended_ms = _now_ms()
+        with self._lock:
+            self._jobs[(project, job_id)] = job
+            self.bytes_billed_total += job.bytes_billed
+        return job
+
+    # -- SQL -------------------------------------------------------------------------------------------------
+
+    def _transpile(self, project: str, config: dict[str, Any]) -> tuple[str, list[str] | None, list[str]]:
+        """GoogleSQL → (duckdb SQL, BigQuery's result column names or None to keep duckdb's, tables read)."""
+        if config.get("useLegacySql", True):
+            raise QueryError(
+                "invalidQuery",
+                "FakeBigQuery runs GoogleSQL only: this job asks for legacy SQL (useLegacySql true or unset).",
+            )
+        sql = str(config["query"])
+        try:
+            statements = [s for s in sqlglot.parse(sql, read="bigquery") if s is not None]
+        except sqlglot.errors.SqlglotError as error:
+            raise QueryError("invalidQuery", f"Syntax error: {_first_line(error)}") from None
+        if len(statements) != 1 or not isinstance(statements[0], exp.Query):
+            raise QueryError("invalidQuery", "FakeBigQuery runs a single SELECT query per job (no scripts/DML).")
+        tree = statements[0]
+        tree = tree.transform(_float_literal)
+        tree = _bind_parameters(tree, config.get("queryParameters") or [], config.get("parameterMode"))
+        tables = self._resolve_tables(tree, project, config.get("defaultDataset") or {})
+        names = _column_names(tree)
+        try:
+            return tree.sql(dialect="duckdb"), names, tables
+        except sqlglot.errors.SqlglotError as error:
+            raise QueryError("invalidQuery", _first_line(error)) from None
+
+    def _resolve_tables(self, tree: exp.Expression, project: str, default_dataset: dict[str, str]) -> list[str]:
+        """Point every table reference at its duckdb table (quoted full id), checking it exists."""
+        ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+        read: list[str] = []
+        for table in list(tree.find_all(exp.Table)):
+            if not table.name or (not table.db and table.name in ctes):
+                continue
+            if table.catalog:
+                full = (table.catalog, table.db, table.name)
+            elif table.db:
+                full = (project, table.db, table.name)
+            elif default_dataset.get("datasetId"):
+                full = (default_dataset.get("projectId") or project, default_dataset["datasetId"], table.name)
+            else:
+                raise QueryError(
+                    "invalidQuery",
+                    f'Table "{table.name}" must be qualified with a dataset (e.g. dataset.table).',
+                )
+            proj, dataset, name = full
+            with self._lock:
+                known = dict(self._tables)
+            if not any(t.startswith(f"{proj}.{dataset}.") for t in known):
+                raise QueryError("notFound", f"Not found: Dataset {proj}:{dataset} was not found in location {LOCATION}")
+            alias = table.alias or name
+            if name.endswith("*"):
+                matches = sorted(t for t in known if t.startswith(f"{proj}.{dataset}.{name[:-1]}"))
+                if not matches:
+                    raise QueryError(
+                        "invalidQuery",
+                        f"Table {proj}:{dataset}.{name} does not match any table.",
+                    )
+                selects = [
+                    exp.select(exp.Star(), exp.alias_(exp.Literal.string(t.rsplit(".", 1)[1][len(name) - 1 :]), "_TABLE_SUFFIX"))
+                    .from_(exp.Table(this=exp.to_identifier(t, quoted=True)))
+                    for t in matches
+                ]
+                union: exp.Query = selects[0]
+                for select in selects[1:]:
+                    union = exp.union(union, select, distinct=False)
+                table.replace(exp.Subquery(this=union, alias=exp.TableAlias(this=exp.to_identifier(alias))))
+                read.extend(matches)
+                continue
+            table_id = f"{proj}.{dataset}.{name}"
+            if table_id not in known:
+                raise QueryError(
+                    "notFound", f"Not found: Table {proj}:{dataset}.{name} was not found in location {LOCATION}"
+                )
+            table.set("catalog", None)
+            table.set("db", None)
+            table.set("this", exp.to_identifier(table_id, quoted=True))
+            table.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
+            read.append(table_id)
+        return sorted(set(read))
+
+    def _execute(self, duck_sql: str, names: list[str] | None) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]]]:
+        with self._db_lock:
+            try:
+                relation = self._db.sql(duck_sql)
+                if relation is None:
+                    raise QueryError("invalidQuery", "FakeBigQuery runs queries that return rows only.")
+                types = list(relation.types)
+                columns = list(relation.columns)
+                # duckdb hands TIMESTAMPTZ to Python only with pytz installed: read those as UTC TIMESTAMP.
+                if any("TIME ZONE" in str(t) for t in types):
+                    inner = [f"c{i}" for i in range(len(columns))]
+                    outer = [
+                        f"CAST({c} AS {_without_time_zone(str(t))})" if "TIME ZONE" in str(t) else c
+                        for c, t in zip(inner, types, strict=True)
+                    ]
+                    relation = self._db.sql(
+                        f"SELECT {', '.join(outer)} FROM ({duck_sql}) AS _q({', '.join(inner)})"
+                    )
+                    types = list(relation.types)
+                rows = relation.fetchall()
+            except duckdb.Error as error:
+                raise QueryError("invalidQuery", _first_line(error)) from None
+        if names is None or len(names) != len(columns):
+            names = columns
+        return [_schema_field(name, t) for name, t in zip(names, types, strict=True)], rows
+
+    # -- reading results -------------------------------------------------------------------------------------
+
+    def _find(self, project: str, job_id: str, params: dict[str, str]) -> _Job | None:
+        with self._lock:
+            job = self._jobs.get((project, job_id))
+        location = params.get("location")
+        if job is not None and location and location.lower() != job.location.lower():
+            return None
+        return job
+
+    def _job_not_found(self, project: str, job_id: str, params: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        location = params.get("location") or LOCATION
+        return 404, google_error(404, "notFound", f"Not found: Job {project}:{location}.{job_id}")
+
+    def _poll(self, job: _Job) -> bool:
+        """One status read: False while the job still pretends to run."""
+        with self._lock:
+            if job.pending_polls > 0:
+                job.pending_polls -= 1
+                return False
+            return True
+
+    def _get(self, project: str, job_id: str, params: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        failure = self._take_failure("get")
+        job = self._find(project, job_id, params)
+        if failure is not None:
+            return self._failure_answer(failure, "get", project, _job_query(job))
+        if job is None:
+            return self._job_not_found(project, job_id, params)
+        return 200, self._resource(job, done=self._poll(job))
+
+    def _cancel(self, project: str, job_id: str, params: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        job = self._find(project, job_id, params)
+        if job is None:
+            return self._job_not_found(project, job_id, params)
+        return 200, {"kind": "bigquery#jobCancelResponse", "job": self._resource(job)}
+
+    def _get_query_results(self, project: str, job_id: str, params: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        failure = self._take_failure("results")
+        job = self._find(project, job_id, params)
+        if failure is not None:
+            return self._failure_answer(failure, "results", project, _job_query(job))
+        if job is None:
+            return self._job_not_found(project, job_id, params)
+        if not self._poll(job):
+            return 200, {
+                "kind": "bigquery#getQueryResultsResponse",
+                "etag": _etag(job),
+                "jobReference": job.reference,
+                "jobComplete": False,
+            }
+        if job.error is not None:
+            return job.error.status, google_error(job.error.status, job.error.reason, job.error.message)
+        try:
+            page = self._page(
+                job,
+                params.get("maxResults"),
+                params.get("startIndex"),
+                params.get("pageToken"),
+                params.get("formatOptions.useInt64Timestamp", "").lower() == "true",
+            )
+        except ValueError as error:
+            return 400, google_error(400, "invalid", str(error))
+        page["kind"] = "bigquery#getQueryResultsResponse"
+        return 200, page
+
+    def _page(
+        self,
+        job: _Job,
+        max_results: Any,
+        start_index: str | None,
+        page_token: str | None,
+        int64_timestamps: bool,
+    ) -> dict[str, Any]:
+        """One page of a finished job's results (getQueryResults / jobs.query shape, without `kind`)."""
+        with self._lock:
+            rows = job.encoded.get(int64_timestamps)
+            if rows is None:
+                rows = [
+                    [_encode(f, value, int64_timestamps) for f, value in zip(job.fields, row, strict=True)]
+                    for row in job.rows
+                ]
+                if self.mangle is not None:
+                    rows = self.mangle(rows)
+                job.encoded[int64_timestamps] = rows
+        offset = _token_offset(page_token, job.job_id) if page_token else int(start_index or 0)
+        size = self.page_size if max_results in (None, "") else min(int(max_results), self.page_size)
+        size = max(size, 0)
+        chunk = rows[offset : offset + size]
+        page: dict[str, Any] = {
+            "etag": _etag(job),
+            "schema": {"fields": job.fields},
+            "jobReference": job.reference,
+            "totalRows": str(len(job.rows)),
+            "totalBytesProcessed": str(job.bytes_processed),
+            "jobComplete": True,
+            "cacheHit": False,
+            "location": job.location,
+        }
+        if chunk:
+            page["rows"] = [{"f": [{"v": v} for v in row]} for row in chunk]
+        if size > 0 and offset + size < len(rows):
+            page["pageToken"] = _token(job.job_id, offset + size)
+        return page
+
+    def _resource(self, job: _Job, *, done: bool | None = None) -> dict[str, Any]:
+        """The job resource (jobs.insert / jobs.get / jobs.cancel); `done` defaults to the job's state."""
+        if done is None:
+            with self._lock:
+                done = job.pending_polls <= 0
+        statistics: dict[str, Any] = {"creationTime": str(job.created_ms), "startTime": str(job.created_ms)}
+        status: dict[str, Any] = {"state": "DONE" if done else "RUNNING"}
+        if done:
+            statistics["endTime"] = str(job.ended_ms)
+            if job.error is not None:
+                status["errorResult"] = job.error.error_result()
+                status["errors"] = [job.error.error_result()]
+            else:
+                statistics["totalBytesProcessed"] = str(job.bytes_processed)
+                statistics["query"] = {
+                    "totalBytesProcessed": str(job.bytes_processed),
+                    "totalBytesBilled": str(job.bytes_billed),
+                    "billingTier": 1,
+                    "cacheHit": False,
+                    "statementType": "SELECT",
+                    "totalSlotMs": "0",
+                    "schema": {"fields": job.fields},
+                    "referencedTables": [
+                        dict(zip(("projectId", "datasetId", "tableId"), t.split(".", 2), strict=True))
+                        for t in job.tables
+                    ],
+                }
+        return {
+            "kind": "bigquery#job",
+            "etag": _etag(job),
+            "id": f"{job.project}:{job.location}.{job.job_id}",
+            "selfLink": f"{self.url}{API_PREFIX}/projects/{job.project}/jobs/{job.job_id}?location={job.location}",
+            "user_email": "fake-caller@example.com",
+            "configuration": job.configuration,
+            "jobReference": job.reference,
+            "statistics": statistics,
+            "status": status,
+        }
+
+
+# -- helpers -----------------------------------------------------------------------------------------------------
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _etag(job: _Job) -> str:
+    return base64.b64encode(f"{job.job_id}:{job.pending_polls}".encode()).decode()[:24]
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+        return value.isoformat()
+    if isinstance(value, dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, bytes):
+        return value.decode("latin-1")
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"cannot store {value!r} ({type(value).__name__})")
+
+
+def _storable(value: Any, kind: duckdb.typing.DuckDBPyType) -> Any:
+    """`value` with every STRUCT completed with its missing fields (None); unknown fields are an error."""
+    if value is None:
+        return None
+    if kind.id in ("list", "array"):
+        child = dict(kind.children)["child"]
+        return [_storable(item, child) for item in value]
+    if kind.id == "struct":
+        members = dict(kind.children)
+        if not isinstance(value, dict):
+            raise TypeError(f"a STRUCT value must be a dict, got {value!r}")
+        unknown = set(value) - set(members)
+        if unknown:
+            raise ValueError(f"{sorted(unknown)} are not fields of {kind}")
+        return {name: _storable(value.get(name), child) for name, child in members.items()}
+    return value
+
+
+def _without_time_zone(kind: str) -> str:
+    return kind.replace("TIMESTAMP WITH TIME ZONE", "TIMESTAMP").replace("TIME WITH TIME ZONE", "TIME")
+
+
+def _int64_timestamps(body: dict[str, Any]) -> bool:
+    options = body.get("formatOptions") or {}
+    return bool(options.get("useInt64Timestamp"))
+
+
+def _token(job_id: str, offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"job": job_id, "offset": offset}).encode()).decode()
+
+
+def _token_offset(token: str, job_id: str) -> int:
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(token.encode()))
+        if decoded["job"] != job_id:
+            raise ValueError
+        return int(decoded["offset"])
+    except (ValueError, KeyError, TypeError):
+        raise ValueError(f"Invalid page token: {token}") from None
+
+
+def _partial(payload: dict[str, Any], fields: str) -> dict[str, Any]:
+    """The `fields` partial response, on top-level names (`a,b/c,d(e)` keeps a, b and d)."""
+    keep: set[str] = set()
+    depth = 0
+    name = ""
+    for char in fields + ",":
+        if char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "," and depth == 0:
+            keep.add(name.split("/")[0].strip())
+            name = ""
+        elif depth == 0:
+            name += char
+    return {k: v for k, v in payload.items() if k in keep}
+
+
+def _job_query(job: _Job | None) -> str:
+    return str(job.configuration["query"].get("query", "")) if job is not None else ""
+
+
+def _tables_named(query: str) -> list[tuple[str, str, str]]:
+    """(project, dataset, table) named in `query`, best effort, for error messages."""
+    try:
+        tree = sqlglot.parse_one(query, read="bigquery") if query else None
+    except sqlglot.errors.SqlglotError:
+        return []
+    if tree is None:
+        return []
+    return [(t.catalog, t.db, t.name) for t in tree.find_all(exp.Table) if t.db]
+
+
+def _failure_message(reason: str, step: str, project: str, tables: list[tuple[str, str, str]]) -> str:
+    """The default message of an injected failure, worded like BigQuery's."""
+    proj, dataset, table = (tables[0][0] or project, tables[0][1], tables[0][2]) if tables else (project, "", "")
+    if reason == "accessDenied":
+        if step == "insert" or not tables:
+            return (
+                f"Access Denied: Project {project}: User does not have bigquery.jobs.create permission in "
+                f"project {project}."
+            )
+        name = f"{proj}:{dataset}.{table}"
+        return (
+            f"Access Denied: Table {name}: User does not have permission to query table {name}, or perhaps "
+            "it does not exist."
+        )
+    if reason == "notFound":
+        if tables:
+            return f"Not found: Dataset {proj}:{dataset} was not found in location {LOCATION}"
+        return f"Not found: Project {project}"
+    return {
+        "rateLimitExceeded": (
+            "Exceeded rate limits: too many concurrent queries for this project_and_region. For more "
+            "information, see https://cloud.google.com/bigquery/docs/troubleshoot-quotas"
+        ),
+        "quotaExceeded": (
+            "Quota exceeded: Your project exceeded quota for free query bytes scanned. For more information, "
+            "see https://cloud.google.com/bigquery/docs/troubleshoot-quotas"
+        ),
+        "backendError": "Error encountered during execution. Retrying may solve the problem.",
+        "unauthorized": (
+            "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or "
+            "other valid authentication credential. See "
+            "https://developers.google.com/identity/sign-in/web/devconsole-project."
+        ),
+        "invalidQuery": "Syntax error: Unexpected end of script at [1:1]",
+    }[reason]
+
+
+# -- SQL rewriting -----------------------------------------------------------------------------------------------
+
+
+def _float_literal(node: exp.Expression) -> exp.Expression:
+    """GoogleSQL reads `1.5` and `1e3` as FLOAT64 (duckdb as DECIMAL)."""
+    if isinstance(node, exp.Literal) and not node.is_string and re.search(r"[.eE]", node.this):
+        return exp.cast(node.copy(), exp.DataType.build("FLOAT64", dialect="bigquery"))
+    return node
+
+
+def _param_type(ptype: dict[str, Any]) -> str:
+    """A query parameter's type as a GoogleSQL type name."""
+    kind = str(ptype.get("type", "")).upper()
+    if kind == "ARRAY":
+        return f"ARRAY<{_param_type(ptype.get('arrayType') or {})}>"
+    if kind in ("STRUCT", "RECORD"):
+        members = ", ".join(f"{m.get('name') or 'f'} {_param_type(m['type'])}" for m in ptype.get("structTypes") or [])
+        return f"STRUCT<{members}>"
+    return _PARAM_TYPES.get(kind, kind)
+
+
+def _literal(ptype: dict[str, Any], pvalue: dict[str, Any] | None) -> exp.Expression:
+    """A typed GoogleSQL literal for a query parameter's value."""
+    kind = str(ptype.get("type", "")).upper()
+    datatype = exp.DataType.build(_param_type(ptype), dialect="bigquery")
+    if pvalue is None:
+        return exp.cast(exp.null(), datatype)
+    if kind == "ARRAY":
+        items = [_literal(ptype.get("arrayType") or {}, v) for v in pvalue.get("arrayValues") or []]
+        return exp.cast(exp.Array(expressions=items), datatype)
+    if kind in ("STRUCT", "RECORD"):
+        values = pvalue.get("structValues") or {}
+        members = [
+            exp.alias_(_literal(m["type"], values.get(m.get("name"))), m.get("name") or f"f{i}")
+            for i, m in enumerate(ptype.get("structTypes") or [])
+        ]
+        return exp.Struct(expressions=members)
+    value = pvalue.get("value")
+    if value is None:
+        return exp.cast(exp.null(), datatype)
+    if kind == "STRING":
+        return exp.Literal.string(str(value))
+    if kind in ("BOOL", "BOOLEAN"):
+        return exp.Boolean(this=str(value).lower() == "true")
+    if kind == "BYTES":
+        return exp.func("FROM_BASE64", exp.Literal.string(str(value)))
+    return exp.cast(exp.Literal.string(str(value)), datatype)
+
+
+def _bind_parameters(tree: exp.Expression, parameters: list[dict[str, Any]], mode: str | None) -> exp.Expression:
+    """Replace `@name` (NAMED mode) and `?` (POSITIONAL mode) with the parameters' typed literals."""
+    named = {str(p.get("name", "")).lower(): p for p in parameters if p.get("name")}
+    positional = [p for p in parameters if not p.get("name")]
+    position = 0
+
+    def bind(node: exp.Expression) -> exp.Expression:
+        nonlocal position
+        if isinstance(node, exp.Parameter):
+            name = node.name
+            parameter = named.get(name.lower())
+            if parameter is None:
+                raise QueryError("invalidQuery", f"Query parameter '{name}' not found")
+            return _literal(parameter.get("parameterType") or {}, parameter.get("parameterValue"))
+        if isinstance(node, exp.Placeholder) and not node.name:
+            if position >= len(positional):
+                raise QueryError("invalidQuery", f"No value for positional query parameter {position + 1}")
+            parameter = positional[position]
+            position += 1
+            return _literal(parameter.get("parameterType") or {}, parameter.get("parameterValue"))
+        return node
+
+    if mode and mode.upper() not in ("NAMED", "POSITIONAL"):
+        raise QueryError("invalid", f"Invalid parameterMode: {mode}")
+    return tree.transform(bind)
+
+
+def _column_names(tree: exp.Expression) -> list[str] | None:
+    """BigQuery's names for the result columns (anonymous ones are f0_, f1_, …); None when unsure."""
+    if not isinstance(tree, exp.Select):
+        return None
+    names: list[str] = []
+    anonymous = 0
+    for projection in tree.expressions:
+        if isinstance(projection, exp.Star) or (isinstance(projection, exp.Column) and projection.is_star):
+            return None
+        if isinstance(projection, exp.Alias | exp.Column | exp.Dot) and projection.alias_or_name:
+            names.append(projection.alias_or_name)
+        else:
+            names.append(f"f{anonymous}_")
+            anonymous += 1
+    return names
+
+
+# -- result encoding ---------------------------------------------------------------------------------------------
+
+
+def _schema_field(name: str, kind: duckdb.typing.DuckDBPyType) -> dict[str, Any]:
+    type_id = kind.id
+    if type_id in ("list", "array"):
+        inner = _schema_field(name, dict(kind.children)["child"])
+        if inner["mode"] == "REPEATED":
+            raise QueryError("invalidQuery", "Cannot construct array with element type ARRAY")
+        inner["mode"] = "REPEATED"
+        return inner
+    if type_id == "struct":
+        return {
+            "name": name,
+            "type": "RECORD",
+            "mode": "NULLABLE",
+            "fields": [_schema_field(n, child) for n, child in kind.children],
+        }
+    return {"name": name, "type": _SCALAR_TYPES.get(type_id, "STRING"), "mode": "NULLABLE"}
+
+
+def _encode(schema: dict[str, Any], value: Any, int64_timestamps: bool) -> Any:
+    """A cell's `v` as the REST API writes it."""
+    if schema.get("mode") == "REPEATED":
+        scalar = {**schema, "mode": "NULLABLE"}
+        return [{"v": _encode(scalar, item, int64_timestamps)} for item in value or []]
+    if value is None:
+        return None
+    kind = schema["type"]
+    if kind == "RECORD":
+        return {
+            "f": [{"v": _encode(f, value.get(f["name"]), int64_timestamps)} for f in schema["fields"]]
+        }
+    if kind == "FLOAT":
+        number = float(value)
+        if math.isnan(number):
+            return "NaN"
+        if math.isinf(number):
+            return "Infinity" if number > 0 else "-Infinity"
+        return repr(number)
+    if kind == "INTEGER":
+        return str(int(value))
+    if kind == "NUMERIC":
+        text = format(decimal.Decimal(value), "f")
+        return text.rstrip("0").rstrip(".") if "." in text else text
+    if kind == "BOOLEAN":
+        return "true" if value else "false"
+    if kind == "TIMESTAMP":
+        if isinstance(value, dt.datetime):
+            moment = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+            micros = (moment - _EPOCH) // dt.timedelta(microseconds=1)
+        else:  # a DATE cast, or duckdb's infinity
+            micros = (dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC) - _EPOCH) // dt.timedelta(
+                microseconds=1
+            )
+        return str(micros) if int64_timestamps else _java_double(micros / 1e6)
+    if kind in ("DATE", "TIME"):
+        return value.isoformat()
+    if kind == "BYTES":
+        return base64.b64encode(bytes(value)).decode()
+    if kind == "INTERVAL" and isinstance(value, dt.timedelta):
+        seconds = value.seconds + value.microseconds / 1e6
+        hours, rest = divmod(seconds, 3600)
+        minutes, secs = divmod(rest, 60)
+        return f"0-0 {value.days} {int(hours)}:{int(minutes)}:{secs:g}"
+    return str(value)
+
+
+def _java_double(number: float) -> str:
+    """Java's Double.toString, which BigQuery uses for float timestamps: 1.7172E9, 123.5, 1.0E-4."""
+    if number == 0:
+        return "0.0"
+    if 1e-3 <= abs(number) < 1e7:
+        text = repr(number)
+        return text if "." in text or "e" in text else text + ".0"
+    sign, digit_tuple, exp10 = decimal.Decimal(repr(number)).normalize().as_tuple()
+    assert isinstance(exp10, int)
+    text = "".join(str(d) for d in digit_tuple)
+    power = len(text) - 1 + exp10
+    return f"{'-' if sign else ''}{text[0]}.{text[1:] or '0'}E{power}"
