@@ -1,61 +1,76 @@
-"""A local fake of the BigQuery REST API v2 (the query half), reached by the real `google-cloud-bigquery`
+"""A local fake of the BigQuery REST API v2 (its query half), reached by the real `google-cloud-bigquery`
 client through `ClientOptions(api_endpoint=fake.url)`, that EXECUTES the GoogleSQL it is sent.
 
-Each query is parsed with sqlglot (`read="bigquery"`), its named (`@start`) or positional (`?`) parameters
-are replaced by typed literals built from the declared parameter types, its backtick-quoted 2- and 3-part
-table names are resolved against the tables the test created with `create_table`, and the result is
-rendered for duckdb (`write="duckdb"`) and run in an in-process duckdb database (session time zone UTC).
-A missing table or dataset, a syntax error or a query duckdb refuses fails the job the way BigQuery does.
+Each query is parsed with sqlglot (`read="bigquery"`); its named (`@start`) or positional (`?`) parameters
+are replaced by literals of their declared types (`CAST('…' AS TIMESTAMP)`, `CAST([…] AS ARRAY<STRING>)`);
+its 3-part (`project.dataset.table`, backticked whole or per part, or unquoted) and 2-part names are
+resolved against the tables made with `create_table`; the tree is rendered for duckdb (`dialect="duckdb"`,
+what `sqlglot.transpile(sql, read="bigquery", write="duckdb")` does) and run in an in-process duckdb
+database whose session time zone is UTC. Each job's duckdb SQL is kept in `jobs[i]["duckdbSql"]`.
+A few GoogleSQL forms are rewritten first, because duckdb reads them differently: decimal literals (`1.5`)
+are FLOAT64, DATE_TRUNC/DATE_ADD/DATE_SUB return a DATE, `FROM UNNEST(labels)` without an alias exposes
+the STRUCT fields (`WHERE key = 'team'`), `_PARTITIONDATE` is `DATE(_PARTITIONTIME)`, and a wildcard table
+(`…_v1_*`) is the UNION ALL of the matching tables with a `_TABLE_SUFFIX` column.
 
 What it models, because the client (and any caller's error handling) depends on each of these:
 - the endpoints `google-cloud-bigquery` 3.x uses for queries, under `/bigquery/v2/projects/{project}/`:
   `POST jobs` (jobs.insert), `POST queries` (jobs.query), `GET queries/{job}` (jobs.getQueryResults),
-  `GET jobs/{job}` (jobs.get) and `POST jobs/{job}/cancel`; the `fields` partial-response parameter (top
-  level names only); a jobs.insert reusing a job ID → 409 `duplicate`;
-- job life: a job is run when it is submitted but reports itself unfinished (`status.state` RUNNING,
+  `GET jobs/{job}` (jobs.get) and `POST jobs/{job}/cancel`; the `fields` partial response (top-level
+  names); `location` checks on job look-ups; a jobs.insert reusing a job ID → 409 `duplicate`;
+- job life: a job runs when it is submitted, but reports itself unfinished (`status.state` RUNNING,
   `jobComplete: false`) to its first `polls_before_done` status reads (jobs.get, getQueryResults, and the
   jobs.query answer itself), then DONE;
-- failures as BigQuery reports them: a failed job is DONE with `status.errorResult` {reason, message,
-  location} (jobs.get, jobs.insert), while jobs.query and getQueryResults answer with the HTTP error
-  (`notFound` → 404, `invalidQuery` → 400, `bytesBilledLimitExceeded` → 400), in Google's JSON error body
-  `{"error": {"code", "message", "errors": [{"message", "domain": "global", "reason"}], "status"}}`;
-- rows encoded exactly as the REST API does (`{"f": [{"v": ...}]}`, every scalar a string, NULL as
-  null, ARRAY as `[{"v": ...}]`, STRUCT as `{"f": [...]}`, TIMESTAMP as int64 microseconds when
-  `formatOptions.useInt64Timestamp` is true, else floating seconds in E-notation), a legacy-typed schema
-  (STRING, INTEGER, FLOAT, NUMERIC, BOOLEAN, TIMESTAMP, DATE, TIME, BYTES, RECORD with `fields`, mode
-  REPEATED for arrays), anonymous result columns named `f0_`, `f1_`… like BigQuery;
-- paging: `maxResults` (capped at `page_size`), `startIndex`, opaque `pageToken`, `totalRows`;
-- statistics, deterministic: `totalBytesProcessed` = 100 bytes (`ROW_BYTES`) x the row count of every
+- failures as BigQuery reports them: a failed job is DONE with `status.errorResult` {reason, message}
+  (jobs.insert, jobs.get), while jobs.query and getQueryResults answer with the HTTP error (`notFound` →
+  404, `invalidQuery` → 400, `bytesBilledLimitExceeded` → 400), in Google's JSON error body
+  `{"error": {"code", "message", "errors": [{"message", "domain": "global", "reason"}], "status"}}`.
+  A missing table: "Not found: Table p:d.t was not found in location US"; a missing dataset: "Not found:
+  Dataset p:d was not found in location US"; anything sqlglot or duckdb refuses: `invalidQuery`;
+- rows encoded as the REST API does (`{"f": [{"v": …}]}`; every scalar a string; NULL as null; FLOAT as
+  decimal text, "NaN", "Infinity"; NUMERIC without trailing zeros; DATE "2024-06-01"; TIMESTAMP as int64
+  microseconds when `formatOptions.useInt64Timestamp` is true, else seconds in Java's E-notation,
+  "1.7172E9"; ARRAY as `[{"v": …}]`, [] for NULL; STRUCT as `{"f": […]}`), a legacy-typed schema from the
+  duckdb result types (VARCHAR→STRING, DOUBLE/FLOAT→FLOAT, any integer→INTEGER, DECIMAL→NUMERIC,
+  DATE→DATE, TIMESTAMP/TIMESTAMPTZ→TIMESTAMP, TIME→TIME, BOOLEAN→BOOLEAN, BLOB→BYTES, lists→mode
+  REPEATED, structs→RECORD with `fields`), and anonymous result columns named `f0_`, `f1_`… as BigQuery
+  names them;
+- paging: `maxResults` (capped at `page_size`; 0 → no rows and no token), `startIndex`, opaque
+  `pageToken`, `totalRows`;
+- statistics, deterministic: `totalBytesProcessed` = `row_bytes` (100) times the row count of every
   distinct table the query references (no partition or column pruning); `totalBytesBilled` = that rounded
-  up to a whole MiB with a 10 MiB minimum, or 0 for a query that reads no table or a dry run; a job whose
-  billed bytes exceed `maximumBytesBilled` fails with `bytesBilledLimitExceeded` and bills nothing;
-- test controls: `fail_next` (Google's error bodies for accessDenied, notFound, rateLimitExceeded,
-  quotaExceeded, backendError, unauthorized, invalidQuery) on the submitting call or the results call,
-  `delay_seconds` before every answer, `mangle` to corrupt result cells, and a record of every request
-  (`calls`) and every submitted query configuration (`jobs`).
+  up to a whole MiB, at least 10 MiB, or 0 for a query that reads no table and for a dry run; a job whose
+  billed bytes would exceed `maximumBytesBilled` fails with `bytesBilledLimitExceeded` and bills nothing.
+  `bytes_billed_total` adds each job's totalBytesBilled once;
+- test controls: `fail_next` (accessDenied, notFound, rateLimitExceeded, quotaExceeded, backendError,
+  unauthorized, invalidQuery) on the submitting call, the results call or jobs.get; `delay_seconds` before
+  every answer; `mangle` to corrupt encoded cells; a record of every request (`calls`) and every
+  submitted query configuration (`jobs`).
 
-Types: result columns map from duckdb types (VARCHAR→STRING, DOUBLE/FLOAT→FLOAT, any integer→INTEGER,
-DECIMAL→NUMERIC, DATE→DATE, TIMESTAMP/TIMESTAMPTZ→TIMESTAMP, TIME→TIME, BOOLEAN→BOOLEAN, BLOB→BYTES,
-JSON→JSON, INTERVAL→INTERVAL, lists→REPEATED, structs→RECORD). A naive TIMESTAMP column holds UTC. Decimal
-literals (`1.5`) are FLOAT64 as in GoogleSQL (rewritten to `CAST(1.5 AS DOUBLE)`, where duckdb would make
-them DECIMAL). Parameters: STRING, INT64/INTEGER, FLOAT64/FLOAT, NUMERIC/BIGNUMERIC (as DECIMAL(38, 9)),
-BOOL/BOOLEAN, TIMESTAMP, DATETIME, DATE, TIME, BYTES, JSON, ARRAY<…> and STRUCT<…> of those.
+Table data: `create_table` takes duckdb column types; a naive TIMESTAMP holds UTC, and the billing export's
+`_PARTITIONTIME` pseudo-column is an ordinary column (so, unlike BigQuery, `SELECT *` returns it).
 
-Not modelled: legacy SQL (refused with `invalidQuery`), scripts and DML/DDL (SELECT-like queries only),
+Not modelled: legacy SQL (refused with `invalidQuery`), scripts, DML and DDL (one query per job),
 destination tables, the query cache, sessions, the BigQuery Storage API, authentication (no credential is
-needed), locations (tables live in `LOCATION`; a job's location is echoed back).
+needed; with AnonymousCredentials a 401 makes google-auth raise "Anonymous credentials cannot be
+refreshed"), locations (every dataset is in `LOCATION`; a job's location is echoed back), and the GoogleSQL
+semantics sqlglot does not carry over to duckdb: FORMAT('%s', …) (duckdb's FORMAT uses `{}`; the format
+string comes back unchanged) and WEEK(<weekday>) / WEEK (BigQuery weeks start on Sunday, duckdb's on
+Monday).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import decimal
 import json
 import math
 import re
+import socket
 import threading
 import time
+import traceback
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -98,6 +113,7 @@ _REASON_STATUS = {
     "duplicate": 409,
 }
 _FAIL_STEPS = ("insert", "results", "get")
+_FLOAT_LITERAL = re.compile(r"^(\d*\.\d*([eE][+-]?\d+)?|\d+[eE][+-]?\d+)$")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 # duckdb type id → BigQuery (legacy) schema type
@@ -218,11 +234,14 @@ class FakeBigQuery:
         self.page_size = page_size
         self.polls_before_done = polls_before_done
         self.jobs: list[dict[str, Any]] = []  # every submitted query configuration, see `_record`
-        self.calls: list[str] = []  # "METHOD path" of every request, e.g. "GET /bigquery/v2/projects/p/jobs/j"
+        # "METHOD path" of every request, e.g. "GET /bigquery/v2/projects/p/jobs/j" (no query string)
+        self.calls: list[str] = []
         self.bytes_billed_total = 0
+        self.errors: list[str] = []  # tracebacks of the fake's own failures (answered 400 "invalid")
         self.delay_seconds = 0.0  # before every answer
-        # applied once per job to its rows, already encoded as the list of each row's `v` values, before
-        # paging: inject malformed cells with it
+        self.row_bytes = ROW_BYTES  # bytes "processed" per row read: raise it to bill past 10 MiB cheaply
+        # rows → rows, to inject malformed cells: called once per job (and timestamp format) with all its rows,
+        # each the list of its cells' encoded `v` values, when its rows are first served; pages follow
         self.mangle: Callable[[list[list[Any]]], list[list[Any]]] | None = None
         self._lock = threading.RLock()
         self._db_lock = threading.Lock()
@@ -233,6 +252,7 @@ class FakeBigQuery:
         self._db = duckdb.connect(":memory:")
         self._db.execute("SET TimeZone = 'UTC'")
         self._server: ThreadingHTTPServer | None = None
+        self._connections: set[socket.socket] = set()
         self._thread: threading.Thread | None = None
         self.port = 0
 
@@ -254,6 +274,18 @@ class FakeBigQuery:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            # headers and body leave in two writes: without this, each answer stalls on a delayed ACK
+            disable_nagle_algorithm = True
+
+            def setup(self) -> None:
+                super().setup()
+                with fake._lock:
+                    fake._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with fake._lock:
+                    fake._connections.discard(self.connection)
+                super().finish()
 
             def do_GET(self) -> None:
                 fake._serve(self)
@@ -270,18 +302,24 @@ class FakeBigQuery:
         self.port = server.server_address[1]
         self._server = server
         self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="FakeBigQuery", daemon=True
+            target=server.serve_forever, kwargs={"poll_interval": 0.01}, name="FakeBigQuery", daemon=True
         )
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop listening (clients now get 'connection refused'); a delayed answer is dropped at once."""
+        """Stop listening and drop open connections (clients now get 'connection refused'); a delayed answer
+        is dropped at once."""
         self._stop.set()
         server, self._server = self._server, None
         if server is None:
             return
         server.shutdown()
         server.server_close()
+        with self._lock:
+            connections, self._connections = list(self._connections), set()
+        for connection in connections:  # kept-alive client connections: their handler threads end now
+            with contextlib.suppress(OSError):
+                connection.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(timeout=5)
 
@@ -314,8 +352,12 @@ class FakeBigQuery:
                 # Through JSON, cast to a STRUCT of the row, so duckdb converts every value to its declared
                 # type (a Python dict with keys "key" and "value" would be taken for a MAP otherwise).
                 record = "STRUCT(" + ", ".join(f'"c{i}" {t}' for i, t in enumerate(types)) + ")"
+                shapes = [_shape(t) for t in types]
                 payload = [
-                    {f"c{i}": _storable(value, t) for i, (value, t) in enumerate(zip(row, types, strict=True))}
+                    {
+                        f"c{i}": _storable(v, shape)
+                        for i, (v, shape) in enumerate(zip(row, shapes, strict=True))
+                    }
                     for row in data
                 ]
                 self._db.execute(
@@ -334,7 +376,9 @@ class FakeBigQuery:
 
     # -- test controls ---------------------------------------------------------------------------------------
 
-    def fail_next(self, error: str, count: int = 1, *, on: str = "insert", message: str | None = None) -> None:
+    def fail_next(
+        self, error: str, count: int = 1, *, on: str = "insert", message: str | None = None
+    ) -> None:
         """Answer the next `count` calls of step `on` with BigQuery's error `error` (queued after earlier
         failures of that step). Steps: "insert" (jobs.insert and jobs.query), "results"
         (jobs.getQueryResults), "get" (jobs.get). Errors, with their HTTP status: accessDenied (403),
@@ -372,7 +416,12 @@ class FakeBigQuery:
         except ValueError:
             status, payload = 400, google_error(400, "parseError", "Parse Error")
         else:
-            status, payload = self._route(handler.command, parts.path, params, body)
+            try:
+                status, payload = self._route(handler.command, parts.path, params, body)
+            except Exception as error:  # a bug in the fake (or in `mangle`): fail fast, not retried
+                with self._lock:
+                    self.errors.append(traceback.format_exc())
+                status, payload = 400, google_error(400, "invalid", f"FakeBigQuery failed: {error!r}")
         if status == 200 and params.get("fields"):
             payload = _partial(payload, params["fields"])
         data = json.dumps(payload).encode()
@@ -423,7 +472,7 @@ class FakeBigQuery:
         reason = "authError" if failure.reason == "unauthorized" else failure.reason
         return status, google_error(status, reason, message)
 
-    # -- jobs.insert / jobs.query ------------------------------------------------------------------------------
+    # -- jobs.insert / jobs.query ----------------------------------------------------------------------------
 
     def _insert(self, project: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
         configuration = dict(body.get("configuration") or {})
@@ -433,7 +482,7 @@ class FakeBigQuery:
         query_config = configuration.get("query")
         if not isinstance(query_config, dict) or "query" not in query_config:
             return 400, google_error(400, "invalid", "FakeBigQuery runs query jobs only.")
-        self._record("jobs.insert", job_id, location, configuration, query_config)
+        entry = self._record("jobs.insert", job_id, location, configuration, query_config)
         failure = self._take_failure("insert")
         if failure is not None:
             return self._failure_answer(failure, "insert", project, str(query_config.get("query", "")))
@@ -441,7 +490,7 @@ class FakeBigQuery:
             if (project, job_id) in self._jobs:
                 message = f"Already Exists: Job {project}:{location}.{job_id}"
                 return 409, google_error(409, "duplicate", message)
-        job = self._submit(project, job_id, location, configuration)
+        job = self._submit(project, job_id, location, configuration, entry)
         return 200, self._resource(job)
 
     def _query(self, project: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -454,17 +503,21 @@ class FakeBigQuery:
         query_config = {k: v for k, v in body.items() if k not in outer | request_only}
         configuration: dict[str, Any] = {k: body[k] for k in outer if k in body}
         configuration["query"] = query_config
-        self._record("jobs.query", job_id, location, configuration, query_config)
+        entry = self._record("jobs.query", job_id, location, configuration, query_config)
         failure = self._take_failure("insert")
         if failure is not None:
             return self._failure_answer(failure, "insert", project, str(body.get("query", "")))
-        job = self._submit(project, job_id, location, configuration)
+        job = self._submit(project, job_id, location, configuration, entry)
         with self._lock:
             if job.error is not None:
                 return job.error.status, google_error(job.error.status, job.error.reason, job.error.message)
             if job.pending_polls > 0:
                 job.pending_polls -= 1
-                return 200, {"kind": "bigquery#queryResponse", "jobReference": job.reference, "jobComplete": False}
+                return 200, {
+                    "kind": "bigquery#queryResponse",
+                    "jobReference": job.reference,
+                    "jobComplete": False,
+                }
         page = self._page(job, body.get("maxResults"), None, None, _int64_timestamps(body))
         page["kind"] = "bigquery#queryResponse"
         page["totalBytesBilled"] = str(job.bytes_billed)
@@ -478,7 +531,7 @@ class FakeBigQuery:
         location: str,
         configuration: dict[str, Any],
         query_config: dict[str, Any],
-    ) -> None:
+    ) -> dict[str, Any]:
         """Add to `jobs`: {"api": "jobs.insert"|"jobs.query", "jobId", "location", "labels", "dryRun", then
         every key of the query configuration as sent (query, queryParameters, parameterMode, useLegacySql,
         defaultDataset, maximumBytesBilled, …)}; "duckdbSql" is added once the query is transpiled."""
@@ -492,17 +545,22 @@ class FakeBigQuery:
         entry.update(query_config)
         with self._lock:
             self.jobs.append(entry)
+        return entry
 
-    def _submit(self, project: str, job_id: str, location: str, configuration: dict[str, Any]) -> _Job:
+    def _submit(
+        self, project: str, job_id: str, location: str, configuration: dict[str, Any], entry: dict[str, Any]
+    ) -> _Job:
+        """Run the query now (the job only pretends to run while polled); `entry` is its record in `jobs`."""
         configuration = {**configuration, "jobType": "QUERY"}
-        job = _Job(project, job_id, location, configuration, _now_ms(), self.polls_before_done)
+        polls = 0 if configuration.get("dryRun") else self.polls_before_done  # a dry run answers at once
+        job = _Job(project, job_id, location, configuration, _now_ms(), polls)
         query_config = configuration["query"]
         try:
             duck_sql, names, tables = self._transpile(project, query_config)
             with self._lock:
-                self.jobs[-1]["duckdbSql"] = duck_sql
+                entry["duckdbSql"] = duck_sql
                 job.tables = tables
-                processed = ROW_BYTES * sum(self._tables.get(t, 0) for t in tables)
+                processed = self.row_bytes * sum(self._tables.get(t, 0) for t in tables)
             billed = 0 if not tables or job.dry_run else max(MIN_BILLED_BYTES, -(-processed // MIB) * MIB)
             limit = query_config.get("maximumBytesBilled")
             if limit is not None and billed > int(limit):
@@ -515,7 +573,7 @@ class FakeBigQuery:
                 job.rows = []
             job.bytes_processed, job.bytes_billed = processed, billed
         except QueryError as error:
-            job.error = error
+            job.error = QueryError(error.reason, error.message)  # without the traceback and its frames
         job.ended_ms = _now_ms()
         with self._lock:
             self._jobs[(project, job_id)] = job
@@ -529,7 +587,8 @@ class FakeBigQuery:
         if config.get("useLegacySql", True):
             raise QueryError(
                 "invalidQuery",
-                "FakeBigQuery runs GoogleSQL only: this job asks for legacy SQL (useLegacySql true or unset).",
+                "FakeBigQuery runs GoogleSQL only: this job asks for legacy SQL (useLegacySql true or "
+                "unset).",
             )
         sql = str(config["query"])
         try:
@@ -537,18 +596,23 @@ class FakeBigQuery:
         except sqlglot.errors.SqlglotError as error:
             raise QueryError("invalidQuery", f"Syntax error: {_first_line(error)}") from None
         if len(statements) != 1 or not isinstance(statements[0], exp.Query):
-            raise QueryError("invalidQuery", "FakeBigQuery runs a single SELECT query per job (no scripts/DML).")
+            raise QueryError(
+                "invalidQuery", "FakeBigQuery runs a single SELECT query per job (no scripts/DML)."
+            )
         tree = statements[0]
-        tree = tree.transform(_float_literal)
+        tree = tree.transform(_float_literal).transform(_date_result)
         tree = _bind_parameters(tree, config.get("queryParameters") or [], config.get("parameterMode"))
         tables = self._resolve_tables(tree, project, config.get("defaultDataset") or {})
+        tree = self._rewrite_for_tables(tree, tables)
         names = _column_names(tree)
         try:
             return tree.sql(dialect="duckdb"), names, tables
         except sqlglot.errors.SqlglotError as error:
             raise QueryError("invalidQuery", _first_line(error)) from None
 
-    def _resolve_tables(self, tree: exp.Expression, project: str, default_dataset: dict[str, str]) -> list[str]:
+    def _resolve_tables(
+        self, tree: exp.Expression, project: str, default_dataset: dict[str, str]
+    ) -> list[str]:
         """Point every table reference at its duckdb table (quoted full id), checking it exists."""
         ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
         read: list[str] = []
@@ -570,7 +634,9 @@ class FakeBigQuery:
             with self._lock:
                 known = dict(self._tables)
             if not any(t.startswith(f"{proj}.{dataset}.") for t in known):
-                raise QueryError("notFound", f"Not found: Dataset {proj}:{dataset} was not found in location {LOCATION}")
+                raise QueryError(
+                    "notFound", f"Not found: Dataset {proj}:{dataset} was not found in location {LOCATION}"
+                )
             alias = table.alias or name
             if name.endswith("*"):
                 matches = sorted(t for t in known if t.startswith(f"{proj}.{dataset}.{name[:-1]}"))
@@ -580,8 +646,10 @@ class FakeBigQuery:
                         f"Table {proj}:{dataset}.{name} does not match any table.",
                     )
                 selects = [
-                    exp.select(exp.Star(), exp.alias_(exp.Literal.string(t.rsplit(".", 1)[1][len(name) - 1 :]), "_TABLE_SUFFIX"))
-                    .from_(exp.Table(this=exp.to_identifier(t, quoted=True)))
+                    exp.select(
+                        exp.Star(),
+                        exp.alias_(exp.Literal.string(t.rsplit(".", 1)[1][len(name) - 1 :]), "_TABLE_SUFFIX"),
+                    ).from_(exp.Table(this=exp.to_identifier(t, quoted=True)))
                     for t in matches
                 ]
                 union: exp.Query = selects[0]
@@ -593,7 +661,8 @@ class FakeBigQuery:
             table_id = f"{proj}.{dataset}.{name}"
             if table_id not in known:
                 raise QueryError(
-                    "notFound", f"Not found: Table {proj}:{dataset}.{name} was not found in location {LOCATION}"
+                    "notFound",
+                    f"Not found: Table {proj}:{dataset}.{name} was not found in location {LOCATION}",
                 )
             table.set("catalog", None)
             table.set("db", None)
@@ -602,7 +671,54 @@ class FakeBigQuery:
             read.append(table_id)
         return sorted(set(read))
 
-    def _execute(self, duck_sql: str, names: list[str] | None) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]]]:
+    def _rewrite_for_tables(self, tree: exp.Expression, tables: list[str]) -> exp.Expression:
+        """Two GoogleSQL forms that need the tables' columns: `FROM UNNEST(labels)` without an alias, whose
+        STRUCT fields are columns in the FROM scope (`WHERE key = 'team'`), and the `_PARTITIONDATE`
+        pseudo-column, read as `DATE(_PARTITIONTIME)` when the table stores only `_PARTITIONTIME`."""
+        # column name (upper case) → duckdb type id, "list<struct>" for an ARRAY of STRUCTs
+        columns: dict[str, str] = {}
+        with self._db_lock:
+            for table_id in tables:
+                relation = self._db.sql(f"SELECT * FROM {_quote(table_id)} LIMIT 0")
+                for name, kind in zip(relation.columns, relation.types, strict=True):
+                    nested = kind.id in ("list", "array") and dict(kind.children)["child"].id == "struct"
+                    columns[name.upper()] = "list<struct>" if nested else kind.id
+        counter = 0
+
+        def rewrite(node: exp.Expression) -> exp.Expression:
+            nonlocal counter
+            if (
+                isinstance(node, exp.Unnest)
+                and isinstance(node.parent, exp.From | exp.Join)
+                and node.args.get("alias") is None
+                and len(node.expressions) == 1
+                and isinstance(node.expressions[0], exp.Column)
+                and columns.get(node.expressions[0].name.upper()) == "list<struct>"
+            ):
+                alias = f"_unnest{counter}"
+                counter += 1
+                select = sqlglot.parse_one(
+                    f"SELECT {alias}.* FROM UNNEST(_array) AS {alias}", read="bigquery"
+                )
+                unnest = select.find(exp.Unnest)
+                assert unnest is not None
+                unnest.set("expressions", [node.expressions[0].copy()])
+                return exp.Subquery(this=select)
+            if (
+                isinstance(node, exp.Column)
+                and node.name.upper() == "_PARTITIONDATE"
+                and "_PARTITIONDATE" not in columns
+                and "_PARTITIONTIME" in columns
+            ):
+                partition_time = exp.column("_PARTITIONTIME", table=node.table or None)
+                return exp.cast(partition_time, exp.DataType.build("DATE"))
+            return node
+
+        return tree.transform(rewrite)
+
+    def _execute(
+        self, duck_sql: str, names: list[str] | None
+    ) -> tuple[list[dict[str, Any]], list[tuple[Any, ...]]]:
         with self._db_lock:
             try:
                 relation = self._db.sql(duck_sql)
@@ -665,7 +781,9 @@ class FakeBigQuery:
             return self._job_not_found(project, job_id, params)
         return 200, {"kind": "bigquery#jobCancelResponse", "job": self._resource(job)}
 
-    def _get_query_results(self, project: str, job_id: str, params: dict[str, str]) -> tuple[int, dict[str, Any]]:
+    def _get_query_results(
+        self, project: str, job_id: str, params: dict[str, str]
+    ) -> tuple[int, dict[str, Any]]:
         failure = self._take_failure("results")
         job = self._find(project, job_id, params)
         if failure is not None:
@@ -764,7 +882,9 @@ class FakeBigQuery:
             "kind": "bigquery#job",
             "etag": _etag(job),
             "id": f"{job.project}:{job.location}.{job.job_id}",
-            "selfLink": f"{self.url}{API_PREFIX}/projects/{job.project}/jobs/{job.job_id}?location={job.location}",
+            "selfLink": (
+                f"{self.url}{API_PREFIX}/projects/{job.project}/jobs/{job.job_id}?location={job.location}"
+            ),
             "user_email": "fake-caller@example.com",
             "configuration": job.configuration,
             "jobReference": job.reference,
@@ -773,7 +893,7 @@ class FakeBigQuery:
         }
 
 
-# -- helpers -----------------------------------------------------------------------------------------------------
+# -- helpers -------------------------------------------------------------------------------------------------
 
 
 def _quote(identifier: str) -> str:
@@ -809,22 +929,29 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot store {value!r} ({type(value).__name__})")
 
 
-def _storable(value: Any, kind: duckdb.typing.DuckDBPyType) -> Any:
-    """`value` with every STRUCT completed with its missing fields (None); unknown fields are an error."""
-    if value is None:
-        return None
+def _shape(kind: duckdb.typing.DuckDBPyType) -> Any:
+    """A column type's nesting, for `_storable`: None (scalar), ("list", shape) or ("struct", {name: shape},
+    type name)."""
     if kind.id in ("list", "array"):
-        child = dict(kind.children)["child"]
-        return [_storable(item, child) for item in value]
+        return ("list", _shape(dict(kind.children)["child"]))
     if kind.id == "struct":
-        members = dict(kind.children)
-        if not isinstance(value, dict):
-            raise TypeError(f"a STRUCT value must be a dict, got {value!r}")
-        unknown = set(value) - set(members)
-        if unknown:
-            raise ValueError(f"{sorted(unknown)} are not fields of {kind}")
-        return {name: _storable(value.get(name), child) for name, child in members.items()}
-    return value
+        return ("struct", {name: _shape(child) for name, child in kind.children}, str(kind))
+    return None
+
+
+def _storable(value: Any, shape: Any) -> Any:
+    """`value` with every STRUCT completed with its missing fields (None); unknown fields are an error."""
+    if value is None or shape is None:
+        return value
+    if shape[0] == "list":
+        return [_storable(item, shape[1]) for item in value]
+    members = shape[1]
+    if not isinstance(value, dict):
+        raise TypeError(f"a STRUCT value must be a dict, got {value!r}")
+    unknown = set(value) - set(members)
+    if unknown:
+        raise ValueError(f"{sorted(unknown)} are not fields of {shape[2]}")
+    return {name: _storable(value.get(name), child) for name, child in members.items()}
 
 
 def _without_time_zone(kind: str) -> str:
@@ -885,7 +1012,9 @@ def _tables_named(query: str) -> list[tuple[str, str, str]]:
 
 def _failure_message(reason: str, step: str, project: str, tables: list[tuple[str, str, str]]) -> str:
     """The default message of an injected failure, worded like BigQuery's."""
-    proj, dataset, table = (tables[0][0] or project, tables[0][1], tables[0][2]) if tables else (project, "", "")
+    proj, dataset, table = (
+        (tables[0][0] or project, tables[0][1], tables[0][2]) if tables else (project, "", "")
+    )
     if reason == "accessDenied":
         if step == "insert" or not tables:
             return (
@@ -920,13 +1049,20 @@ def _failure_message(reason: str, step: str, project: str, tables: list[tuple[st
     }[reason]
 
 
-# -- SQL rewriting -----------------------------------------------------------------------------------------------
+# -- SQL rewriting -------------------------------------------------------------------------------------------
 
 
 def _float_literal(node: exp.Expression) -> exp.Expression:
     """GoogleSQL reads `1.5` and `1e3` as FLOAT64 (duckdb as DECIMAL)."""
-    if isinstance(node, exp.Literal) and not node.is_string and re.search(r"[.eE]", node.this):
+    if isinstance(node, exp.Literal) and not node.is_string and _FLOAT_LITERAL.match(node.this):
         return exp.cast(node.copy(), exp.DataType.build("FLOAT64", dialect="bigquery"))
+    return node
+
+
+def _date_result(node: exp.Expression) -> exp.Expression:
+    """GoogleSQL's DATE_TRUNC / DATE_ADD / DATE_SUB return a DATE (duckdb's a TIMESTAMP)."""
+    if isinstance(node, exp.DateTrunc | exp.DateAdd | exp.DateSub):
+        return exp.cast(node.copy(), exp.DataType.build("DATE"))
     return node
 
 
@@ -936,7 +1072,9 @@ def _param_type(ptype: dict[str, Any]) -> str:
     if kind == "ARRAY":
         return f"ARRAY<{_param_type(ptype.get('arrayType') or {})}>"
     if kind in ("STRUCT", "RECORD"):
-        members = ", ".join(f"{m.get('name') or 'f'} {_param_type(m['type'])}" for m in ptype.get("structTypes") or [])
+        members = ", ".join(
+            f"{m.get('name') or 'f'} {_param_type(m['type'])}" for m in ptype.get("structTypes") or []
+        )
         return f"STRUCT<{members}>"
     return _PARAM_TYPES.get(kind, kind)
 
@@ -953,7 +1091,10 @@ def _literal(ptype: dict[str, Any], pvalue: dict[str, Any] | None) -> exp.Expres
     if kind in ("STRUCT", "RECORD"):
         values = pvalue.get("structValues") or {}
         members = [
-            exp.alias_(_literal(m["type"], values.get(m.get("name"))), m.get("name") or f"f{i}")
+            exp.PropertyEQ(
+                this=exp.to_identifier(m.get("name") or f"_field_{i + 1}"),
+                expression=_literal(m["type"], values.get(m.get("name"))),
+            )
             for i, m in enumerate(ptype.get("structTypes") or [])
         ]
         return exp.Struct(expressions=members)
@@ -969,7 +1110,9 @@ def _literal(ptype: dict[str, Any], pvalue: dict[str, Any] | None) -> exp.Expres
     return exp.cast(exp.Literal.string(str(value)), datatype)
 
 
-def _bind_parameters(tree: exp.Expression, parameters: list[dict[str, Any]], mode: str | None) -> exp.Expression:
+def _bind_parameters(
+    tree: exp.Expression, parameters: list[dict[str, Any]], mode: str | None
+) -> exp.Expression:
     """Replace `@name` (NAMED mode) and `?` (POSITIONAL mode) with the parameters' typed literals."""
     named = {str(p.get("name", "")).lower(): p for p in parameters if p.get("name")}
     positional = [p for p in parameters if not p.get("name")]
@@ -983,7 +1126,7 @@ def _bind_parameters(tree: exp.Expression, parameters: list[dict[str, Any]], mod
             if parameter is None:
                 raise QueryError("invalidQuery", f"Query parameter '{name}' not found")
             return _literal(parameter.get("parameterType") or {}, parameter.get("parameterValue"))
-        if isinstance(node, exp.Placeholder) and not node.name:
+        if isinstance(node, exp.Placeholder) and node.this is None:
             if position >= len(positional):
                 raise QueryError("invalidQuery", f"No value for positional query parameter {position + 1}")
             parameter = positional[position]
@@ -1013,7 +1156,7 @@ def _column_names(tree: exp.Expression) -> list[str] | None:
     return names
 
 
-# -- result encoding ---------------------------------------------------------------------------------------------
+# -- result encoding -----------------------------------------------------------------------------------------
 
 
 def _schema_field(name: str, kind: duckdb.typing.DuckDBPyType) -> dict[str, Any]:
@@ -1043,9 +1186,7 @@ def _encode(schema: dict[str, Any], value: Any, int64_timestamps: bool) -> Any:
         return None
     kind = schema["type"]
     if kind == "RECORD":
-        return {
-            "f": [{"v": _encode(f, value.get(f["name"]), int64_timestamps)} for f in schema["fields"]]
-        }
+        return {"f": [{"v": _encode(f, value.get(f["name"]), int64_timestamps)} for f in schema["fields"]]}
     if kind == "FLOAT":
         number = float(value)
         if math.isnan(number):
@@ -1065,9 +1206,9 @@ def _encode(schema: dict[str, Any], value: Any, int64_timestamps: bool) -> Any:
             moment = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
             micros = (moment - _EPOCH) // dt.timedelta(microseconds=1)
         else:  # a DATE cast, or duckdb's infinity
-            micros = (dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC) - _EPOCH) // dt.timedelta(
-                microseconds=1
-            )
+            micros = (
+                dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC) - _EPOCH
+            ) // dt.timedelta(microseconds=1)
         return str(micros) if int64_timestamps else _java_double(micros / 1e6)
     if kind in ("DATE", "TIME"):
         return value.isoformat()
