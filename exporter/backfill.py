@@ -14,12 +14,12 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from typing import TextIO
 
 from exporter.config import ConfigError, load_config
 from exporter.metrics.store import escape
-from exporter.pricing.sources.billing import BillingSource
+from exporter.pricing.sources.billing import BillingSource, midnight
 
 METRIC = "nodecost_node_reconciled_hourly_cost"
 HELP = "Billed cost of the node per hour, from the bill of each complete day (backfilled)."
@@ -38,7 +38,7 @@ def write_backfill(
         resources = sorted({r for names in seen.values() for name, (_, r) in names.items() if name and r})
         if not resources:
             continue
-        start = datetime(first.year, first.month, first.day, tzinfo=UTC)
+        start = midnight(first)
         bill = source.bill(resources, start, start + timedelta(days=len(days)))
         watermark = bill.watermark
         assert watermark is not None  # a bill without rows raises NO_DATA
@@ -46,7 +46,7 @@ def write_backfill(
             if not source.complete(day, watermark, now):
                 counts["incomplete_days"] += 1
                 continue
-            midnight = int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp())
+            day_start = int(midnight(day).timestamp())
             for name, (mask, resource) in seen[day].items():
                 totals = bill.totals(resource, day)
                 hours = source.billed_hours(resource, day, totals.hours) if totals else None
@@ -55,7 +55,7 @@ def write_backfill(
                     continue
                 rate = totals.cost / hours
                 samples = series.setdefault((name, source.name, source.currency), [])
-                samples += [(midnight + 3600 * h, rate) for h in range(24) if mask >> h & 1]
+                samples += [(day_start + 3600 * h, rate) for h in range(24) if mask >> h & 1]
     out.write(f"# HELP {METRIC} {HELP}\n# TYPE {METRIC} gauge\n")
     for (name, source_name, currency), samples in sorted(series.items()):
         labels = f'node="{escape(name)}",source="{source_name}",currency="{currency}"'

@@ -25,7 +25,7 @@ from exporter.config import AwsCurSettings
 from exporter.health import Health, IntegrationStatus, Reason
 from exporter.inventory.node import Node
 from exporter.pricing.sources.aws import _fetch_error
-from exporter.pricing.sources.billing import BillingSource, BillRow
+from exporter.pricing.sources.billing import BillingSource, BillRow, midnight
 from exporter.pricing.sources.shelf import FetchError
 
 log = logging.getLogger(__name__)
@@ -132,7 +132,7 @@ GROUP BY 1, 2"""
 
 def _days(start: datetime, end: datetime) -> Iterator[date]:
     day = start.date()
-    while datetime(day.year, day.month, day.day, tzinfo=UTC) < end:
+    while midnight(day) < end:
         yield day
         day += timedelta(days=1)
 

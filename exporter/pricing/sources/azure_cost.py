@@ -16,8 +16,9 @@ Throttling is a 429 with `x-ms-ratelimit-microsoft.costmanagement-*-retry-after`
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Iterator, Sequence
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from azure.core.exceptions import (
@@ -33,7 +34,7 @@ from exporter.cache import PriceCache
 from exporter.config import AzureCostSettings
 from exporter.health import Health, IntegrationStatus, Reason
 from exporter.inventory.node import Node
-from exporter.pricing.sources.billing import BillingSource, BillRow
+from exporter.pricing.sources.billing import BillingSource, BillRow, midnight
 from exporter.pricing.sources.shelf import MAX_RETRY_AFTER, FetchError
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class AzureCostBilling(BillingSource):
         self._credential = credential
         self._verify = connection_verify
         self._client: Any = None
+        self._observed: dict[date, tuple[int, Counter[str]]] = {}  # filled during one query's use
 
     def resource(self, node: Node) -> str | None:
         ref = node.ref
@@ -87,14 +89,25 @@ class AzureCostBilling(BillingSource):
 
     def billed_hours(self, resource: str, day: date, hours: float) -> float | None:
         """Instance-hours observed for the resource that day, scaled to the hours the exporter ran."""
-        seen = self.presence(day)
-        own = bin(seen.get("", (0, ""))[0]).count("1")
+        observed = self._observed.get(day)
+        if observed is None:
+            observed = self._observed[day] = self._observed_hours(day)
+        own, per_resource = observed
         if own < self.cm.min_observed_hours:
             return None
-        instance_hours = sum(
-            bin(mask).count("1") for name, (mask, r) in seen.items() if name and r == resource
-        )
-        return instance_hours * 24 / own
+        return per_resource.get(resource, 0) * 24 / own
+
+    def _observed_hours(self, day: date) -> tuple[int, Counter[str]]:
+        """The hours the exporter ran that day, and each resource's observed instance-hours: read once
+        per day and query, not once per scale set."""
+        per_resource: Counter[str] = Counter()
+        own = 0
+        for name, (mask, resource) in self.presence(day).items():
+            if name:
+                per_resource[resource] += bin(mask).count("1")
+            else:
+                own = bin(mask).count("1")
+        return own, per_resource
 
     def _management(self) -> Any:
         if self._client is None:
@@ -145,6 +158,7 @@ class AzureCostBilling(BillingSource):
         }
 
     def query(self, resources: Sequence[str], start: datetime, end: datetime) -> Iterator[BillRow]:
+        self._observed = {}  # hours seen since the last query may have been added
         body = self.definition(resources, start, end)
         scope = self.cm.scope.strip("/")
         client = self._management()
@@ -236,7 +250,7 @@ class AzureCostBilling(BillingSource):
                 yield BillRow(
                     resource,
                     day,
-                    datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(days=1),
+                    midnight(day) + timedelta(days=1),
                     float(values[cost_column]),
                     0.0,  # no hours in Cost Management: `billed_hours` supplies the observed ones
                     0.0,  # Cost Management reports the negotiated (EA/MCA) price: no discount on top

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import random
 import sys
 import time
 from abc import ABC, abstractmethod
@@ -35,13 +34,18 @@ from exporter.config import BillingSettings
 from exporter.health import Health, IntegrationStatus, Reason
 from exporter.inventory.node import Node
 from exporter.pricing.quote import Basis, BillFacts, Quote
-from exporter.pricing.sources.shelf import MAX_RETRY_AFTER, RETRYABLE, FetchError
+from exporter.pricing.sources.shelf import RETRYABLE, FetchError, retry_delay
 
 log = logging.getLogger(__name__)
 
 # The scheduler calls `refresh` this often; the source decides itself when a query is due.
 TICK_SECONDS = 60.0
 _DAY = timedelta(days=1)
+
+
+def midnight(day: date) -> datetime:
+    """The start of a UTC day: bills count days in UTC."""
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,11 +82,11 @@ class Bill:
         self.tags: dict[str, dict[str, str]] = {}
         self.watermark: datetime | None = None
 
-    def add(self, row: BillRow) -> bool:
-        """Fold one row in; False when its resource was not asked for (a broader filter let it through)."""
+    def add(self, row: BillRow) -> None:
+        """Fold one row in; a resource not asked for (a broader filter let it through) is ignored."""
         i = self._index.get(row.resource)
         if i is None:
-            return False
+            return
         columns = self._days.get(row.day)
         if columns is None:
             columns = self._days[row.day] = tuple(
@@ -96,7 +100,6 @@ class Bill:
             self.watermark = row.end
         if row.tags:
             self.tags.setdefault(self.resources[i], {}).update((k, sys.intern(v)) for k, v in row.tags if v)
-        return True
 
     def days(self) -> list[date]:
         return sorted(self._days)
@@ -190,9 +193,9 @@ class BillingSource(ABC):
         return self._billed.get(resource) if resource is not None else None
 
     def wanted(self, nodes: Iterable[Node]) -> None:
-        nodes = list(nodes)
-        self._resources = {r for node in nodes if (r := self.resource(node)) is not None}
-        self.observe(nodes, self._clock())
+        seen = [(node.name, r) for node in nodes if (r := self.resource(node)) is not None]
+        self._resources = {r for _, r in seen}
+        self._mark(seen, self._clock())
 
     def pending(self) -> bool:
         return False  # a new node cannot be on a bill that lands hours late: nothing to fetch at once
@@ -201,8 +204,8 @@ class BillingSource(ABC):
         """Query the bill when due; True when quotes changed (new rates, or staleness crossed)."""
         now = self._clock()
         self._flush_presence(now)
-        changed = self._fresh(now) != self._served_fresh
-        self._served_fresh = self._fresh(now)
+        fresh = self._fresh(now)
+        changed, self._served_fresh = fresh != self._served_fresh, fresh
         if now < self._next_query:
             return changed
         self._next_query = now + self.settings.retry_interval_seconds
@@ -223,14 +226,18 @@ class BillingSource(ABC):
 
     def observe(self, nodes: Iterable[Node], at: float) -> None:
         """Note the UTC hour in which these nodes (and the exporter) were seen."""
+        self._mark([(n.name, r) for n in nodes if (r := self.resource(n)) is not None], at)
+
+    def _mark(self, seen: list[tuple[str, str]], at: float) -> None:
+        """Set the hour's bit of each (node name, resource), and of the exporter itself (name "")."""
         moment = datetime.fromtimestamp(at, UTC)
         day, bit = moment.date().isoformat(), 1 << moment.hour
         if day != self._presence_day:
             self._flush_presence(at)
             self._presence_day, self._presence = day, self._load_presence(day)
-        for name, resource in [("", "")] + [(n.name, r) for n in nodes if (r := self.resource(n))]:
+        for name, resource in [("", ""), *seen]:
             mask, _ = self._presence.get(name, (0, ""))
-            if mask & bit == 0 or name not in self._presence:
+            if mask & bit == 0:
                 self._presence[name] = (mask | bit, resource)
                 self._presence_dirty.add(name)
 
@@ -283,9 +290,8 @@ class BillingSource(ABC):
                 self.status.record_request(err.reason)
                 if err.reason not in RETRYABLE or attempt >= self.settings.retries:
                     raise
-                ceiling = min(self.settings.backoff_max_seconds, self.settings.backoff_seconds * 2**attempt)
-                delay = max(
-                    random.uniform(ceiling / 2, ceiling), min(err.retry_after or 0.0, MAX_RETRY_AFTER)
+                delay = retry_delay(
+                    err, attempt, self.settings.backoff_seconds, self.settings.backoff_max_seconds
                 )
                 log.info("%s: %s; retrying in %.1fs", self.name, err.detail, delay)
                 time.sleep(delay)
@@ -296,7 +302,7 @@ class BillingSource(ABC):
 
     def complete(self, day: date, watermark: datetime, now: float) -> bool:
         """A day is trusted once the bill holds later usage and it ended `settle_hours` ago."""
-        end = datetime(day.year, day.month, day.day, tzinfo=UTC) + _DAY
+        end = midnight(day) + _DAY
         return end < watermark and end.timestamp() + self.settings.settle_hours * 3600 <= now
 
     def invalid_row(self, key: str, problem: str) -> None:
@@ -323,7 +329,7 @@ class BillingSource(ABC):
             if facts is not None:
                 billed[resource] = facts
         newest = complete[0]
-        return billed, (datetime(newest.year, newest.month, newest.day, tzinfo=UTC) + _DAY).timestamp()
+        return billed, (midnight(newest) + _DAY).timestamp()
 
     def _fold(self, rows: Iterator[BillRow], wanted: Sequence[str]) -> Bill:
         bill = Bill(wanted)

@@ -38,6 +38,13 @@ MAX_RETRY_AFTER = 300.0
 RETRYABLE = frozenset({Reason.THROTTLED, Reason.TIMEOUT, Reason.UNAVAILABLE})
 
 
+def retry_delay(err: FetchError, attempt: int, backoff: float, backoff_max: float) -> float:
+    """Seconds before retry `attempt` (0-based): jittered exponential backoff, or the server's
+    Retry-After when longer, within reason."""
+    ceiling = min(backoff_max, backoff * 2**attempt)
+    return max(random.uniform(ceiling / 2, ceiling), min(err.retry_after or 0.0, MAX_RETRY_AFTER))
+
+
 class FetchError(Exception):
     """A fetch failed; `reason` is what an operator acts on, `detail` says what to fix."""
 
@@ -195,10 +202,9 @@ class ShelfSource(ABC):
             except FetchError as err:
                 if err.reason not in RETRYABLE or attempt >= self.settings.retries:
                     return err
-                ceiling = min(self.settings.backoff_max_seconds, self.settings.backoff_seconds * 2**attempt)
-                # The server's Retry-After wins over our backoff, within reason.
-                server_says = min(err.retry_after or 0.0, MAX_RETRY_AFTER)
-                delay = max(random.uniform(ceiling / 2, ceiling), server_says)
+                delay = retry_delay(
+                    err, attempt, self.settings.backoff_seconds, self.settings.backoff_max_seconds
+                )
                 log.debug("%s: %s; retrying in %.2fs", self.name, err.detail, delay)
                 time.sleep(delay)
                 attempt += 1
