@@ -6,6 +6,7 @@ import os
 import shutil
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,16 @@ def promtool() -> str:
             pytest.fail("promtool is not installed (apt-get install prometheus)")
         pytest.skip("promtool is not installed")
     return path
+
+
+class Clock:
+    """A settable clock for sources that take `clock=`: tests move time instead of waiting."""
+
+    def __init__(self, at: datetime) -> None:
+        self.now = at.timestamp()
+
+    def __call__(self) -> float:
+        return self.now
 
 
 def node(name: str = "ip-10-0-12-87.ec2.internal", **overrides: Any) -> Node:

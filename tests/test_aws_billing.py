@@ -25,7 +25,7 @@ from exporter.pricing.engine import PricingEngine
 from exporter.pricing.quote import Basis
 from exporter.pricing.sources.aws_cur import MAX_IDS_IN_QUERY, AwsCurBilling, cur_query
 from exporter.pricing.sources.offline import OfflinePrices
-from tests.conftest import node
+from tests.conftest import Clock, node
 from tests.fakes.athena_api import FakeAthena
 
 NOW = datetime(2024, 6, 3, 10, 0, tzinfo=UTC)  # the window spans May and June partitions
@@ -174,14 +174,6 @@ def table_rows(version: str) -> tuple[list[tuple[str, str]], list[tuple[Any, ...
         else:
             rows.append((*common, line.team or None, None, str(start.year), str(start.month)))
     return columns, rows
-
-
-class Clock:
-    def __init__(self, at: datetime) -> None:
-        self.now = at.timestamp()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture(scope="module")

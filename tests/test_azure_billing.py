@@ -25,7 +25,7 @@ from exporter.pricing.engine import PricingEngine
 from exporter.pricing.quote import Basis
 from exporter.pricing.sources.azure_cost import AzureCostBilling
 from exporter.pricing.sources.offline import OfflinePrices
-from tests.conftest import node, node_text
+from tests.conftest import Clock, node, node_text
 from tests.fakes.cost_management_api import FakeCostManagement, StaticToken, UsageRecord
 
 SUB = "0b1f6471-1bf0-4dda-aec3-cb9272f09590"
@@ -38,14 +38,6 @@ VM = f"{ARM}/virtualMachines/aks-nodepool1-19574989-0"
 NEW_POOL = "aks-gpupool-55555555-vmss"  # created today: not on the bill yet
 NOW = datetime(2024, 6, 6, 10, 0, tzinfo=UTC)
 D = [date(2024, 6, d) for d in range(1, 7)]  # June 1..6: 1-4 complete, 5 settling, 6 today
-
-
-class Clock:
-    def __init__(self, at: datetime) -> None:
-        self.now = at.timestamp()
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def aks_node(name: str, scale_set: str, index: str, *, spot: bool = False, size: str = "Standard_D2s_v3") -> Node:

@@ -27,7 +27,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 from google.cloud.bigquery.retry import DEFAULT_JOB_RETRY
 
-from tests.fakes.bigquery_api import MIB, FakeBigQuery
+from tests.fakes.bigquery_api import BILLING_COLUMNS, MIB, FakeBigQuery
 
 PROJECT = "billing-proj"
 TABLE = f"{PROJECT}.billing_export.gcp_billing_export_resource_v1_010101_ABCDEF_123456"
@@ -37,27 +37,6 @@ START = dt.datetime(2024, 6, 1, tzinfo=UTC)
 CREDIT_TYPES = ["SUSTAINED_USAGE_DISCOUNT", "COMMITTED_USAGE_DISCOUNT"]
 FAST_RETRY = bigquery.DEFAULT_RETRY.with_delay(initial=0.01, maximum=0.05)
 
-BILLING_COLUMNS = [
-    ("billing_account_id", "VARCHAR"),
-    ("service", "STRUCT(id VARCHAR, description VARCHAR)"),
-    ("sku", "STRUCT(id VARCHAR, description VARCHAR)"),
-    ("usage_start_time", "TIMESTAMP"),
-    ("usage_end_time", "TIMESTAMP"),
-    ("project", "STRUCT(id VARCHAR, number VARCHAR, name VARCHAR)"),
-    ("labels", "STRUCT(key VARCHAR, value VARCHAR)[]"),
-    ("system_labels", "STRUCT(key VARCHAR, value VARCHAR)[]"),
-    ("location", "STRUCT(location VARCHAR, country VARCHAR, region VARCHAR, zone VARCHAR)"),
-    ("resource", "STRUCT(name VARCHAR, global_name VARCHAR)"),
-    ("export_time", "TIMESTAMP"),
-    ("cost", "DOUBLE"),
-    ("currency", "VARCHAR"),
-    ("currency_conversion_rate", "DOUBLE"),
-    ("usage", "STRUCT(amount DOUBLE, unit VARCHAR, amount_in_pricing_units DOUBLE, pricing_unit VARCHAR)"),
-    ("credits", "STRUCT(name VARCHAR, amount DOUBLE, full_name VARCHAR, id VARCHAR, type VARCHAR)[]"),
-    ("invoice", "STRUCT(month VARCHAR)"),
-    ("cost_type", "VARCHAR"),
-    ("_PARTITIONTIME", "TIMESTAMP"),
-]
 
 # vm → (project, zone, team label or None)
 VMS = {

@@ -18,34 +18,13 @@ from exporter.health import Health, Reason
 from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.pricing.quote import Basis
 from exporter.pricing.sources.gcp_bigquery import GcpBigQueryBilling
-from tests.conftest import node
-from tests.fakes.bigquery_api import FakeBigQuery
+from tests.conftest import Clock, node
+from tests.fakes.bigquery_api import BILLING_COLUMNS, FakeBigQuery
 from tests.fakes.gcp_api import FakeCatalogAPI
 
 TABLE = "billing-admin.billing_export.gcp_billing_export_resource_v1_010101_ABCDEF_123456"
 NOW = datetime(2024, 6, 6, 10, tzinfo=UTC)
 LANDED = datetime(2024, 6, 5, 15, tzinfo=UTC)
-COLUMNS = [
-    ("billing_account_id", "VARCHAR"),
-    ("service", "STRUCT(id VARCHAR, description VARCHAR)"),
-    ("sku", "STRUCT(id VARCHAR, description VARCHAR)"),
-    ("usage_start_time", "TIMESTAMP"),
-    ("usage_end_time", "TIMESTAMP"),
-    ("project", "STRUCT(id VARCHAR, number VARCHAR, name VARCHAR)"),
-    ("labels", "STRUCT(key VARCHAR, value VARCHAR)[]"),
-    ("system_labels", "STRUCT(key VARCHAR, value VARCHAR)[]"),
-    ("location", "STRUCT(location VARCHAR, country VARCHAR, region VARCHAR, zone VARCHAR)"),
-    ("resource", "STRUCT(name VARCHAR, global_name VARCHAR)"),
-    ("export_time", "TIMESTAMP"),
-    ("cost", "DOUBLE"),
-    ("currency", "VARCHAR"),
-    ("currency_conversion_rate", "DOUBLE"),
-    ("usage", "STRUCT(amount DOUBLE, unit VARCHAR, amount_in_pricing_units DOUBLE, pricing_unit VARCHAR)"),
-    ("credits", "STRUCT(name VARCHAR, amount DOUBLE, full_name VARCHAR, id VARCHAR, type VARCHAR)[]"),
-    ("invoice", "STRUCT(month VARCHAR)"),
-    ("cost_type", "VARCHAR"),
-    ("_PARTITIONTIME", "TIMESTAMP"),
-]
 
 
 def gke(name: str, *, spot: bool = False) -> Node:
@@ -123,18 +102,10 @@ def truth(vm: str, credit_types: tuple[str, ...] = ()) -> float:
     return total
 
 
-class Clock:
-    def __init__(self, at: datetime) -> None:
-        self.now = at.timestamp()
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture(scope="module")
 def bigquery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeBigQuery]:
     with FakeBigQuery(page_size=40) as fake:
-        fake.create_table(TABLE, COLUMNS, bill())
+        fake.create_table(TABLE, BILLING_COLUMNS, bill())
         yield fake
 
 

@@ -85,6 +85,30 @@ from sqlglot import exp
 
 API_PREFIX = "/bigquery/v2"
 LOCATION = "US"  # where the fake's datasets live, and a job's location when the request names none
+
+# The detailed billing export table (`gcp_billing_export_resource_v1_…`) as DuckDB columns; the real
+# `_PARTITIONTIME` pseudo-column is stored as an ordinary one.
+BILLING_COLUMNS = [
+    ("billing_account_id", "VARCHAR"),
+    ("service", "STRUCT(id VARCHAR, description VARCHAR)"),
+    ("sku", "STRUCT(id VARCHAR, description VARCHAR)"),
+    ("usage_start_time", "TIMESTAMP"),
+    ("usage_end_time", "TIMESTAMP"),
+    ("project", "STRUCT(id VARCHAR, number VARCHAR, name VARCHAR)"),
+    ("labels", "STRUCT(key VARCHAR, value VARCHAR)[]"),
+    ("system_labels", "STRUCT(key VARCHAR, value VARCHAR)[]"),
+    ("location", "STRUCT(location VARCHAR, country VARCHAR, region VARCHAR, zone VARCHAR)"),
+    ("resource", "STRUCT(name VARCHAR, global_name VARCHAR)"),
+    ("export_time", "TIMESTAMP"),
+    ("cost", "DOUBLE"),
+    ("currency", "VARCHAR"),
+    ("currency_conversion_rate", "DOUBLE"),
+    ("usage", "STRUCT(amount DOUBLE, unit VARCHAR, amount_in_pricing_units DOUBLE, pricing_unit VARCHAR)"),
+    ("credits", "STRUCT(name VARCHAR, amount DOUBLE, full_name VARCHAR, id VARCHAR, type VARCHAR)[]"),
+    ("invoice", "STRUCT(month VARCHAR)"),
+    ("cost_type", "VARCHAR"),
+    ("_PARTITIONTIME", "TIMESTAMP"),
+]
 ROW_BYTES = 100  # bytes "processed" per row of every table a query references
 MIB = 2**20
 MIN_BILLED_BYTES = 10 * MIB  # BigQuery bills at least 10 MB a query that reads a table
