@@ -27,7 +27,7 @@ from bench.procs import REPO
 NODES = 15_000
 _SERVE = """
 import sys, time
-from tests.fakes.athena_api import FakeAthena
+from fakes.athena_api import FakeAthena
 fake = FakeAthena().start()
 fake.create_table_as("cur", "daily", '''
   SELECT 'i-' || lpad(printf('%x', i), 17, '0') AS line_item_resource_id,
@@ -74,7 +74,7 @@ def measure(url: str, nodes: int) -> BillingRun:
     from exporter.inventory.node import ProviderRef
     from exporter.metrics.store import NodeMetricsStore
     from exporter.pricing.engine import PricingEngine
-    from exporter.pricing.sources.aws_cur import AwsCurBilling
+    from exporter.pricing.sources.aws.cur import AwsCurBilling
     from exporter.pricing.sources.offline import OfflinePrices
     from exporter.snapshot import template_node
 

@@ -11,7 +11,7 @@ import json
 from collections import Counter
 from typing import Any
 
-from tests.fakes.kube_api import make_node
+from fakes.kube_api import make_node
 
 # (weight out of 100, provider, instance type, zones)
 _MIX: tuple[tuple[int, str, str, tuple[str, ...]], ...] = (

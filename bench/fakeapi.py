@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from bench.cluster import event_line, node_object, touch_heartbeat, touch_label
-from tests.fakes.kube_api import NODES_PATH, FakeKubeAPI, RecordedRequest
+from fakes.kube_api import NODES_PATH, FakeKubeAPI, RecordedRequest
 
 
 class _TimedRequests(list[RecordedRequest]):

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.procs import HOST, BenchError, Child, cpu_seconds, free_port, get, proc_status, timed_get
-from tests.fakes.kube_api import self_signed_cert, write_kubeconfig
+from fakes.kube_api import self_signed_cert, write_kubeconfig
 
 TOKEN = "bench-token"
 INFO = b"nodecost_node_info{"

@@ -73,8 +73,8 @@ def _measure(
 def aws() -> PriceRun:
     import os
 
-    from exporter.pricing.sources.aws import AwsOnDemandPrices
-    from tests.fakes.aws_api import PricingApi, ec2_product
+    from exporter.pricing.sources.aws.price_list import AwsOnDemandPrices
+    from fakes.aws_api import PricingApi, ec2_product
 
     regions = ("us-east-1", "eu-west-1", "us-west-2")
     sizes = (
@@ -126,8 +126,8 @@ def gcp() -> PriceRun:
     """A catalog with N1, N2, N2D, E2, C3 and T2D core and RAM SKUs, on-demand and Spot, in three regions
     (as many SKUs a family as the real catalog lists), padded with other services' rows to the real
     catalog's size, so the page count is realistic."""
-    from exporter.pricing.sources.gcp import GcpCatalogPrices
-    from tests.fakes.gcp_api import AMERICAS, BELGIUM, FINLAND, FakeCatalogAPI, sku
+    from exporter.pricing.sources.gcp.catalog import GcpCatalogPrices
+    from fakes.gcp_api import AMERICAS, BELGIUM, FINLAND, FakeCatalogAPI, sku
 
     places = {"Americas": AMERICAS, "Belgium": BELGIUM, "Finland": FINLAND}
     families = {
@@ -191,8 +191,8 @@ def gcp() -> PriceRun:
 
 
 def azure() -> PriceRun:
-    from exporter.pricing.sources.azure import AzureRetailPrices
-    from tests.fakes.azure_api import FakeRetailPricesAPI, vm_items
+    from exporter.pricing.sources.azure.retail import AzureRetailPrices
+    from fakes.azure_api import FakeRetailPricesAPI, vm_items
 
     regions = ("eastus", "westeurope", "northeurope")
     types = [f"Standard_D{n}s_v{v}" for v in (3, 4, 5, 6, 7) for n in (2, 4, 8, 16, 32, 48, 64, 96, 128, 192)]

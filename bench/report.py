@@ -122,7 +122,7 @@ def render_report(
         f"{r.n:,} nodes: {r.node_bytes / 1000:.1f} kB of JSON a node, {r.unpriced} unpriced" for r in inproc
     )
     add(
-        f"- **Cluster**: nodes from `tests/fakes/kube_api.make_node` (30 images each), mix {machine.mix};"
+        f"- **Cluster**: nodes from `fakes/kube_api.make_node` (30 images each), mix {machine.mix};"
         f" Azure NC6s_v3 nodes are missing from the offline table, so unpriced. {sizes}."
     )
     add("")
@@ -298,7 +298,7 @@ def _start(live: list[LiveResult]) -> str:
         f"""
 How measured: in-cluster over HTTPS, as the exporter runs in a pod. The fake API server runs in its own
 process holding N nodes (loaded before the exporter starts) and serves HTTPS with a self-signed certificate
-for 127.0.0.1 (`tests/fakes/kube_api.self_signed_cert`); a service-account directory holds that certificate
+for 127.0.0.1 (`fakes/kube_api.self_signed_cert`); a service-account directory holds that certificate
 as `ca.crt` and the bearer token as `token`. The exporter is started {starts} time{"s" if starts != 1 else ""}
 per size as
 `python -m exporter --no-cache --web.listen-address 127.0.0.1:P --log.level warn` (no `--kubeconfig`) with

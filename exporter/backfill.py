@@ -97,7 +97,7 @@ def main(argv: Sequence[str]) -> int:
     except ConfigError as err:
         print(f"node-cost-exporter backfill: invalid configuration: {err}", file=sys.stderr)
         return 2
-    from exporter.pricing.sources.shelf import FetchError
+    from exporter.pricing.sources.fetch import FetchError
 
     try:
         if args.out == "-":

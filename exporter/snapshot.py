@@ -53,16 +53,16 @@ def shelf_source(config: Config, provider: str, health: Health) -> ShelfSource:
     """The provider's on-demand list-price source, enabled whatever the config says, with no cache."""
     currency = config.pricing.currency
     if provider == "aws":
-        from exporter.pricing.sources.aws import AwsOnDemandPrices
+        from exporter.pricing.sources.aws.price_list import AwsOnDemandPrices
 
         settings = dataclasses.replace(config.aws.pricing, enabled=True)
         return AwsOnDemandPrices(settings, health.integration("aws_pricing"), None, currency)
     if provider == "gcp":
-        from exporter.pricing.sources.gcp import GcpCatalogPrices
+        from exporter.pricing.sources.gcp.catalog import GcpCatalogPrices
 
         gcp = dataclasses.replace(config.gcp.catalog, enabled=True)
         return GcpCatalogPrices(gcp, health.integration("gcp_catalog"), None, currency)
-    from exporter.pricing.sources.azure import AzureRetailPrices
+    from exporter.pricing.sources.azure.retail import AzureRetailPrices
 
     azure = dataclasses.replace(config.azure.retail, enabled=True)
     return AzureRetailPrices(azure, health.integration("azure_retail"), None, currency)

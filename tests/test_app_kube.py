@@ -14,7 +14,7 @@ import pytest
 from exporter.app import App
 from exporter.config import load_config
 from exporter.http import serve
-from tests.fakes.kube_api import FakeKubeAPI, make_node, wait_for, write_kubeconfig
+from fakes.kube_api import FakeKubeAPI, make_node, wait_for, write_kubeconfig
 
 TOKEN = "kube-token-1"
 

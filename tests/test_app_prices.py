@@ -12,8 +12,8 @@ from typing import Any
 
 from exporter.app import App, demo_nodes_path
 from exporter.config import load_config
+from fakes.azure_api import FakeRetailPricesAPI, vm_items
 from tests.conftest import scrape, wait_until
-from tests.fakes.azure_api import FakeRetailPricesAPI, vm_items
 
 
 def hourly(text: str, node: str) -> str:

@@ -1,4 +1,4 @@
-"""The Athena fake (tests/fakes/athena_api.py) through the real boto3 client: it must run the caller's SQL,
+"""The Athena fake (fakes/athena_api.py) through the real boto3 client: it must run the caller's SQL,
 page and format results the way Athena does, and fail the way Athena fails, or exporter tests built on it
 would prove nothing."""
 
@@ -20,7 +20,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, ReadTimeoutError
 from botocore.retries.standard import ExponentialBackoff
 
-from tests.fakes.athena_api import FakeAthena
+from fakes.athena_api import FakeAthena
 
 CUR_COLUMNS = [
     ("line_item_usage_start_date", "TIMESTAMP"),

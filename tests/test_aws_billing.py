@@ -23,10 +23,10 @@ from exporter.health import Health, Reason
 from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.pricing.engine import PricingEngine
 from exporter.pricing.quote import Basis
-from exporter.pricing.sources.aws_cur import MAX_IDS_IN_QUERY, AwsCurBilling, cur_query
+from exporter.pricing.sources.aws.cur import MAX_IDS_IN_QUERY, AwsCurBilling, cur_query
 from exporter.pricing.sources.offline import OfflinePrices
+from fakes.athena_api import FakeAthena
 from tests.conftest import Clock, node
-from tests.fakes.athena_api import FakeAthena
 
 NOW = datetime(2024, 6, 3, 10, 0, tzinfo=UTC)  # the window spans May and June partitions
 LANDED = datetime(2024, 6, 2, 14, 0, tzinfo=UTC)  # the bill holds usage up to here

@@ -1,6 +1,6 @@
 """AWS on-demand and spot prices through the real boto3 clients, against local fakes of the AWS APIs.
 
-Every call goes over HTTP to tests/fakes/aws_api.py via `endpoint_url`; credentials come from environment
+Every call goes over HTTP to fakes/aws_api.py via `endpoint_url`; credentials come from environment
 variables. Prices are asserted as exact Decimals: real rows from ../shared/fixtures/real/aws_pricing when
 present, and realistic in-test rows (2026 us-east-1 list prices) so the core runs without ../shared.
 """
@@ -24,9 +24,11 @@ from exporter.health import Health, IntegrationStatus, Reason
 from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.pricing.engine import PricingEngine
 from exporter.pricing.quote import Basis
-from exporter.pricing.sources.aws import AwsOnDemandPrices, AwsSpotPrices, region_of_zone
+from exporter.pricing.sources.aws.client import region_of_zone
+from exporter.pricing.sources.aws.price_list import AwsOnDemandPrices
+from exporter.pricing.sources.aws.spot import AwsSpotPrices
+from fakes.aws_api import Ec2Api, PricingApi, ec2_product
 from tests.conftest import node
-from tests.fakes.aws_api import Ec2Api, PricingApi, ec2_product
 
 LOGGER = "exporter.pricing.sources.aws"
 FAST = {"retries": 2, "backoff_seconds": 0.01, "backoff_max_seconds": 0.05, "timeout_seconds": 5.0}

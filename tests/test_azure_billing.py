@@ -23,10 +23,10 @@ from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.metrics.store import NodeMetricsStore
 from exporter.pricing.engine import PricingEngine
 from exporter.pricing.quote import Basis
-from exporter.pricing.sources.azure_cost import AzureCostBilling
+from exporter.pricing.sources.azure.cost_management import AzureCostBilling
 from exporter.pricing.sources.offline import OfflinePrices
+from fakes.cost_management_api import FakeCostManagement, StaticToken, UsageRecord
 from tests.conftest import Clock, node, node_text
-from tests.fakes.cost_management_api import FakeCostManagement, StaticToken, UsageRecord
 
 SUB = "0b1f6471-1bf0-4dda-aec3-cb9272f09590"
 RG = "MC_prod-rg_prod-aks_eastus"

@@ -18,10 +18,9 @@ from exporter.config import ShelfSettings
 from exporter.health import IntegrationStatus, Reason
 from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.pricing.quote import Basis
-from exporter.pricing.sources import azure
-from exporter.pricing.sources.azure import AzureRetailPrices
-from tests.conftest import node
-from tests.fakes.azure_api import (
+from exporter.pricing.sources.azure import retail as azure
+from exporter.pricing.sources.azure.retail import AzureRetailPrices
+from fakes.azure_api import (
     REAL_EASTUS_B1S,
     REAL_EASTUS_D2ALS_V7,
     REAL_EASTUS_D2S_V3,
@@ -30,6 +29,7 @@ from tests.fakes.azure_api import (
     variant,
     vm_items,
 )
+from tests.conftest import node
 
 SUBSCRIPTION = "8ecadfc9-d1a3-4ea4-b844-0d9f87e4d7c8"
 

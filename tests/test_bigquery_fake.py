@@ -1,4 +1,4 @@
-"""The BigQuery fake (tests/fakes/bigquery_api.py), driven by the real google-cloud-bigquery client.
+"""The BigQuery fake (fakes/bigquery_api.py), driven by the real google-cloud-bigquery client.
 
 These pin what the billing code will rely on: the fake executes the GoogleSQL it is sent (the sums below are
 recomputed independently in Python), binds typed parameters, pages, encodes cells as the REST API does, and
@@ -27,7 +27,7 @@ from google.auth.credentials import AnonymousCredentials
 from google.cloud import bigquery
 from google.cloud.bigquery.retry import DEFAULT_JOB_RETRY
 
-from tests.fakes.bigquery_api import BILLING_COLUMNS, MIB, FakeBigQuery
+from fakes.bigquery_api import BILLING_COLUMNS, MIB, FakeBigQuery
 
 PROJECT = "billing-proj"
 TABLE = f"{PROJECT}.billing_export.gcp_billing_export_resource_v1_010101_ABCDEF_123456"

@@ -32,7 +32,7 @@ from azure.mgmt.costmanagement.models import (
     QueryTimePeriod,
 )
 
-from tests.fakes.cost_management_api import FakeCostManagement, StaticToken, UsageRecord
+from fakes.cost_management_api import FakeCostManagement, StaticToken, UsageRecord
 
 SUB = "/subscriptions/11111111-12ab-34dc-56ef-123456abcdef"
 OTHER_SUB = "/subscriptions/22222222-12ab-34dc-56ef-123456abcdef"

@@ -17,10 +17,10 @@ from exporter.config import GcpBigQuerySettings
 from exporter.health import Health, Reason
 from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.pricing.quote import Basis
-from exporter.pricing.sources.gcp_bigquery import GcpBigQueryBilling
+from exporter.pricing.sources.gcp.bigquery import GcpBigQueryBilling
+from fakes.bigquery_api import BILLING_COLUMNS, FakeBigQuery
+from fakes.gcp_api import FakeCatalogAPI
 from tests.conftest import Clock, node
-from tests.fakes.bigquery_api import BILLING_COLUMNS, FakeBigQuery
-from tests.fakes.gcp_api import FakeCatalogAPI
 
 TABLE = "billing-admin.billing_export.gcp_billing_export_resource_v1_010101_ABCDEF_123456"
 NOW = datetime(2024, 6, 6, 10, tzinfo=UTC)

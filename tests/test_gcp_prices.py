@@ -19,16 +19,11 @@ from exporter.config import GcpCatalogSettings
 from exporter.health import IntegrationStatus, Reason
 from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.pricing.quote import Basis, Quote
-from exporter.pricing.sources.gcp import (
-    GcpCatalogPrices,
-    MachineShape,
-    gpu_id,
-    machine_shape,
-    scan_page,
-    sku_resource,
-)
+from exporter.pricing.sources.gcp.catalog import GcpCatalogPrices, sku_resource
+from exporter.pricing.sources.gcp.json_scan import scan_page
+from exporter.pricing.sources.gcp.machine_shapes import MachineShape, gpu_id, machine_shape
+from fakes.gcp_api import BELGIUM, FINLAND, FakeCatalogAPI, compute_catalog, sku
 from tests.conftest import node
-from tests.fakes.gcp_api import BELGIUM, FINLAND, FakeCatalogAPI, compute_catalog, sku
 
 KEY = "AIzaSy-test-key"
 FAST = GcpCatalogSettings(

@@ -16,7 +16,7 @@ from exporter.inventory import incluster
 from exporter.inventory.incluster import InClusterConfig
 from exporter.inventory.kube import KubeNodeWatcher
 from exporter.inventory.parse import DEFAULT_SPOT_LABELS
-from tests.fakes.kube_api import FakeKubeAPI, RecordingSink, make_node, self_signed_cert, wait_for
+from fakes.kube_api import FakeKubeAPI, RecordingSink, make_node, self_signed_cert, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +147,7 @@ def test_in_cluster_watching_never_imports_the_kubernetes_package(
     sa = service_account(tmp_path, tls[0], "sa-token-1")
     probe = f"""
 import sys, threading
-from tests.fakes.kube_api import FakeKubeAPI, RecordingSink, make_node, wait_for
+from fakes.kube_api import FakeKubeAPI, RecordingSink, make_node, wait_for
 from exporter.health import Health
 from exporter.inventory.kube import KubeNodeWatcher
 from exporter.inventory.parse import DEFAULT_SPOT_LABELS

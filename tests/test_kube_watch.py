@@ -15,7 +15,7 @@ import pytest
 from exporter.health import Health, IntegrationStatus, Reason
 from exporter.inventory.kube import KubeNodeWatcher
 from exporter.inventory.parse import DEFAULT_SPOT_LABELS
-from tests.fakes.kube_api import FakeKubeAPI, RecordingSink, make_node, wait_for, write_kubeconfig
+from fakes.kube_api import FakeKubeAPI, RecordingSink, make_node, wait_for, write_kubeconfig
 
 TOKEN = "s3cr3t-token"
 

@@ -14,8 +14,8 @@ import pytest
 from exporter.health import Health, Reason
 from exporter.inventory.nodes_file import NodesFileWatcher
 from exporter.inventory.parse import DEFAULT_SPOT_LABELS
+from fakes.kube_api import RecordingSink, make_node, wait_for
 from tests.conftest import SHARED_REAL
-from tests.fakes.kube_api import RecordingSink, make_node, wait_for
 
 
 def node_list(*items: dict[str, Any]) -> str:

@@ -34,7 +34,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.app import demo_nodes_path
-from tests.fakes.azure_api import FakeRetailPricesAPI, vm_items
+from fakes.azure_api import FakeRetailPricesAPI, vm_items
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "deploy" / "alerts" / "node-cost-exporter.rules.yml"

@@ -14,7 +14,8 @@ from exporter.config import ShelfSettings
 from exporter.health import IntegrationStatus, Reason
 from exporter.inventory.node import Node
 from exporter.pricing.quote import Basis
-from exporter.pricing.sources.shelf import FetchError, Key, ShelfPrice, ShelfSource
+from exporter.pricing.sources.fetch import FetchError
+from exporter.pricing.sources.shelf import Key, ShelfPrice, ShelfSource
 from tests.conftest import node
 
 FAST = ShelfSettings(enabled=True, backoff_seconds=0.01, backoff_max_seconds=0.05, concurrency=4)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 from exporter.inventory.node import ProviderRef
 from exporter.pricing.sources.offline import OfflinePrices
+from fakes.azure_api import REAL_EASTUS_D2S_V3, FakeRetailPricesAPI
 from tests.conftest import node
-from tests.fakes.azure_api import REAL_EASTUS_D2S_V3, FakeRetailPricesAPI
 
 ROOT = Path(__file__).resolve().parents[1]
 

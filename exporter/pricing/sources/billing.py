@@ -11,7 +11,7 @@ Reconciliation rules (docs/pricing.md, "Billing"):
 - Rates persist in SQLite and are served while the last successful query is at most
   `max_staleness_seconds` old; then quotes stop (the engine falls back to shelf prices and the `source`
   label says so) until a query succeeds again, with no restart.
-- The hours each node was seen are kept per UTC day (a 24-bit mask): Azure apportions a scale set's
+- The hours each node was seen are kept per UTC day (`presence.py`): Azure apportions a scale set's
   cost over its observed instance-hours with them, and `backfill` writes hourly series with them.
 """
 
@@ -34,7 +34,8 @@ from exporter.config import BillingSettings
 from exporter.health import Health, IntegrationStatus, Reason
 from exporter.inventory.node import Node
 from exporter.pricing.quote import Basis, BillFacts, Quote
-from exporter.pricing.sources.shelf import RETRYABLE, FetchError, retry_delay
+from exporter.pricing.sources.fetch import RETRYABLE, FetchError, retry_delay
+from exporter.pricing.sources.presence import Presence
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +145,7 @@ class BillingSource(ABC):
         self._last_success: float | None = None
         self._next_query = 0.0
         self._served_fresh = False
-        self._presence_day = ""
-        self._presence: dict[str, tuple[int, str]] = {}  # node name → (hour mask, resource), today only
-        self._presence_dirty: set[str] = set()
+        self._presence = Presence(cache, f"{self.name}.presence", settings.presence_retention_days)
         self._load_cache()
 
     # -- what a cloud module implements ---------------------------------------------------------------
@@ -195,7 +194,7 @@ class BillingSource(ABC):
     def wanted(self, nodes: Iterable[Node]) -> None:
         seen = [(node.name, r) for node in nodes if (r := self.resource(node)) is not None]
         self._resources = {r for _, r in seen}
-        self._mark(seen, self._clock())
+        self._presence.mark(seen, self._clock())
 
     def pending(self) -> bool:
         return False  # a new node cannot be on a bill that lands hours late: nothing to fetch at once
@@ -203,7 +202,7 @@ class BillingSource(ABC):
     def refresh(self) -> bool:
         """Query the bill when due; True when quotes changed (new rates, or staleness crossed)."""
         now = self._clock()
-        self._flush_presence(now)
+        self._presence.flush(now)
         fresh = self._fresh(now)
         changed, self._served_fresh = fresh != self._served_fresh, fresh
         if now < self._next_query:
@@ -226,50 +225,11 @@ class BillingSource(ABC):
 
     def observe(self, nodes: Iterable[Node], at: float) -> None:
         """Note the UTC hour in which these nodes (and the exporter) were seen."""
-        self._mark([(n.name, r) for n in nodes if (r := self.resource(n)) is not None], at)
-
-    def _mark(self, seen: list[tuple[str, str]], at: float) -> None:
-        """Set the hour's bit of each (node name, resource), and of the exporter itself (name "")."""
-        moment = datetime.fromtimestamp(at, UTC)
-        day, bit = moment.date().isoformat(), 1 << moment.hour
-        if day != self._presence_day:
-            self._flush_presence(at)
-            self._presence_day, self._presence = day, self._load_presence(day)
-        for name, resource in [("", ""), *seen]:
-            mask, _ = self._presence.get(name, (0, ""))
-            if mask & bit == 0:
-                self._presence[name] = (mask | bit, resource)
-                self._presence_dirty.add(name)
+        self._presence.mark([(n.name, r) for n in nodes if (r := self.resource(n)) is not None], at)
 
     def presence(self, day: date) -> dict[str, tuple[int, str]]:
         """Node name → (mask of UTC hours seen, resource) on a day; key "" is the exporter's own."""
-        if day.isoformat() == self._presence_day:
-            return dict(self._presence)
-        return self._load_presence(day.isoformat())
-
-    def _load_presence(self, day: str) -> dict[str, tuple[int, str]]:
-        if self._cache is None:
-            return {}
-        out = {}
-        for key, entry in self._cache.load(f"{self.name}.presence", f"{day}|").items():
-            mask, _, resource = entry.value.partition("|")
-            if mask.isdigit():
-                out[key.partition("|")[2]] = (int(mask), resource)
-        return out
-
-    def _flush_presence(self, now: float) -> None:
-        if self._cache is None or not self._presence_dirty:
-            return
-        oldest = datetime.fromtimestamp(now, UTC).date() - timedelta(
-            days=self.settings.presence_retention_days
-        )
-        items = [
-            (f"{self._presence_day}|{name}", f"{mask}|{resource}")
-            for name in self._presence_dirty
-            for mask, resource in [self._presence[name]]
-        ]
-        self._cache.store(f"{self.name}.presence", items, drop_before=oldest.isoformat())
-        self._presence_dirty.clear()
+        return self._presence.day(day)
 
     # -- querying -------------------------------------------------------------------------------------
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -30,29 +29,11 @@ from exporter.health import IntegrationStatus, Reason
 from exporter.inventory.node import Node
 from exporter.pricing.money import parse_money
 from exporter.pricing.quote import Basis, Quote
+from exporter.pricing.sources.fetch import RETRYABLE, FetchError, retry_delay
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, ...]
-MAX_RETRY_AFTER = 300.0
-RETRYABLE = frozenset({Reason.THROTTLED, Reason.TIMEOUT, Reason.UNAVAILABLE})
-
-
-def retry_delay(err: FetchError, attempt: int, backoff: float, backoff_max: float) -> float:
-    """Seconds before retry `attempt` (0-based): jittered exponential backoff, or the server's
-    Retry-After when longer, within reason."""
-    ceiling = min(backoff_max, backoff * 2**attempt)
-    return max(random.uniform(ceiling / 2, ceiling), min(err.retry_after or 0.0, MAX_RETRY_AFTER))
-
-
-class FetchError(Exception):
-    """A fetch failed; `reason` is what an operator acts on, `detail` says what to fix."""
-
-    def __init__(self, reason: Reason, detail: str, *, retry_after: float | None = None) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,9 +24,9 @@ from exporter.cache import PriceCache
 from exporter.config import AwsCurSettings
 from exporter.health import Health, IntegrationStatus, Reason
 from exporter.inventory.node import Node
-from exporter.pricing.sources.aws import _fetch_error
+from exporter.pricing.sources.aws.client import _fetch_error
 from exporter.pricing.sources.billing import BillingSource, BillRow, midnight
-from exporter.pricing.sources.shelf import FetchError
+from exporter.pricing.sources.fetch import FetchError
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from exporter.config import AzureCostSettings
 from exporter.health import Health, IntegrationStatus, Reason
 from exporter.inventory.node import Node
 from exporter.pricing.sources.billing import BillingSource, BillRow, midnight
-from exporter.pricing.sources.shelf import MAX_RETRY_AFTER, FetchError
+from exporter.pricing.sources.fetch import MAX_RETRY_AFTER, FetchError
 
 log = logging.getLogger(__name__)
 

@@ -77,7 +77,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from azure.core.credentials import AccessToken
 
-from tests.fakes.kube_api import self_signed_cert
+from fakes.kube_api import self_signed_cert
 
 if TYPE_CHECKING:
     from azure.mgmt.costmanagement import CostManagementClient

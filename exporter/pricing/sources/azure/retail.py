@@ -43,7 +43,8 @@ from exporter.health import IntegrationStatus, Reason
 from exporter.inventory.node import CapacityType, Node
 from exporter.pricing.money import parse_money
 from exporter.pricing.quote import Basis
-from exporter.pricing.sources.shelf import FetchError, Key, ShelfPrice, ShelfSource
+from exporter.pricing.sources.fetch import FetchError
+from exporter.pricing.sources.shelf import Key, ShelfPrice, ShelfSource
 
 log = logging.getLogger(__name__)
 

@@ -9,13 +9,10 @@ and picking one of those by accident is a silent mispricing.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime
-from decimal import Decimal
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import boto3
@@ -34,19 +31,15 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from botocore.parsers import ResponseParserError  # not re-exported by botocore.exceptions
 
 from exporter.cache import PriceCache
-from exporter.config import AwsPricingSettings, AwsSpotSettings, ShelfSettings
+from exporter.config import ShelfSettings
 from exporter.health import IntegrationStatus, Reason
-from exporter.inventory.node import CapacityType, Node
-from exporter.pricing.money import parse_money
-from exporter.pricing.quote import Basis
-from exporter.pricing.sources.shelf import FetchError, Key, ShelfPrice, ShelfSource
+from exporter.pricing.sources.fetch import FetchError
+from exporter.pricing.sources.shelf import ShelfSource
 
 log = logging.getLogger(__name__)
 
 # Node OS → the Price List's operatingSystem and operation (the operation suffix encodes the licence:
 # RunInstances:0002 is licensed Windows, :0800 Windows BYOL, :0010 RHEL, :000g SUSE).
-_PRICE_LIST_OS = {"linux": ("Linux", "RunInstances"), "windows": ("Windows", "RunInstances:0002")}
-_SPOT_WINDOWS = "Windows (Amazon VPC)"
 # A zone is its region plus a letter (us-east-1a), or a Local/Wavelength Zone suffix (us-west-2-lax-1a).
 _ZONE_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d+")
 
@@ -68,7 +61,7 @@ def region_of_zone(zone: str) -> str | None:
     return match.group(0) if match and len(zone) > match.end() else None
 
 
-class _AwsSource(ShelfSource):
+class AwsSource(ShelfSource):
     """What both AWS sources share: SDK clients without SDK retries, one error mapping."""
 
     def __init__(
@@ -197,173 +190,3 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         return max(0.0, float(headers["retry-after"]))
     except (KeyError, ValueError):
         return None
-
-
-class AwsOnDemandPrices(_AwsSource):
-    """On-demand list price per (region, instance type, OS), one GetProducts query per key.
-
-    Spot nodes get a key too: their on-demand price is the fallback when no spot price is known.
-    """
-
-    name = "aws_pricing"
-    basis = Basis.ON_DEMAND
-
-    def __init__(
-        self, settings: AwsPricingSettings, status: IntegrationStatus, cache: PriceCache | None, currency: str
-    ) -> None:
-        super().__init__(settings, status, cache, currency)
-        self._endpoint_region = settings.region
-
-    def key(self, node: Node) -> Key | None:
-        if (
-            node.provider != "aws"
-            or not node.region
-            or not node.instance_type
-            or node.os not in _PRICE_LIST_OS
-        ):
-            return None  # another OS (or none) has its own licence price: we don't guess
-        return (node.region, node.instance_type, node.os)
-
-    def fetch(self, keys: Sequence[Key]) -> Mapping[Key, ShelfPrice | None]:
-        prices = {}
-        for key in keys:
-            hourly = self._hourly(*key)
-            if hourly is not None:
-                prices[key] = ShelfPrice(hourly)
-        return prices
-
-    def _hourly(self, region: str, instance_type: str, os: str) -> Decimal | None:
-        operating_system, operation = _PRICE_LIST_OS[os]
-        wanted = {
-            "regionCode": region,
-            "instanceType": instance_type,
-            "operatingSystem": operating_system,
-            "tenancy": "Shared",
-            "preInstalledSw": "NA",
-            "capacitystatus": "Used",
-            "licenseModel": "No License required",
-            "operation": operation,
-        }
-        client = self._client("pricing", self._endpoint_region)
-        params: dict[str, Any] = {
-            "ServiceCode": "AmazonEC2",
-            "Filters": [{"Type": "TERM_MATCH", "Field": f, "Value": v} for f, v in wanted.items()],
-            "FormatVersion": "aws_v1",
-            "MaxResults": 100,
-        }
-        found: set[Decimal] = set()
-        for page in self._pages(client, "get_products", "pricing:GetProducts", params):
-            items = page.get("PriceList")
-            if not isinstance(items, list):
-                raise FetchError(Reason.BAD_RESPONSE, "pricing:GetProducts answered without a PriceList")
-            bad = 0
-            for item in items:
-                try:
-                    found.update(_on_demand_hourly(item, wanted))
-                except (ValueError, TypeError, KeyError, AttributeError) as err:
-                    bad += 1
-                    self._warn_once(
-                        "element", "skipping an unreadable GetProducts PriceList element: %r", err
-                    )
-            if items and bad == len(items):
-                raise FetchError(
-                    Reason.BAD_RESPONSE,
-                    f"pricing:GetProducts: none of {len(items)} PriceList elements readable",
-                )
-        if len(found) > 1:
-            self._warn_once(
-                f"{region}|{instance_type}|{os}",
-                "%s %s %s has several on-demand prices %s; using the highest",
-                region,
-                instance_type,
-                os,
-                sorted(map(str, found)),
-            )
-        return max(found) if found else None
-
-
-def _on_demand_hourly(item: object, wanted: Mapping[str, str]) -> set[Decimal]:
-    """The non-zero hourly USD on-demand prices of one PriceList element that really matches `wanted`."""
-    if not isinstance(item, str):
-        raise TypeError(f"PriceList element is a {type(item).__name__}, not a JSON string")
-    data = json.loads(item)
-    attributes = data["product"]["attributes"]
-    if any(attributes.get(field) != value for field, value in wanted.items()):
-        return set()
-    if attributes.get("marketoption", "OnDemand") != "OnDemand":  # e.g. CapacityBlock rows of GPU types
-        return set()
-    prices = set()
-    for term in data.get("terms", {}).get("OnDemand", {}).values():
-        for dimension in term["priceDimensions"].values():
-            if dimension.get("unit") == "Hrs":
-                hourly = parse_money(dimension["pricePerUnit"]["USD"])
-                if hourly > 0:  # Host-tenancy and similar rows are $0: not a price
-                    prices.add(hourly)
-    return prices
-
-
-class AwsSpotPrices(_AwsSource):
-    """Current spot price per (zone, instance type, OS): spot prices differ by availability zone.
-
-    One DescribeSpotPriceHistory sequence per region, for every type and OS wanted there; StartTime=now
-    makes AWS return the price in effect now for each zone, type and product description.
-    """
-
-    name = "aws_spot"
-    basis = Basis.SPOT
-
-    def __init__(
-        self, settings: AwsSpotSettings, status: IntegrationStatus, cache: PriceCache | None, currency: str
-    ) -> None:
-        super().__init__(settings, status, cache, currency)
-        self._descriptions = {"linux": settings.product_description, "windows": _SPOT_WINDOWS}
-
-    def key(self, node: Node) -> Key | None:
-        if (
-            node.provider != "aws"
-            or node.capacity_type is not CapacityType.SPOT
-            or not node.instance_type
-            or node.os not in self._descriptions
-            or region_of_zone(node.zone) is None
-        ):
-            return None
-        return (node.zone, node.instance_type, node.os)
-
-    def batches(self, keys: Sequence[Key]) -> list[list[Key]]:
-        by_region: dict[str, list[Key]] = {}
-        for key in keys:
-            by_region.setdefault(region_of_zone(key[0]) or "", []).append(key)
-        return list(by_region.values())
-
-    def fetch(self, keys: Sequence[Key]) -> Mapping[Key, ShelfPrice | None]:
-        region = region_of_zone(keys[0][0]) or ""
-        client = self._client("ec2", region)
-        params: dict[str, Any] = {
-            "InstanceTypes": sorted({key[1] for key in keys}),
-            "ProductDescriptions": sorted({self._descriptions[key[2]] for key in keys}),
-            "StartTime": datetime.now(UTC),
-            "MaxResults": 1000,
-        }
-        latest: dict[tuple[str, str, str], tuple[datetime, Decimal]] = {}
-        action = "ec2:DescribeSpotPriceHistory"
-        for page in self._pages(client, "describe_spot_price_history", action, params):
-            history = page.get("SpotPriceHistory")
-            if not isinstance(history, list):
-                raise FetchError(Reason.BAD_RESPONSE, f"{action} answered without a SpotPriceHistory")
-            for item in history:
-                try:
-                    where = (item["AvailabilityZone"], item["InstanceType"], item["ProductDescription"])
-                    stamp: datetime = item["Timestamp"]
-                    price = parse_money(item["SpotPrice"])
-                except (KeyError, TypeError, ValueError) as err:
-                    self._warn_once("spot item", "skipping an unreadable spot price entry %r: %r", item, err)
-                    continue
-                if price > 0 and (where not in latest or stamp > latest[where][0]):
-                    latest[where] = (stamp, price)
-        prices = {}
-        for key in keys:
-            zone, instance_type, os = key
-            found = latest.get((zone, instance_type, self._descriptions[os]))
-            if found is not None:
-                prices[key] = ShelfPrice(found[1])
-        return prices

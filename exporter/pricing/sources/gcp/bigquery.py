@@ -25,7 +25,7 @@ from exporter.config import GcpBigQuerySettings
 from exporter.health import Health, IntegrationStatus, Reason
 from exporter.inventory.node import Node
 from exporter.pricing.sources.billing import BillingSource, BillRow
-from exporter.pricing.sources.shelf import FetchError
+from exporter.pricing.sources.fetch import FetchError
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""AWS price and billing sources."""

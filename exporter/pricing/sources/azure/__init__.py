@@ -1,0 +1,1 @@
+"""AZURE price and billing sources."""

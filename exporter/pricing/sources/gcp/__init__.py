@@ -1,0 +1,1 @@
+"""GCP price and billing sources."""
