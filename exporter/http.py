@@ -101,6 +101,7 @@ def _landing(app: App) -> str:
 def serve(app: App, host: str, port: int) -> ExporterServer:
     """Start serving on a background thread; returns the server (its port is server.server_address[1])."""
     server = ExporterServer((host, port), app)
-    threading.Thread(target=server.serve_forever, name="http", daemon=True).start()
+    # A short poll interval: shutdown (SIGTERM) waits for the loop's next look, 0.5 s by default.
+    threading.Thread(target=server.serve_forever, args=(0.05,), name="http", daemon=True).start()
     log.info("listening on %s:%d", host or "0.0.0.0", server.server_address[1])
     return server

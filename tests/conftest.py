@@ -88,3 +88,10 @@ def wait_until(condition: Callable[[], object], timeout: float = 15.0) -> None:
 def scrape(app: App) -> str:
     """What /metrics would serve (text format), without HTTP."""
     return node_text(app.store, openmetrics=False) + generate_latest(app.registry).decode()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that runs promtool starts a real process: it belongs with the slow ones."""
+    for item in items:
+        if "promtool" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)

@@ -8,7 +8,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
+
+pytestmark = pytest.mark.slow  # runs promtool
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "deploy" / "alerts" / "node-cost-exporter.rules.yml"

@@ -6,6 +6,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
+
 from exporter.cache import PriceCache
 from exporter.health import IntegrationStatus, Reason
 
@@ -48,6 +50,7 @@ WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # a writer process, SIGKILLed
 def test_sigkill_mid_write_loses_at_most_the_open_batch(tmp_path: Path) -> None:
     path = tmp_path / "cache.sqlite"
     proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)

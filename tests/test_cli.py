@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # starts the exporter as a process
+
 
 def free_port() -> int:
     with socket.socket() as sock:

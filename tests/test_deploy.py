@@ -27,6 +27,8 @@ import yaml
 from exporter.config import Config, load_config
 from exporter.inventory.quantity import parse_quantity
 
+pytestmark = pytest.mark.slow  # runs kubectl kustomize and schema validation
+
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 RULES_FILE = DEPLOY / "alerts" / "node-cost-exporter.rules.yml"

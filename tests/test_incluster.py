@@ -140,6 +140,7 @@ def test_ipv6_service_host_is_bracketed(tmp_path: Path) -> None:
     assert config.auth_settings()["BearerToken"]["value"] == "Bearer t"
 
 
+@pytest.mark.slow  # a Python process
 def test_in_cluster_watching_never_imports_the_kubernetes_package(
     tmp_path: Path, tls: tuple[str, str]
 ) -> None:

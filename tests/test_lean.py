@@ -3,6 +3,10 @@
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.slow  # starts a Python process to see what it imports
+
 PROBE = """
 import sys, threading
 from exporter.app import App

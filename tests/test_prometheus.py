@@ -36,6 +36,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.app import demo_nodes_path
 from fakes.azure_api import FakeRetailPricesAPI, vm_items
 
+pytestmark = pytest.mark.slow  # starts real Prometheus servers
+
 ROOT = Path(__file__).resolve().parents[1]
 RULES = ROOT / "deploy" / "alerts" / "node-cost-exporter.rules.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "node-cost-exporter.json"

@@ -9,12 +9,16 @@ import sys
 from decimal import Decimal
 from pathlib import Path
 
+import pytest
+
 from exporter.inventory.node import ProviderRef
 from exporter.pricing.sources.offline import OfflinePrices
 from fakes.azure_api import REAL_EASTUS_D2S_V3, FakeRetailPricesAPI
 from tests.conftest import node
 
 ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow  # runs the snapshot command as a process
 
 
 def snapshot(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
