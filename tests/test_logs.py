@@ -5,6 +5,7 @@ import logging
 
 import pytest
 
+from exporter.health import Health, Reason
 from exporter.logs import _Formatter, with_fields
 
 LOGGER = "exporter.test_logs"
@@ -57,3 +58,16 @@ def test_a_call_can_add_or_override_fields_and_an_unknown_field_is_refused(
     with pytest.raises(TypeError, match="not a log field: region"):
         with_fields(logging.getLogger(LOGGER), region="us-east-1")
 
+
+def test_integration_failing_and_recovered_lines_name_it_as_a_field(caplog: pytest.LogCaptureFixture) -> None:
+    status = Health().integration("azure_retail")
+    with caplog.at_level(logging.INFO, "exporter.health"):
+        status.failed(Reason.THROTTLED, "HTTP 429 from prices.azure.com")
+        status.failed(Reason.THROTTLED, "HTTP 429 again")  # same reason: not logged again
+        status.succeeded()
+    assert formatted(caplog) == [
+        "ts=2024-06-01T00:00:00.005Z level=warning logger=exporter.health integration=azure_retail "
+        'msg="integration failing (throttled): HTTP 429 from prices.azure.com"',
+        'ts=2024-06-01T00:00:00.005Z level=info logger=exporter.health integration=azure_retail '
+        'msg="integration recovered"',
+    ]
