@@ -65,9 +65,11 @@ class Family:
         return f"# HELP {name} {self.help}\n# TYPE {name} {kind}\n".encode()
 
 
-def info_values(node: Node) -> tuple[str, ...]:
-    """The label values of nodecost_node_info, in order."""
-    return (
+# The value functions of NODE_FAMILIES, in its order: pure, () where the node has no sample in the family.
+
+
+def _info(node: Node, price: NodePrice | None) -> Sequence[Sample]:
+    facts = (
         node.name,
         node.provider,
         node.instance_type,
@@ -79,10 +81,7 @@ def info_values(node: Node) -> tuple[str, ...]:
         node.arch,
         node.gpu_model,
     )
-
-
-def _info(node: Node, price: NodePrice | None) -> Sequence[Sample]:
-    return ((info_values(node), 1.0),)
+    return ((facts, 1.0),)
 
 
 def _hourly(node: Node, price: NodePrice | None) -> Sequence[Sample]:
