@@ -29,18 +29,8 @@ from exporter.inventory.node import Node
 from exporter.inventory.parse import parse_node
 from exporter.metrics.collector import ExporterCollector
 from exporter.metrics.exposition import render
-from exporter.metrics.store import (
-    NODE_CPU,
-    NODE_GPU,
-    NODE_HOURLY,
-    NODE_INFO,
-    NODE_MEMORY,
-    NODE_UNPRICED,
-    UNPRICED,
-    Family,
-    info_values,
-    render_node,
-)
+from exporter.metrics.families import NODE_FAMILIES
+from exporter.metrics.store import UNPRICED
 from exporter.pricing.quote import NodePrice
 
 WARMUP_EVENTS = 1000
@@ -150,7 +140,7 @@ def _steps(app: App, watcher: KubeNodeWatcher, lines: list[bytes]) -> list[Step]
         t2 = clock()
         price = app.engine.price(node)
         t3 = clock()
-        render_node(node, price)
+        app.store.render(node, price)
         t4 = clock()
         app.upsert(node)
         t5 = clock()
@@ -160,7 +150,7 @@ def _steps(app: App, watcher: KubeNodeWatcher, lines: list[bytes]) -> list[Step]
         "json.loads of the event line",
         "parse_node",
         "PricingEngine.price",
-        "render_node",
+        "NodeMetricsStore.render",
         "App.upsert (price + render + store.set)",
     )
     return [Step(name, total / len(lines)) for name, total in zip(names, spent, strict=True)]
@@ -169,34 +159,20 @@ def _steps(app: App, watcher: KubeNodeWatcher, lines: list[bytes]) -> list[Step]
 class NaiveNodeCollector(Collector):
     """How exporters usually do it: build every node's families at collect time from current state.
 
-    It is given each node's price already computed (as our store is), so only exposition is compared.
+    It is given each node's price already computed (as our store is) and takes every family's samples
+    from the same value functions (NODE_FAMILIES), so only exposition is compared.
     """
 
     def __init__(self, entries: Callable[[], list[tuple[Node, NodePrice | None]]]) -> None:
         self._entries = entries
 
     def collect(self) -> Iterator[Metric]:
-        def family(spec: Family) -> GaugeMetricFamily:
-            return GaugeMetricFamily(spec.name, spec.help, labels=list(spec.labels))
-
-        info, hourly, cpu, mem = family(NODE_INFO), family(NODE_HOURLY), family(NODE_CPU), family(NODE_MEMORY)
-        gpu, unpriced = family(NODE_GPU), family(NODE_UNPRICED)
+        families = [(f, GaugeMetricFamily(f.name, f.help, labels=list(f.labels))) for f in NODE_FAMILIES]
         for node, price in self._entries():
-            info.add_metric(list(info_values(node)), 1.0)
-            if price is None:
-                unpriced.add_metric([node.name], 1.0)
-                continue
-            ident = [node.name, price.source, price.currency]
-            hourly.add_metric(
-                [node.name, price.source, price.basis.value, price.currency], float(price.hourly)
-            )
-            if price.cpu_core_hourly is not None:
-                cpu.add_metric(ident, float(price.cpu_core_hourly))
-            if price.memory_gib_hourly is not None:
-                mem.add_metric(ident, float(price.memory_gib_hourly))
-            if price.gpu_hourly is not None:
-                gpu.add_metric(ident, float(price.gpu_hourly))
-        yield from (info, hourly, cpu, mem, gpu, unpriced)
+            for spec, family in families:
+                for values, value in spec.samples(node, price):
+                    family.add_metric(list(values), value)
+        yield from (family for _, family in families)
 
 
 def _median_time(fn: Callable[[], object], runs: int) -> float:

@@ -18,7 +18,7 @@ from datetime import date, timedelta
 from typing import TextIO
 
 from exporter.config import ConfigError, load_config
-from exporter.metrics.store import escape
+from exporter.metrics.families import escape
 from exporter.pricing.sources.billing import BillingSource, midnight
 
 METRIC = "nodecost_node_reconciled_hourly_cost"

@@ -13,6 +13,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from exporter.logs import with_fields
+
 log = logging.getLogger(__name__)
 _COUNT_LOCK = threading.Lock()
 
@@ -47,6 +49,10 @@ class IntegrationStatus:
     last_duration_seconds: float | None = None
     requests: int = 0
     errors: Counter[Reason] = field(default_factory=Counter)
+    _log: logging.LoggerAdapter[logging.Logger] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._log = with_fields(log, integration=self.name)  # its lines carry integration=<name>
 
     def record_request(self, reason: Reason | None = None) -> None:
         """Count one API call (and its failure reason), for integrations that make many per attempt."""
@@ -61,7 +67,7 @@ class IntegrationStatus:
         """The attempt worked. `count=False` when its calls were counted with `record_request`."""
         now = time.time()
         if not self.up and self.reason is not None:
-            log.info("integration %s recovered", self.name)
+            self._log.info("integration recovered")
         self.up, self.reason, self.detail = True, None, ""
         self.last_attempt = self.last_success = now
         if count:
@@ -82,7 +88,7 @@ class IntegrationStatus:
     ) -> None:
         """The attempt failed; logged when the state or reason changes, not on every retry."""
         if self.up or self.reason != reason:
-            log.warning("integration %s failing (%s): %s", self.name, reason.value, detail)
+            self._log.warning("integration failing (%s): %s", reason.value, detail)
         self.up, self.reason, self.detail = False, reason, detail
         self.last_attempt = time.time()
         if count:

@@ -8,10 +8,12 @@ from pathlib import Path
 
 from prometheus_client.registry import CollectorRegistry
 
+from exporter.config import tag_label
 from exporter.health import Health, Reason
 from exporter.metrics.collector import ExporterCollector
+from exporter.metrics.families import NODE_FAMILIES, Family, billing_tags_family
 from exporter.metrics.process import ProcessMetrics
-from exporter.metrics.store import NODE_FAMILIES, NodeMetricsStore, tags_family
+from exporter.metrics.store import NodeMetricsStore
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 ROW = re.compile(r"^\| `(?P<name>[a-z_]+)` \| (?P<type>\w+) \|[^|]+\|(?P<labels>[^|]*)\| .+ \|$")
@@ -39,6 +41,12 @@ def documented() -> dict[str, tuple[str, frozenset[str]]]:
     return out
 
 
+def rows(families: tuple[Family, ...]) -> dict[str, tuple[str, frozenset[str]]]:
+    """Name → (type, labels) of each family entry; the docs write a tag label as `tag_<key>`."""
+    doc_label = {tag_label("<key>"): "tag_&lt;key&gt;"}
+    return {f.name: (f.type, frozenset(doc_label.get(label, label) for label in f.labels)) for f in families}
+
+
 def exposed() -> dict[str, tuple[str, frozenset[str]]]:
     """Every series name the exporter can emit, with every integration field filled in."""
     health = Health()
@@ -49,11 +57,7 @@ def exposed() -> dict[str, tuple[str, frozenset[str]]]:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ExporterCollector(health, NodeMetricsStore(), lambda: True, Stats(), [Bill()]))
     registry.register(ProcessMetrics())
-    tags = tags_family(("<key>",))
-    out: dict[str, tuple[str, frozenset[str]]] = {
-        f.name: (f.type, frozenset(f.labels)) for f in (*NODE_FAMILIES, tags)
-    }
-    out[tags.name] = (tags.type, frozenset({"node", "tag_&lt;key&gt;"}))
+    out = rows((*NODE_FAMILIES, billing_tags_family(("<key>",))))
     for metric in registry.collect():
         kind = "gauge" if metric.type == "info" else metric.type
         for sample in metric.samples:
@@ -65,9 +69,27 @@ def exposed() -> dict[str, tuple[str, frozenset[str]]]:
     return out
 
 
+def disagreements(
+    docs: dict[str, tuple[str, frozenset[str]]], code: dict[str, tuple[str, frozenset[str]]]
+) -> list[str]:
+    out = [f"{name}: exposed but not documented" for name in sorted(set(code) - set(docs))]
+    out += [f"{name}: documented but not exposed" for name in sorted(set(docs) - set(code))]
+    out += [
+        f"{name}: docs say {docs[name]}, code {code[name]}"
+        for name in sorted(set(code) & set(docs))
+        if docs[name] != code[name]
+    ]
+    return out
+
+
 def test_docs_table_and_code_agree() -> None:
-    docs, code = documented(), exposed()
-    assert sorted(set(code) - set(docs)) == [], "exposed but not documented"
-    assert sorted(set(docs) - set(code)) == [], "documented but not exposed"
-    for name, (kind, labels) in code.items():
-        assert docs[name] == (kind, labels), name
+    assert disagreements(documented(), exposed()) == []
+
+
+def test_a_family_entry_without_its_docs_row_or_with_other_labels_fails() -> None:
+    new = Family("nodecost_node_new_hourly_cost", "gauge", "New.", ("node",), lambda node, price: ())
+    relabelled = Family(NODE_FAMILIES[0].name, "gauge", "Info.", ("node",), lambda node, price: ())
+    problems = disagreements(documented(), exposed() | rows((new, relabelled)))
+    assert len(problems) == 2, problems
+    assert problems[0] == "nodecost_node_new_hourly_cost: exposed but not documented"
+    assert problems[1].startswith("nodecost_node_info: docs say ('gauge', frozenset({")
