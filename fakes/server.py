@@ -23,12 +23,14 @@ from __future__ import annotations
 import json
 import socket
 import ssl
+import subprocess
 import threading
 from collections.abc import Callable, Mapping
 from contextlib import suppress
 from dataclasses import dataclass, field
 from enum import Enum
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
@@ -320,6 +322,35 @@ class FakeServer:
 
 def _constant(answer: Answer) -> Responder:
     return lambda _request: answer
+
+
+def self_signed_cert(directory: Path) -> tuple[str, str]:
+    """A certificate for 127.0.0.1 (its own CA) and its key, made with Debian's openssl, for `tls`."""
+    cert, key = directory / "apiserver.crt", directory / "apiserver.key"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "2",
+            "-subj",
+            "/CN=kube-apiserver",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=60,
+    )
+    return str(cert), str(key)
 
 
 def abort(connection: socket.socket) -> None:
