@@ -63,7 +63,7 @@ import sqlglot
 from sqlglot import TokenType, exp
 from sqlglot.errors import ParseError, TokenError
 
-from fakes.server import Answer, FakeServer, Fault, Request
+from fakes.server import Answer, FakeServer, Fault, Request, header_seconds
 
 ACCOUNT = "123456789012"
 CATALOG = "awsdatacatalog"  # Athena's Glue catalog, as Trino names it in messages
@@ -346,7 +346,7 @@ class FakeAthena(FakeServer):
         }[fault]
         answer = self._error(self._injected(error, "", request))
         if fault is Fault.THROTTLED and retry_after is not None:
-            answer = replace(answer, headers={**answer.headers, "Retry-After": _seconds(retry_after)})
+            answer = replace(answer, headers={**answer.headers, "Retry-After": header_seconds(retry_after)})
         return answer
 
     @staticmethod
@@ -878,9 +878,6 @@ def _table_not_found(request: Request) -> QueryFailure:
     name = f"{tables[0].database}.{tables[0].name}" if tables else f"{database}.unknown"
     return QueryFailure.of("TABLE_NOT_FOUND", f"line 1:1: Table '{CATALOG}.{name}' does not exist")
 
-
-def _seconds(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def _quote(name: str) -> str:

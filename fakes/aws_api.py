@@ -27,7 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
 
-from fakes.server import Answer, FakeServer, Fault, Request
+from fakes.server import Answer, FakeServer, Fault, Request, header_seconds
 
 _SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
 _EC2_NS = "http://ec2.amazonaws.com/doc/2016-11-15/"
@@ -405,7 +405,7 @@ class Ec2Api(_FakeAws):
             return self._history("", "")
         if fault is Fault.BAD_RESPONSE:
             return self._reply(200, self._truncated())
-        headers = {} if retry_after is None else {"Retry-After": _seconds(retry_after)}
+        headers = {} if retry_after is None else {"Retry-After": header_seconds(retry_after)}
         status, code, message = {
             Fault.AUTH: (401, "AuthFailure", "AWS was not able to validate the provided access credentials"),
             Fault.PERMISSION: (403, "UnauthorizedOperation", "You are not authorized to perform this operation."),
@@ -451,12 +451,9 @@ def aws_json_fault(fault: Fault, action: str, retry_after: float | None) -> Answ
         Fault.THROTTLED: (400, "ThrottlingException", "Rate exceeded"),
         Fault.UNAVAILABLE: (503, "ServiceUnavailable", "Service is unavailable. Please try again later."),
     }[fault]
-    headers = {"Retry-After": _seconds(retry_after)} if fault is Fault.THROTTLED and retry_after is not None else {}
+    headers = {"Retry-After": header_seconds(retry_after)} if fault is Fault.THROTTLED and retry_after is not None else {}
     return aws_json_error(status, code, message, headers=headers)
 
-
-def _seconds(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def _members(params: dict[str, list[str]], name: str) -> set[str]:

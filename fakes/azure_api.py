@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
-from fakes.server import Answer, FakeServer, Fault, Request
+from fakes.server import Answer, FakeServer, Fault, Request, header_seconds
 
 API_PATH = "/api/retail/prices"
 API_VERSIONS = ("2023-01-01-preview", "2021-10-01-preview")
@@ -336,7 +336,7 @@ class FakeRetailPricesAPI(FakeServer):
             return Answer.json(200, self._page_body(request, [], None), content_type=_JSON)
         if fault is Fault.BAD_RESPONSE:
             return self.handle(request).truncated()
-        headers = {"Retry-After": _seconds(retry_after)} if fault is Fault.THROTTLED and retry_after else {}
+        headers = {"Retry-After": header_seconds(retry_after)} if fault is Fault.THROTTLED and retry_after else {}
         status, code, message = {
             Fault.AUTH: (401, "Unauthorized", "Authentication failed."),
             Fault.PERMISSION: (403, "Forbidden", "The client is not allowed to read prices."),
@@ -394,6 +394,3 @@ _JSON = "application/json; charset=utf-8"
 def _error(code: str, message: str) -> dict[str, Any]:
     return {"Error": {"Code": code, "Message": message}}
 
-
-def _seconds(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))

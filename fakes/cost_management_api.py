@@ -74,7 +74,7 @@ from urllib.parse import quote, unquote
 
 from azure.core.credentials import AccessToken
 
-from fakes.server import Answer, FakeServer, Fault, Request, self_signed_cert
+from fakes.server import Answer, FakeServer, Fault, Request, header_seconds, self_signed_cert
 
 if TYPE_CHECKING:
     from azure.mgmt.costmanagement import CostManagementClient
@@ -475,7 +475,7 @@ class FakeCostManagement(FakeServer):
             self.enqueue(Answer.json(400, body, content_type=_JSON), count)
             return
         if error == "unavailable":
-            headers = {} if retry_after is None else {"Retry-After": _seconds(retry_after)}
+            headers = {} if retry_after is None else {"Retry-After": header_seconds(retry_after)}
             self.enqueue(lambda request: self._unavailable(headers), count)
             return
         fault = {"unauthenticated": Fault.AUTH, "forbidden": Fault.PERMISSION, "throttled": Fault.THROTTLED}.get(
@@ -507,11 +507,11 @@ class FakeCostManagement(FakeServer):
             err = _not_found(scope)
             return Answer.json(err.status, _error_body(err.code, err.message), content_type=_JSON)
         if fault is Fault.THROTTLED:
-            seconds = _seconds(60 if retry_after is None else retry_after)
+            wait = header_seconds(60 if retry_after is None else retry_after)
             headers = {
-                f"{QPU}-qpu-retry-after": seconds,
-                f"{QPU}-entity-retry-after": seconds,
-                f"{QPU}-tenant-retry-after": seconds,
+                f"{QPU}-qpu-retry-after": wait,
+                f"{QPU}-entity-retry-after": wait,
+                f"{QPU}-tenant-retry-after": wait,
                 f"{QPU}-qpu-remaining": "QueriesPerHour:0,QueriesPerMin:0",
                 f"{QPU}-qpu-consumed": "0",
             }
@@ -668,9 +668,6 @@ def _challenge(description: str) -> str:
         f'error="invalid_token", error_description="{description}"'
     )
 
-
-def _seconds(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def _fingerprint(body: Any) -> str:

@@ -26,7 +26,7 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 from urllib.parse import parse_qsl
 
-from fakes.server import Answer, FakeServer, Fault, Request
+from fakes.server import Answer, FakeServer, Fault, Request, header_seconds
 
 SERVICE = "6F81-5844-456A"  # Compute Engine
 SKUS_PATH = f"/v1/services/{SERVICE}/skus"
@@ -320,7 +320,7 @@ class FakeCatalogAPI(FakeServer):
         if fault is Fault.BAD_RESPONSE:
             return self._json(*self._page(request.query)).truncated()
         if fault is Fault.THROTTLED:
-            headers = {} if retry_after is None else {"Retry-After": _seconds(retry_after)}
+            headers = {} if retry_after is None else {"Retry-After": header_seconds(retry_after)}
             quota = "Quota exceeded for quota metric 'Read requests' of service 'cloudbilling.googleapis.com'."
             return self._json(429, google_error(429, quota, reason="RATE_LIMIT_EXCEEDED"), headers)
         code, message, reason = {
@@ -418,9 +418,6 @@ _JSON = "application/json; charset=UTF-8"
 def _is_sku_call(request: Request) -> bool:
     return request.method == "GET" and request.path.startswith("/v1/")
 
-
-def _seconds(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def _converted(row: dict[str, Any], currency: str, rate: Decimal) -> dict[str, Any]:

@@ -320,6 +320,11 @@ class FakeServer:
         abort(handler.connection)
 
 
+def header_seconds(value: float) -> str:
+    """A retry-after header value: whole seconds as an integer, else the float."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 def _constant(answer: Answer) -> Responder:
     return lambda _request: answer
 
