@@ -24,7 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bench.procs import HOST, BenchError, Child, cpu_seconds, free_port, get, proc_status, timed_get
-from fakes.kube_api import self_signed_cert, write_kubeconfig
+from fakes.kube_api import write_kubeconfig
+from fakes.server import self_signed_cert
 
 TOKEN = "bench-token"
 INFO = b"nodecost_node_info{"

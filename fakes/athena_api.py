@@ -34,10 +34,10 @@ DataScannedInBytes is not a byte count of anything: it is 100 bytes times the ro
 query names, whatever its WHERE, so a test can predict it; `scanned_bytes_total` adds it up once per query
 that succeeds.
 
-Test controls: `fail_next` answers the next calls of an operation with an AWS error, `fail_next_query` makes
-the next queries FAIL whatever their SQL, `delay_seconds` slows every answer (after the request took
-effect, as a lost answer would), `mangle` rewrites result rows, and `calls`, `queries` and `executed` record
-what came in and what DuckDB ran.
+Test controls (it is a `FakeServer`): generic faults (`inject`) in Athena's shapes, `fail_next` answers the
+next calls of an operation with an AWS error, `fail_next_query` makes the next queries FAIL whatever their
+SQL, `delay_seconds` slows every answer (after the request took effect, as a lost answer would), `mangle`
+rewrites result rows, and `calls`, `queries` and `executed` record what came in and what DuckDB ran.
 """
 
 from __future__ import annotations
@@ -48,22 +48,22 @@ import json
 import math
 import re
 import struct
-import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from datetime import time as clock_time
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import duckdb
 import sqlglot
 from sqlglot import TokenType, exp
 from sqlglot.errors import ParseError, TokenError
+
+from fakes.server import Answer, FakeServer, Fault, Request, header_seconds
 
 ACCOUNT = "123456789012"
 CATALOG = "awsdatacatalog"  # Athena's Glue catalog, as Trino names it in messages
@@ -161,14 +161,6 @@ class QueryFailure:
 
 
 @dataclass
-class _Failure:
-    operation: str
-    error: str
-    message: str
-    remaining: int
-
-
-@dataclass
 class _Execution:
     id: str
     query: str
@@ -199,71 +191,45 @@ class _Answer(Exception):
         self.code, self.message, self.status, self.fields = code, message, status, fields
 
 
-class FakeAthena:
+class FakeAthena(FakeServer):
     """Amazon Athena on 127.0.0.1: StartQueryExecution, GetQueryExecution, GetQueryResults,
     StopQueryExecution and GetWorkGroup, over real HTTP, running the SQL in DuckDB."""
 
     def __init__(self, *, page_size: int = 1000, polls_before_done: int = 1) -> None:
+        super().__init__()
         self.page_size = page_size  # most rows per GetQueryResults page, whatever MaxResults asks for
         self.polls_before_done = polls_before_done  # GetQueryExecution polls answered RUNNING per query
-        self.delay_seconds = 0.0
         self.mangle: Callable[[list[list[str | None]]], list[list[str | None]]] | None = None
-        self.calls: list[str] = []  # every operation received, in order
-        self.queries: list[dict[str, Any]] = []  # every StartQueryExecution body, failed calls included
         self.executed: list[str] = []  # the DuckDB SQL of every query run, for debugging a test
         self.scanned_bytes_total = 0
         self._executions: dict[str, _Execution] = {}
         self._tokens: dict[str, str] = {}  # ClientRequestToken → execution id
-        self._failures: deque[_Failure] = deque()
         self._query_failures: deque[QueryFailure] = deque()
-        self._lock = threading.RLock()  # state and the DuckDB connection alike
-        self._stop = threading.Event()
+        self._empty_queries = 0  # the next queries this many succeed with no rows (Fault.NO_DATA)
         self._db = duckdb.connect(":memory:")
         self._db.execute(f"ATTACH ':memory:' AS {CATALOG}")
         self._db.execute(f"USE {CATALOG}")
         self._db.execute(f"CREATE SCHEMA {CATALOG}.default")  # every account has Glue's `default` database
         self._db.execute("SET TimeZone = 'UTC'")
         self._db.execute("SET integer_division = true")  # Trino: 5 / 2 = 2
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            disable_nagle_algorithm = True  # headers and body go out in two writes: no 40 ms delayed ACK
-
-            def do_POST(self) -> None:
-                fake._serve(self)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.01,), name="FakeAthena", daemon=True
-        )
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_port}"
+    def calls(self) -> list[str]:
+        """Every operation received, in order."""
+        with self._lock:
+            return [_operation(r) for r in self.requests]
 
-    def start(self) -> FakeAthena:
-        self._thread.start()
-        return self
+    @property
+    def queries(self) -> list[dict[str, Any]]:
+        """Every StartQueryExecution body, failed calls included."""
+        with self._lock:
+            received = [r for r in self.requests if _operation(r) == "StartQueryExecution"]
+        return [body for r in received if isinstance(body := r.json(), dict)]
 
     def stop(self) -> None:
-        self._stop.set()  # ends any delayed answer at once
-        if self._thread.is_alive():
-            self._server.shutdown()
-            self._thread.join(timeout=5)
-        self._server.server_close()
+        super().stop()
         with self._lock:
             self._db.close()
-
-    def __enter__(self) -> FakeAthena:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     # -- data -------------------------------------------------------------------------------------------
 
@@ -305,8 +271,11 @@ class FakeAthena:
         `error`: AccessDeniedException, ThrottlingException, TooManyRequestsException,
         InternalServerException (HTTP 500), InvalidRequestException or UnrecognizedClientException.
         Queued after earlier failures of the same operation; `message` replaces the realistic default."""
-        with self._lock:
-            self._failures.append(_Failure(operation, error, message, count))
+        self.enqueue(
+            lambda request: self._error(self._injected(error, message, request)),
+            count,
+            when=lambda request: _operation(request) == operation,
+        )
 
     def fail_next_query(
         self,
@@ -327,28 +296,12 @@ class FakeAthena:
 
     # -- per request ------------------------------------------------------------------------------------
 
-    def _serve(self, handler: BaseHTTPRequestHandler) -> None:
-        body = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
-        target = handler.headers.get("X-Amz-Target") or ""
-        operation = target.removeprefix("AmazonAthena.")
-        scope = _SCOPE.search(handler.headers.get("Authorization") or "")
+    def handle(self, request: Request) -> Answer:
+        operation = _operation(request)
+        scope = _SCOPE.search(request.headers.get("authorization") or "")
         region = scope.group(1) if scope else "us-east-1"
+        params = request.json() if request.body else {}
         try:
-            params = json.loads(body or b"{}")
-        except ValueError:
-            params = None
-        with self._lock:
-            self.calls.append(operation)
-            if operation == "StartQueryExecution" and isinstance(params, dict):
-                self.queries.append(params)
-            failure = next((f for f in self._failures if f.operation == operation), None)
-            if failure is not None:
-                failure.remaining -= 1
-                if failure.remaining <= 0:
-                    self._failures.remove(failure)
-        try:
-            if failure is not None:
-                raise self._injected(failure, operation, region, params if isinstance(params, dict) else {})
             if scope is None:
                 raise _Answer("MissingAuthenticationTokenException", "Missing Authentication Token", 403)
             if scope.group(2) != "athena":
@@ -356,30 +309,52 @@ class FakeAthena:
                     "InvalidSignatureException",
                     f"Credential should be scoped to correct service: 'athena', not '{scope.group(2)}'",
                 )
-            if handler.headers.get("Content-Type") != CONTENT_TYPE or not isinstance(params, dict):
+            if request.headers.get("content-type") != CONTENT_TYPE or not isinstance(params, dict):
                 raise _Answer("SerializationException", "Start of structure or map found where not expected.")
             route = self._routes().get(operation)
             if route is None:
                 raise _Answer("UnknownOperationException", "")
-            status, payload = 200, route(params, region)
+            return Answer.json(200, route(params, region), content_type=CONTENT_TYPE)
         except _Answer as answer:
-            status = answer.status
-            payload = {"__type": answer.code, **answer.fields}
-            if answer.message:
-                payload[_API_ERRORS.get(answer.code, (400, "Message"))[1]] = answer.message
-        if self.delay_seconds and self._stop.wait(self.delay_seconds):
-            handler.close_connection = True
-            return
-        data = json.dumps(payload).encode()
-        try:
-            handler.send_response(status)
-            handler.send_header("Content-Type", CONTENT_TYPE)
-            handler.send_header("Content-Length", str(len(data)))
-            handler.send_header("x-amzn-RequestId", str(uuid.uuid4()))
-            handler.end_headers()
-            handler.wfile.write(data)
-        except OSError:
-            handler.close_connection = True  # the client gave up (a timeout test)
+            return self._error(answer)
+
+    def answer_headers(self, request: Request) -> dict[str, str]:
+        return {"x-amzn-RequestId": str(uuid.uuid4())}
+
+    def fault_answer(self, fault: Fault, request: Request, retry_after: float | None) -> Answer:
+        """Athena's own errors, as its API reference lists them (InvalidRequestException,
+        TooManyRequestsException with a Reason, InternalServerException) and the AWS front door's
+        (UnrecognizedClientException, AccessDeniedException), in AWS JSON 1.1. A missing table and an empty
+        bill are not API errors in Athena: the query FAILS with TABLE_NOT_FOUND, or SUCCEEDS with no rows;
+        so NOT_FOUND and NO_DATA act on the next StartQueryExecution and every other call runs normally."""
+        operation = _operation(request)
+        if fault in (Fault.NOT_FOUND, Fault.NO_DATA):
+            if operation == "StartQueryExecution":
+                with self._lock:
+                    if fault is Fault.NO_DATA:
+                        self._empty_queries += 1
+                    else:
+                        self._query_failures.append(_table_not_found(request))
+            return self.handle(request)
+        if fault is Fault.BAD_RESPONSE:
+            return self.handle(request).truncated()
+        error = {
+            Fault.AUTH: "UnrecognizedClientException",
+            Fault.PERMISSION: "AccessDeniedException",
+            Fault.THROTTLED: "TooManyRequestsException",
+            Fault.UNAVAILABLE: "InternalServerException",
+        }[fault]
+        answer = self._error(self._injected(error, "", request))
+        if fault is Fault.THROTTLED and retry_after is not None:
+            answer = replace(answer, headers={**answer.headers, "Retry-After": header_seconds(retry_after)})
+        return answer
+
+    @staticmethod
+    def _error(answer: _Answer) -> Answer:
+        payload: dict[str, Any] = {"__type": answer.code, **answer.fields}
+        if answer.message:
+            payload[_API_ERRORS.get(answer.code, (400, "Message"))[1]] = answer.message
+        return Answer.json(answer.status, payload, {"x-amzn-ErrorType": answer.code}, content_type=CONTENT_TYPE)
 
     def _routes(self) -> dict[str, Callable[[dict[str, Any], str], dict[str, Any]]]:
         return {
@@ -390,8 +365,13 @@ class FakeAthena:
             "GetWorkGroup": self._get_work_group,
         }
 
-    def _injected(self, failure: _Failure, operation: str, region: str, params: dict[str, Any]) -> _Answer:
-        status = _API_ERRORS.get(failure.error, (400, "Message"))[0]
+    def _injected(self, error: str, message: str, request: Request) -> _Answer:
+        operation = _operation(request)
+        scope = _SCOPE.search(request.headers.get("authorization") or "")
+        region = scope.group(1) if scope else "us-east-1"
+        body = request.json()
+        params = body if isinstance(body, dict) else {}
+        status = _API_ERRORS.get(error, (400, "Message"))[0]
         workgroup = params.get("WorkGroup") or "primary"
         with self._lock:
             execution = self._executions.get(str(params.get("QueryExecutionId")))
@@ -413,11 +393,9 @@ class FakeAthena:
             "UnrecognizedClientException": "The security token included in the request is invalid.",
         }
         fields: dict[str, Any] = {}
-        if failure.error == "TooManyRequestsException":
+        if error == "TooManyRequestsException":
             fields["Reason"] = "CONCURRENT_QUERY_LIMIT_EXCEEDED"
-        return _Answer(
-            failure.error, failure.message or defaults.get(failure.error, failure.error), status, **fields
-        )
+        return _Answer(error, message or defaults.get(error, error), status, **fields)
 
     # -- operations -------------------------------------------------------------------------------------
 
@@ -461,6 +439,9 @@ class FakeAthena:
             execution.failure = self._query_failures.popleft()
         else:
             self._run(execution, params.get("ExecutionParameters") or [])
+            if self._empty_queries and execution.failure is None:
+                self._empty_queries -= 1
+                execution.rows = []
         if self.polls_before_done <= 0:
             self._settle(execution)
         return {"QueryExecutionId": execution.id}
@@ -879,6 +860,24 @@ def _position(sql: str, start: int) -> str:
     line = sql.count("\n", 0, start) + 1
     column = start - (sql.rfind("\n", 0, start) + 1) + 1
     return f"line {line}:{column}"
+
+
+def _operation(request: Request) -> str:
+    return (request.headers.get("x-amz-target") or "").removeprefix("AmazonAthena.")
+
+
+def _table_not_found(request: Request) -> QueryFailure:
+    """TABLE_NOT_FOUND for the first table a StartQueryExecution's SQL names."""
+    body = request.json() if request.body else None
+    params = body if isinstance(body, dict) else {}
+    database = str((params.get("QueryExecutionContext") or {}).get("Database") or "default")
+    try:
+        tables = _plan(str(params.get("QueryString") or ""), database).tables
+    except _Failed:
+        tables = []
+    name = f"{tables[0].database}.{tables[0].name}" if tables else f"{database}.unknown"
+    return QueryFailure.of("TABLE_NOT_FOUND", f"line 1:1: Table '{CATALOG}.{name}' does not exist")
+
 
 
 def _quote(name: str) -> str:

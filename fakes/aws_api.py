@@ -9,8 +9,9 @@ boto3 reaches them only through `endpoint_url`, so the SDK's real serialisers, s
   regions apart by the SigV4 credential scope, so one endpoint serves several regions, and with a
   StartTime it returns, like EC2, the price in effect at that time plus any later changes, newest first.
 
-Both fail on demand with the service's own error shapes (`fail_next`), answer slowly (`delay_seconds`),
-answer garbage (`malformed_next`), page (`page_size`) and record every call (`calls`).
+Both are `FakeServer`s: generic faults (`inject`) come in each API's own wire shape, and the older
+controls stay: an exact error (`fail_next`), garbage (`malformed_next`), slowness (`delay_seconds`), paging
+(`page_size`) and every call decoded (`calls`).
 """
 
 from __future__ import annotations
@@ -19,15 +20,14 @@ import base64
 import hashlib
 import json
 import re
-import threading
 import uuid
-from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
+
+from fakes.server import Answer, FakeServer, Fault, Request, header_seconds
 
 _SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
 _EC2_NS = "http://ec2.amazonaws.com/doc/2016-11-15/"
@@ -151,64 +151,31 @@ def ec2_product(
 
 @dataclass(frozen=True)
 class Call:
-    """One request as the fake received it."""
+    """One request as the fake decoded it."""
 
     operation: str  # GetProducts, DescribeSpotPriceHistory, or whatever the request named
     region: str  # from the SigV4 credential scope; "" when unsigned
     params: dict[str, Any]  # the decoded JSON body, or form fields (a list per field)
 
 
-@dataclass
-class _Failure:
-    code: str
-    status: int
-    message: str
-    retry_after: str | None
-    remaining: int
+class _FakeAws(FakeServer):
+    """What both AWS fakes share: SigV4 scope checks, the legacy controls and the call log."""
 
-
-class _FakeAws:
-    """Server plumbing and the test controls both fakes share."""
+    content_type = ""
 
     def __init__(self) -> None:
-        self.calls: list[Call] = []
+        super().__init__()
         self.page_size = 100  # most items per page, whatever MaxResults asks for
-        self.delay_seconds = 0.0
-        self._failures: deque[_Failure] = deque()
-        self._malformed = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                fake._serve(self)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever, args=(0.05,), name=type(self).__name__, daemon=True
-        )
 
     @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
+    def calls(self) -> list[Call]:
+        """Every request, decoded."""
+        with self._lock:
+            received = list(self.requests)
+        return [self._call(request) for request in received]
 
-    def __enter__(self) -> _FakeAws:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()  # ends any delayed answer at once
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+    def count(self, operation: str) -> int:
+        return sum(1 for call in self.calls if call.operation == operation)
 
     def fail_next(
         self,
@@ -220,68 +187,40 @@ class _FakeAws:
         retry_after: str | None = None,
     ) -> None:
         """Answer the next `count` calls with this error (queued after any earlier failures)."""
-        with self._lock:
-            self._failures.append(_Failure(code, status, message or code, retry_after, count))
+        headers = {} if retry_after is None else {"Retry-After": retry_after}
+        self.enqueue(lambda request: self._error(status, code, message or code, headers), count)
 
     def malformed_next(self, count: int = 1) -> None:
         """Answer the next `count` calls with HTTP 200 and a truncated body."""
-        with self._lock:
-            self._malformed += count
-
-    def count(self, operation: str) -> int:
-        with self._lock:
-            return sum(1 for call in self.calls if call.operation == operation)
+        self.enqueue(Answer(200, self._truncated().encode(), content_type=self.content_type), count)
 
     # -- per request ------------------------------------------------------------------------------------
 
-    def _serve(self, handler: BaseHTTPRequestHandler) -> None:
-        body = handler.rfile.read(int(handler.headers.get("Content-Length") or 0))
-        scope = _SCOPE.search(handler.headers.get("Authorization") or "")
-        operation, params = self._decode(handler, body)
-        with self._lock:
-            self.calls.append(Call(operation, scope.group(1) if scope else "", params))
-            failure = self._failures[0] if self._failures else None
-            if failure is not None:
-                failure.remaining -= 1
-                if failure.remaining <= 0:
-                    self._failures.popleft()
-            malformed = failure is None and self._malformed > 0
-            if malformed:
-                self._malformed -= 1
-        if self.delay_seconds and self._stop.wait(self.delay_seconds):
-            return
-        headers = {"x-amzn-RequestId": str(uuid.uuid4())}
-        if failure is not None:
-            if failure.retry_after is not None:
-                headers["Retry-After"] = failure.retry_after
-            status, payload = failure.status, self._error(failure.code, failure.message)
-        elif malformed:
-            status, payload = 200, self._truncated()
-        elif scope is None:
-            status, payload = 403, self._error("MissingAuthenticationToken", "Request is missing a signature")
-        else:
-            status, payload = self._answer(operation, scope.group(1), scope.group(2), params)
-        data = payload.encode()
-        try:
-            handler.send_response(status)
-            handler.send_header("Content-Type", self.content_type)
-            handler.send_header("Content-Length", str(len(data)))
-            for name, value in headers.items():
-                handler.send_header(name, value)
-            handler.end_headers()
-            handler.wfile.write(data)
-        except OSError:
-            pass  # the client gave up (a timeout test)
+    def answer_headers(self, request: Request) -> dict[str, str]:
+        return {"x-amzn-RequestId": str(uuid.uuid4())}
 
-    content_type = ""
+    def handle(self, request: Request) -> Answer:
+        scope = _SCOPE.search(request.headers.get("authorization") or "")
+        if scope is None:
+            return self._error(403, "MissingAuthenticationToken", "Request is missing a signature")
+        call = self._call(request)
+        return self._answer(call.operation, scope.group(1), scope.group(2), call.params)
 
-    def _decode(self, handler: BaseHTTPRequestHandler, body: bytes) -> tuple[str, dict[str, Any]]:
+    def _call(self, request: Request) -> Call:
+        scope = _SCOPE.search(request.headers.get("authorization") or "")
+        operation, params = self._decode(request)
+        return Call(operation, scope.group(1) if scope else "", params)
+
+    def _reply(self, status: int, payload: str) -> Answer:
+        return Answer(status, payload.encode(), content_type=self.content_type)
+
+    def _decode(self, request: Request) -> tuple[str, dict[str, Any]]:
         raise NotImplementedError
 
-    def _answer(self, operation: str, region: str, service: str, params: dict[str, Any]) -> tuple[int, str]:
+    def _answer(self, operation: str, region: str, service: str, params: dict[str, Any]) -> Answer:
         raise NotImplementedError
 
-    def _error(self, code: str, message: str) -> str:
+    def _error(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Answer:
         raise NotImplementedError
 
     def _truncated(self) -> str:
@@ -317,33 +256,24 @@ class PricingApi(_FakeAws):
         with self._lock:
             self._products.extend(parsed)
 
-    def __enter__(self) -> PricingApi:
-        super().__enter__()
-        return self
-
-    def _decode(self, handler: BaseHTTPRequestHandler, body: bytes) -> tuple[str, dict[str, Any]]:
-        target = handler.headers.get("X-Amz-Target") or ""
+    def _decode(self, request: Request) -> tuple[str, dict[str, Any]]:
+        target = request.headers.get("x-amz-target") or ""
         operation = (
             target.removeprefix("AWSPriceListService.") if target.startswith("AWSPriceList") else target
         )
-        try:
-            params = json.loads(body or b"{}")
-        except ValueError:
-            params = {}
-        if handler.headers.get("Content-Type") != self.content_type:
-            operation = f"bad content type {handler.headers.get('Content-Type')!r}"
+        params = request.json() if request.body else {}
+        if request.headers.get("content-type") != self.content_type:
+            operation = f"bad content type {request.headers.get('content-type')!r}"
         return operation, params if isinstance(params, dict) else {}
 
-    def _answer(self, operation: str, region: str, service: str, params: dict[str, Any]) -> tuple[int, str]:
+    def _answer(self, operation: str, region: str, service: str, params: dict[str, Any]) -> Answer:
         if operation != "GetProducts" or service != "pricing":
-            return 400, self._error("UnknownOperationException", f"{operation} ({service})")
+            return self._error(400, "UnknownOperationException", f"{operation} ({service})")
         if params.get("ServiceCode") != "AmazonEC2":
-            return 400, self._error(
-                "NotFoundException", f"unknown service code {params.get('ServiceCode')!r}"
-            )
+            return self._error(400, "NotFoundException", f"unknown service code {params.get('ServiceCode')!r}")
         filters = params.get("Filters", [])
         if any(f.get("Type") != "TERM_MATCH" for f in filters):
-            return 400, self._error("InvalidParameterException", "this fake only knows TERM_MATCH")
+            return self._error(400, "InvalidParameterException", "this fake only knows TERM_MATCH")
         wanted = {f["Field"]: f["Value"] for f in filters if f["Field"] not in self.ignored_filters}
         with self._lock:
             matches = [
@@ -353,7 +283,7 @@ class PricingApi(_FakeAws):
             ]
         offset = 0 if self.stuck_token or "NextToken" not in params else _offset(params["NextToken"])
         if offset is None:
-            return 400, self._error("InvalidNextTokenException", "The next token is invalid")
+            return self._error(400, "InvalidNextTokenException", "The next token is invalid")
         size = min(int(params.get("MaxResults") or 100), self.page_size)
         page = matches[offset : offset + size] + self.garbage_elements
         answer: dict[str, Any] = {"FormatVersion": "aws_v1", "PriceList": page}
@@ -361,10 +291,18 @@ class PricingApi(_FakeAws):
             answer["NextToken"] = "stuck"
         elif offset + size < len(matches):
             answer["NextToken"] = _token(offset + size)
-        return 200, json.dumps(answer)
+        return self._reply(200, json.dumps(answer))
 
-    def _error(self, code: str, message: str) -> str:
-        return json.dumps({"__type": code, "message": message})
+    def _error(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Answer:
+        return aws_json_error(status, code, message, headers=headers)
+
+    def fault_answer(self, fault: Fault, request: Request, retry_after: float | None) -> Answer:
+        """The Price List API's errors (AWS JSON 1.1, see `aws_json_error`), for GetProducts."""
+        if fault is Fault.NO_DATA:  # no product matches the filters
+            return self._reply(200, json.dumps({"FormatVersion": "aws_v1", "PriceList": []}))
+        if fault is Fault.BAD_RESPONSE:
+            return self._reply(200, self._truncated())
+        return aws_json_fault(fault, "pricing:GetProducts", retry_after)
 
     def _truncated(self) -> str:
         return '{"FormatVersion":"aws_v1","PriceList":["{\\"product\\":{\\"productFamily'
@@ -389,10 +327,6 @@ class Ec2Api(_FakeAws):
         self._records: list[SpotRecord] = []
         self.full_history = False  # True: every record, as for a StartTime long ago
 
-    def __enter__(self) -> Ec2Api:
-        super().__enter__()
-        return self
-
     def add(
         self,
         availability_zone: str,
@@ -408,17 +342,15 @@ class Ec2Api(_FakeAws):
                 SpotRecord(availability_zone, instance_type, product_description, spot_price, stamp)
             )
 
-    def _decode(self, handler: BaseHTTPRequestHandler, body: bytes) -> tuple[str, dict[str, Any]]:
-        params = parse_qs(body.decode(), keep_blank_values=True)
+    def _decode(self, request: Request) -> tuple[str, dict[str, Any]]:
+        params = parse_qs(request.body.decode(), keep_blank_values=True)
         if params.get("Version") != ["2016-11-15"]:
             return f"bad version {params.get('Version')}", params
         return params.get("Action", ["?"])[0], params
 
-    def _answer(self, operation: str, region: str, service: str, params: dict[str, Any]) -> tuple[int, str]:
+    def _answer(self, operation: str, region: str, service: str, params: dict[str, Any]) -> Answer:
         if operation != "DescribeSpotPriceHistory" or service != "ec2":
-            return 400, self._error(
-                "InvalidAction", f"The action {operation} is not valid for this web service."
-            )
+            return self._error(400, "InvalidAction", f"The action {operation} is not valid for this web service.")
         types = _members(params, "InstanceType")
         descriptions = _members(params, "ProductDescription")
         with self._lock:
@@ -434,7 +366,7 @@ class Ec2Api(_FakeAws):
         records.sort(key=lambda r: r.timestamp, reverse=True)
         offset = _offset(params["NextToken"][0]) if params.get("NextToken", [""])[0] else 0
         if offset is None:
-            return 400, self._error("InvalidNextToken", "The specified token is invalid")
+            return self._error(400, "InvalidNextToken", "The specified token is invalid")
         size = min(int(params.get("MaxResults", ["1000"])[0]), self.page_size)
         items = "".join(
             "<item>"
@@ -447,20 +379,81 @@ class Ec2Api(_FakeAws):
             for r in records[offset : offset + size]
         )
         token = _token(offset + size) if offset + size < len(records) else ""
-        return 200, (
+        return self._history(items, token)
+
+    def _history(self, items: str, token: str) -> Answer:
+        return self._reply(
+            200,
             f'<?xml version="1.0" encoding="UTF-8"?>\n<DescribeSpotPriceHistoryResponse xmlns="{_EC2_NS}">'
             f"<requestId>{uuid.uuid4()}</requestId><spotPriceHistorySet>{items}</spotPriceHistorySet>"
-            f"<nextToken>{token}</nextToken></DescribeSpotPriceHistoryResponse>"
+            f"<nextToken>{token}</nextToken></DescribeSpotPriceHistoryResponse>",
         )
 
-    def _error(self, code: str, message: str) -> str:
-        return (
+    def _error(self, status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Answer:
+        """EC2's Query API error document (docs.aws.amazon.com/AWSEC2/latest/APIReference/errors-overview.html):
+        `<Response><Errors><Error><Code>…<Message>…</Error></Errors><RequestID>…</RequestID></Response>`."""
+        body = (
             f'<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{escape(code)}</Code>'
             f"<Message>{escape(message)}</Message></Error></Errors><RequestID>{uuid.uuid4()}</RequestID></Response>"
         )
+        return Answer(status, body.encode(), dict(headers or {}), self.content_type)
+
+    def fault_answer(self, fault: Fault, request: Request, retry_after: float | None) -> Answer:
+        """EC2's own codes and statuses, from its API reference "Error codes" page (api-error-codes.html)
+        and "Troubleshooting API request errors" (RequestLimitExceeded, Client.UnauthorizedOperation)."""
+        if fault is Fault.NO_DATA:  # no price history for the types asked, in that region
+            return self._history("", "")
+        if fault is Fault.BAD_RESPONSE:
+            return self._reply(200, self._truncated())
+        headers = {} if retry_after is None else {"Retry-After": header_seconds(retry_after)}
+        status, code, message = {
+            Fault.AUTH: (401, "AuthFailure", "AWS was not able to validate the provided access credentials"),
+            Fault.PERMISSION: (403, "UnauthorizedOperation", "You are not authorized to perform this operation."),
+            Fault.NOT_FOUND: (400, "InvalidAction", "The action or operation requested is not valid."),
+            Fault.THROTTLED: (503, "RequestLimitExceeded", "Request limit exceeded."),
+            Fault.UNAVAILABLE: (503, "Unavailable", "The server is overloaded and can't handle the request."),
+        }[fault]
+        return self._error(status, code, message, headers if fault is Fault.THROTTLED else None)
 
     def _truncated(self) -> str:
         return f'<?xml version="1.0" encoding="UTF-8"?>\n<DescribeSpotPriceHistoryResponse xmlns="{_EC2_NS}"><spot'
+
+
+def aws_json_error(
+    status: int, code: str, message: str, *, message_key: str = "message", headers: dict[str, str] | None = None
+) -> Answer:
+    """An AWS JSON 1.1 error: the shape name in `__type` and in the `x-amzn-ErrorType` header, the message
+    in `message` (`Message` for some services' own errors), as the Smithy awsJson1_1 protocol spec says
+    (smithy-lang/smithy, aws-json-1_1-protocol: "Operation error serialization")."""
+    return Answer.json(
+        status,
+        {"__type": code, message_key: message},
+        {"x-amzn-ErrorType": code, **(headers or {})},
+        content_type="application/x-amz-json-1.1",
+    )
+
+
+def aws_json_fault(fault: Fault, action: str, retry_after: float | None) -> Answer:
+    """A generic fault as any AWS JSON service's front door answers it: UnrecognizedClientException and
+    AccessDeniedException (AWS's common errors, docs.aws.amazon.com/.../CommonErrors.html), 400
+    ThrottlingException "Rate exceeded", 503 ServiceUnavailable. AWS rarely sends Retry-After; the fake adds
+    it when `retry_after` is given, to prove a caller honours it where it is sent."""
+    role = "arn:aws:sts::123456789012:assumed-role/node-cost-exporter/botocore-session"
+    status, code, message = {
+        Fault.AUTH: (400, "UnrecognizedClientException", "The security token included in the request is invalid."),
+        Fault.PERMISSION: (
+            400,
+            "AccessDeniedException",
+            f"User: {role} is not authorized to perform: {action} because no identity-based policy allows the "
+            f"{action} action",
+        ),
+        Fault.NOT_FOUND: (400, "NotFoundException", "The requested resource was not found."),
+        Fault.THROTTLED: (400, "ThrottlingException", "Rate exceeded"),
+        Fault.UNAVAILABLE: (503, "ServiceUnavailable", "Service is unavailable. Please try again later."),
+    }[fault]
+    headers = {"Retry-After": header_seconds(retry_after)} if fault is Fault.THROTTLED and retry_after is not None else {}
+    return aws_json_error(status, code, message, headers=headers)
+
 
 
 def _members(params: dict[str, list[str]], name: str) -> set[str]:

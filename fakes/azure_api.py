@@ -9,9 +9,10 @@ What it models, because the source depends on each of these:
 - `currencyCode` (quoted or not, USD when absent): only items priced in that currency are served;
 - paging: `Count` per page, `NextPageLink` an absolute URL back to this server with the query repeated and
   `$skip=N` appended (the real one names `https://prices.azure.com:443`), null on the last page;
-- test controls: failing the next calls with a status (and Retry-After), answering with a given body, a delay,
-  the page size, a NextPageLink host of the test's choosing, and a "proxy" that drops the priceType or
-  currency part of the query; every request is recorded (count, `$filter`, currency).
+- a `FakeServer`: generic faults (`inject`) in the API's error shape, plus the older controls: failing the
+  next calls with a status (and Retry-After), answering with a given body, a delay, the page size, a
+  NextPageLink host of the test's choosing, and a "proxy" that drops the priceType or currency part of the
+  query; every request is recorded (count, `$filter`, currency).
 
 Items are dicts shaped exactly like the API's (prices are JSON numbers, from Python floats whose repr is the
 published decimal). `REAL_*` below are verbatim API responses; `vm_items` builds the same shapes for other
@@ -22,15 +23,12 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import uuid
 from collections.abc import Callable, Iterable
-from contextlib import suppress
-from dataclasses import dataclass
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+
+from fakes.server import Answer, FakeServer, Fault, Request, header_seconds
 
 API_PATH = "/api/retail/prices"
 API_VERSIONS = ("2023-01-01-preview", "2021-10-01-preview")
@@ -296,68 +294,16 @@ class _FilterParser:
 # -- server ---------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class RecordedRequest:
-    path: str
-    query: dict[str, str]
-    status: int = 0
-
-    @property
-    def filter(self) -> str:
-        return self.query.get("$filter", "")
-
-
-@dataclass
-class _Canned:
-    status: int
-    body: bytes
-    headers: dict[str, str]
-
-
-class FakeRetailPricesAPI:
+class FakeRetailPricesAPI(FakeServer):
     """The server; use as a context manager. Mutate `items` and the controls between calls as needed."""
 
     def __init__(self, items: Iterable[dict[str, Any]] = (), *, page_size: int = 1000) -> None:
+        super().__init__()
         self.items = list(items)
         self.page_size = page_size
-        self.delay_seconds = 0.0
         self.ignore_price_type = False  # a proxy that drops the priceType clause: every type comes back
         self.ignore_currency = False  # a proxy or cache that answers in USD whatever was asked
         self.link_base: str | None = None  # host NextPageLink names instead of this server's
-        self.requests: list[RecordedRequest] = []
-        self._canned: list[_Canned] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> FakeRetailPricesAPI:
-        fake = self
-
-        class Handler(_Handler):
-            api = fake
-
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()  # ends delayed answers now
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-
-    @property
-    def url(self) -> str:
-        assert self._server is not None, "use the fake as a context manager"
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     @property
     def calls(self) -> int:
@@ -367,7 +313,7 @@ class FakeRetailPricesAPI:
     @property
     def filters(self) -> list[str]:
         with self._lock:
-            return [r.filter for r in self.requests]
+            return [r.query.get("$filter", "") for r in self.requests]
 
     def fail_next(
         self, count: int, status: int, *, headers: dict[str, str] | None = None, body: Any = None
@@ -375,55 +321,57 @@ class FakeRetailPricesAPI:
         """Answer the next `count` calls with `status` and `headers` (e.g. Retry-After); the body is the
         API's error JSON ("Invalid OData parameters supplied" for a 400) unless given."""
         if body is None:
-            body = (
-                BAD_FILTER if status == 400 else {"Error": {"Code": str(status), "Message": "fake failure"}}
-            )
-        headers = dict(headers or {})
-        with self._lock:
-            self._canned += [_Canned(status, json.dumps(body).encode(), headers)] * count
+            body = BAD_FILTER if status == 400 else _error(str(status), "fake failure")
+        self.enqueue(Answer.json(status, body, headers, content_type=_JSON), count)
 
     def answer_next(self, count: int, body: bytes) -> None:
         """Answer the next `count` calls with 200 and this body (broken JSON, no Items, a looping link…)."""
-        with self._lock:
-            self._canned += [_Canned(200, body, {})] * count
+        self.enqueue(Answer(200, body, content_type=_JSON), count)
 
-    def answer(self, path: str, raw_query: str) -> tuple[int, bytes, dict[str, str]]:
-        """What the API answers to GET path?raw_query."""
-        query = dict(parse_qsl(raw_query, keep_blank_values=True))
-        with self._lock:
-            record = RecordedRequest(path, query)
-            self.requests.append(record)
-            canned = self._canned.pop(0) if self._canned else None
-        if self.delay_seconds:
-            self._stop.wait(self.delay_seconds)
-        status, body, headers = self._answer(path, raw_query, query, canned)
-        record.status = status
-        return status, body, headers
+    def fault_answer(self, fault: Fault, request: Request, retry_after: float | None) -> Answer:
+        """The Retail Prices API's own error shape, `{"Error": {"Code", "Message"}}` (as its 400s, see
+        BAD_FILTER), not ARM's `{"error": …}`. The API is anonymous: a 401 or 403 comes from what stands in
+        front of it (a proxy, a private endpoint); its throttling is a 429 with Retry-After."""
+        if fault is Fault.NO_DATA:  # nothing matches the filter
+            return Answer.json(200, self._page_body(request, [], None), content_type=_JSON)
+        if fault is Fault.BAD_RESPONSE:
+            return self.handle(request).truncated()
+        headers = {"Retry-After": header_seconds(retry_after)} if fault is Fault.THROTTLED and retry_after else {}
+        status, code, message = {
+            Fault.AUTH: (401, "Unauthorized", "Authentication failed."),
+            Fault.PERMISSION: (403, "Forbidden", "The client is not allowed to read prices."),
+            Fault.NOT_FOUND: (404, "NotFound", "The requested resource was not found."),
+            Fault.THROTTLED: (429, "TooManyRequests", "Too many requests. Please retry after some time."),
+            Fault.UNAVAILABLE: (503, "ServiceUnavailable", "The service is temporarily unavailable."),
+        }[fault]
+        return Answer.json(status, _error(code, message), headers, content_type=_JSON)
 
-    def _answer(
-        self, path: str, raw_query: str, query: dict[str, str], canned: _Canned | None
-    ) -> tuple[int, bytes, dict[str, str]]:
-        if canned is not None:
-            return canned.status, canned.body, canned.headers
-        if path != API_PATH:
-            return 404, b"", {}
+    def handle(self, request: Request) -> Answer:
+        """What the API answers to GET path?query."""
+        query = request.query
+        if request.path != API_PATH:
+            return Answer(404, b"", content_type=_JSON)
         if query.get("api-version", API_VERSIONS[0]) not in API_VERSIONS:
-            return 400, json.dumps(BAD_VERSION).encode(), {}
+            return Answer.json(400, BAD_VERSION, content_type=_JSON)
         currency = query.get("currencyCode", "USD").strip("'")
         try:
             predicate = parse_filter(query["$filter"]) if "$filter" in query else (lambda _item: True)
             skip = int(query.get("$skip", "0"))
         except ValueError:  # FilterError too
-            return 400, json.dumps(BAD_FILTER).encode(), {}
+            return Answer.json(400, BAD_FILTER, content_type=_JSON)
         with self._lock:
             matches = [item for item in self.items if self._matches(item, predicate, currency)]
         page = matches[skip : skip + self.page_size]
         link = None
         if skip + self.page_size < len(matches):
-            kept = [p for p in raw_query.split("&") if not p.startswith(("$skip=", "%24skip="))]
+            kept = [p for p in request.raw_query.split("&") if not p.startswith(("$skip=", "%24skip="))]
             base = self.link_base or self.url
             link = f"{base}{API_PATH}?{'&'.join(kept)}&$skip={skip + self.page_size}"
-        body = {
+        return Answer.json(200, self._page_body(request, page, link), content_type=_JSON)
+
+    def _page_body(self, request: Request, page: list[dict[str, Any]], link: str | None) -> dict[str, Any]:
+        currency = request.query.get("currencyCode", "USD").strip("'")
+        return {
             "BillingCurrency": "USD" if self.ignore_currency else currency,
             "CustomerEntityId": "Default",
             "CustomerEntityType": "Retail",
@@ -431,7 +379,6 @@ class FakeRetailPricesAPI:
             "NextPageLink": link,
             "Count": len(page),
         }
-        return 200, json.dumps(body).encode(), {}
 
     def _matches(self, item: dict[str, Any], predicate: Predicate, currency: str) -> bool:
         if not self.ignore_currency and item.get("currencyCode") != currency:
@@ -441,22 +388,9 @@ class FakeRetailPricesAPI:
         return predicate(item)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    api: FakeRetailPricesAPI
-    protocol_version = "HTTP/1.1"
-    timeout = 5  # an idle keep-alive connection ends on its own after the test
+_JSON = "application/json; charset=utf-8"
 
-    def do_GET(self) -> None:
-        parts = urlsplit(self.path)
-        status, body, headers = self.api.answer(parts.path, parts.query)
-        with suppress(OSError):  # the client may have timed out and gone
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(body)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: failures show in the test's assertions."""
+def _error(code: str, message: str) -> dict[str, Any]:
+    return {"Error": {"Code": code, "Message": message}}
+

@@ -41,7 +41,7 @@ What it models, because the client (and any caller's error handling) depends on 
   up to a whole MiB, at least 10 MiB, or 0 for a query that reads no table and for a dry run; a job whose
   billed bytes would exceed `maximumBytesBilled` fails with `bytesBilledLimitExceeded` and bills nothing.
   `bytes_billed_total` adds each job's totalBytesBilled once;
-- test controls: `fail_next` (accessDenied, notFound, rateLimitExceeded, quotaExceeded, backendError,
+- test controls (it is a `FakeServer`): generic faults (`inject`) in BigQuery's shapes; `fail_next` (accessDenied, notFound, rateLimitExceeded, quotaExceeded, backendError,
   unauthorized, invalidQuery) on the submitting call, the results call or jobs.get; `delay_seconds` before
   every answer; `mangle` to corrupt encoded cells; a record of every request (`calls`) and every
   submitted query configuration (`jobs`).
@@ -61,27 +61,24 @@ Monday).
 from __future__ import annotations
 
 import base64
-import contextlib
 import datetime as dt
 import decimal
 import json
 import math
 import re
-import socket
 import threading
 import time
 import traceback
 import uuid
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import duckdb
 import sqlglot
 from sqlglot import exp
+
+from fakes.server import Answer, FakeServer, Fault, Request
 
 API_PREFIX = "/bigquery/v2"
 LOCATION = "US"  # where the fake's datasets live, and a job's location when the request names none
@@ -215,13 +212,6 @@ class QueryError(Exception):
 
 
 @dataclass
-class _Failure:
-    reason: str
-    message: str | None
-    remaining: int
-
-
-@dataclass
 class _Job:
     project: str
     job_id: str
@@ -247,105 +237,41 @@ class _Job:
         return bool(self.configuration.get("dryRun"))
 
 
-class FakeBigQuery:
+class FakeBigQuery(FakeServer):
     """The server; use as a context manager (`with FakeBigQuery() as fake: fake.url …`) or start()/stop().
 
     `page_size` caps the rows in any one page, whatever `maxResults` asks for; `polls_before_done` is how
     many status reads see a job unfinished before it reports DONE (0: done as soon as it is submitted).
     """
 
+    delay_first = True  # `delay_seconds` passes before a request takes effect: a timed-out insert never ran
+
     def __init__(self, *, page_size: int = 1000, polls_before_done: int = 1) -> None:
+        super().__init__()
         self.page_size = page_size
         self.polls_before_done = polls_before_done
         self.jobs: list[dict[str, Any]] = []  # every submitted query configuration, see `_record`
-        # "METHOD path" of every request, e.g. "GET /bigquery/v2/projects/p/jobs/j" (no query string)
-        self.calls: list[str] = []
         self.bytes_billed_total = 0
         self.errors: list[str] = []  # tracebacks of the fake's own failures (answered 400 "invalid")
-        self.delay_seconds = 0.0  # before every answer
         self.row_bytes = ROW_BYTES  # bytes "processed" per row read: raise it to bill past 10 MiB cheaply
         # rows → rows, to inject malformed cells: called once per job (and timestamp format) with all its rows,
         # each the list of its cells' encoded `v` values, when its rows are first served; pages follow
         self.mangle: Callable[[list[list[Any]]], list[list[Any]]] | None = None
-        self._lock = threading.RLock()
         self._db_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._failures: dict[str, deque[_Failure]] = {step: deque() for step in _FAIL_STEPS}
+        self._empty_jobs = 0  # the next jobs this many succeed with no rows (Fault.NO_DATA)
         self._jobs: dict[tuple[str, str], _Job] = {}
         self._tables: dict[str, int] = {}  # "project.dataset.table" → row count
         self._db = duckdb.connect(":memory:")
         self._db.execute("SET TimeZone = 'UTC'")
-        self._server: ThreadingHTTPServer | None = None
-        self._connections: set[socket.socket] = set()
-        self._thread: threading.Thread | None = None
-        self.port = 0
 
-    # -- server ----------------------------------------------------------------------------------------------
-
-    def __enter__(self) -> FakeBigQuery:
-        self.start()
-        return self
+    @property
+    def calls(self) -> list[str]:
+        """"METHOD path" of every request, e.g. "GET /bigquery/v2/projects/p/jobs/j" (no query string)."""
+        with self._lock:
+            return [f"{r.method} {r.path}" for r in self.requests]
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-            # headers and body leave in two writes: without this, each answer stalls on a delayed ACK
-            disable_nagle_algorithm = True
-
-            def setup(self) -> None:
-                super().setup()
-                with fake._lock:
-                    fake._connections.add(self.connection)
-
-            def finish(self) -> None:
-                with fake._lock:
-                    fake._connections.discard(self.connection)
-                super().finish()
-
-            def do_GET(self) -> None:
-                fake._serve(self)
-
-            def do_POST(self) -> None:
-                fake._serve(self)
-
-            def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read fake.calls
-                pass
-
-        self._stop.clear()
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        server.daemon_threads = True
-        self.port = server.server_address[1]
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.01}, name="FakeBigQuery", daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop listening and drop open connections (clients now get 'connection refused'); a delayed answer
-        is dropped at once."""
-        self._stop.set()
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        with self._lock:
-            connections, self._connections = list(self._connections), set()
-        for connection in connections:  # kept-alive client connections: their handler threads end now
-            with contextlib.suppress(OSError):
-                connection.shutdown(socket.SHUT_RDWR)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
 
     def close(self) -> None:
         """stop(), then drop the database: the end of the context manager."""
@@ -413,8 +339,9 @@ class FakeBigQuery:
             raise ValueError(f"unknown error {error!r}")
         if on not in _FAIL_STEPS:
             raise ValueError(f"on must be one of {_FAIL_STEPS}, got {on!r}")
-        with self._lock:
-            self._failures[on].append(_Failure(error, message, count))
+        self.enqueue(
+            lambda request: self._failure(error, message, request), count, when=lambda request: _step(request) == on
+        )
 
     def job(self, job_id: str) -> dict[str, Any]:
         """The job resource jobs.get would answer now (without counting as a poll)."""
@@ -426,37 +353,59 @@ class FakeBigQuery:
 
     # -- per request -----------------------------------------------------------------------------------------
 
-    def _serve(self, handler: BaseHTTPRequestHandler) -> None:
-        length = int(handler.headers.get("Content-Length") or 0)
-        raw = handler.rfile.read(length) if length else b""
-        parts = urlsplit(handler.path)
-        params = dict(parse_qsl(parts.query, keep_blank_values=True))
-        with self._lock:
-            self.calls.append(f"{handler.command} {parts.path}")
-        if self.delay_seconds and self._stop.wait(self.delay_seconds):
-            return
-        try:
-            body = json.loads(raw) if raw else {}
-        except ValueError:
+    def handle(self, request: Request) -> Answer:
+        body = request.json() if request.body else {}
+        if request.body and body is None:
             status, payload = 400, google_error(400, "parseError", "Parse Error")
         else:
             try:
-                status, payload = self._route(handler.command, parts.path, params, body)
+                status, payload = self._route(request.method, request.path, request.query, body)
             except Exception as error:  # a bug in the fake (or in `mangle`): fail fast, not retried
                 with self._lock:
                     self.errors.append(traceback.format_exc())
                 status, payload = 400, google_error(400, "invalid", f"FakeBigQuery failed: {error!r}")
-        if status == 200 and params.get("fields"):
-            payload = _partial(payload, params["fields"])
-        data = json.dumps(payload).encode()
-        try:
-            handler.send_response(status)
-            handler.send_header("Content-Type", "application/json; charset=UTF-8")
-            handler.send_header("Content-Length", str(len(data)))
-            handler.end_headers()
-            handler.wfile.write(data)
-        except OSError:
-            pass  # the client gave up (a timeout test)
+        if status == 200 and request.query.get("fields"):
+            payload = _partial(payload, request.query["fields"])
+        return Answer.json(status, payload, content_type=_JSON)
+
+    def fault_answer(self, fault: Fault, request: Request, retry_after: float | None) -> Answer:
+        """BigQuery's errors as its REST API sends them (cloud.google.com/bigquery/docs/error-messages):
+        Google's error body plus the legacy `errors[].reason` the client keys on (authError,
+        accessDenied, notFound, rateLimitExceeded as a 403, backendError). BigQuery sends no Retry-After:
+        its client backs off by itself. An empty bill is a job that succeeds with no rows, so NO_DATA acts
+        on the next submitted job and lets every other call run normally."""
+        if fault is Fault.NO_DATA:
+            if _step(request) == "insert":
+                with self._lock:
+                    self._empty_jobs += 1
+            return self.handle(request)
+        if fault is Fault.BAD_RESPONSE:
+            return self.handle(request).truncated()
+        reason = {
+            Fault.AUTH: "unauthorized",
+            Fault.PERMISSION: "accessDenied",
+            Fault.NOT_FOUND: "notFound",
+            Fault.THROTTLED: "rateLimitExceeded",
+            Fault.UNAVAILABLE: "backendError",
+        }[fault]
+        return self._failure(reason, None, request)
+
+    def _failure(self, reason: str, message: str | None, request: Request) -> Answer:
+        """An injected error for this request's step, worded like BigQuery's (see `_failure_message`)."""
+        match = _PATH.match(request.path)
+        project = match.group(1) if match else ""
+        step = _step(request)
+        if step == "insert":
+            body = request.json() or {}
+            query = str(((body.get("configuration") or {}).get("query") or body).get("query", ""))
+        else:
+            job = self._find(project, match.group(3) if match else "", request.query)
+            query = _job_query(job)
+        text = message or _failure_message(reason, step, project, _tables_named(query))
+        status = _REASON_STATUS[reason]
+        return Answer.json(
+            status, google_error(status, "authError" if reason == "unauthorized" else reason, text), content_type=_JSON
+        )
 
     def _route(
         self, method: str, path: str, params: dict[str, str], body: dict[str, Any]
@@ -477,25 +426,6 @@ class FakeBigQuery:
             return self._cancel(project, job_id, params)
         return 404, google_error(404, "notFound", f"Not found: URL {path}")
 
-    def _take_failure(self, step: str) -> _Failure | None:
-        with self._lock:
-            queue = self._failures[step]
-            if not queue:
-                return None
-            failure = queue[0]
-            failure.remaining -= 1
-            if failure.remaining <= 0:
-                queue.popleft()
-            return failure
-
-    def _failure_answer(
-        self, failure: _Failure, step: str, project: str, query: str = ""
-    ) -> tuple[int, dict[str, Any]]:
-        message = failure.message or _failure_message(failure.reason, step, project, _tables_named(query))
-        status = _REASON_STATUS[failure.reason]
-        reason = "authError" if failure.reason == "unauthorized" else failure.reason
-        return status, google_error(status, reason, message)
-
     # -- jobs.insert / jobs.query ----------------------------------------------------------------------------
 
     def _insert(self, project: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
@@ -507,9 +437,6 @@ class FakeBigQuery:
         if not isinstance(query_config, dict) or "query" not in query_config:
             return 400, google_error(400, "invalid", "FakeBigQuery runs query jobs only.")
         entry = self._record("jobs.insert", job_id, location, configuration, query_config)
-        failure = self._take_failure("insert")
-        if failure is not None:
-            return self._failure_answer(failure, "insert", project, str(query_config.get("query", "")))
         with self._lock:
             if (project, job_id) in self._jobs:
                 message = f"Already Exists: Job {project}:{location}.{job_id}"
@@ -528,9 +455,6 @@ class FakeBigQuery:
         configuration: dict[str, Any] = {k: body[k] for k in outer if k in body}
         configuration["query"] = query_config
         entry = self._record("jobs.query", job_id, location, configuration, query_config)
-        failure = self._take_failure("insert")
-        if failure is not None:
-            return self._failure_answer(failure, "insert", project, str(body.get("query", "")))
         job = self._submit(project, job_id, location, configuration, entry)
         with self._lock:
             if job.error is not None:
@@ -593,7 +517,9 @@ class FakeBigQuery:
                     f"Query exceeded limit for bytes billed: {int(limit)}. {billed} or higher required.",
                 )
             job.fields, job.rows = self._execute(duck_sql, names)
-            if job.dry_run:
+            with self._lock:
+                empty, self._empty_jobs = self._empty_jobs > 0, max(0, self._empty_jobs - 1)
+            if job.dry_run or empty:
                 job.rows = []
             job.bytes_processed, job.bytes_billed = processed, billed
         except QueryError as error:
@@ -791,10 +717,7 @@ class FakeBigQuery:
             return True
 
     def _get(self, project: str, job_id: str, params: dict[str, str]) -> tuple[int, dict[str, Any]]:
-        failure = self._take_failure("get")
         job = self._find(project, job_id, params)
-        if failure is not None:
-            return self._failure_answer(failure, "get", project, _job_query(job))
         if job is None:
             return self._job_not_found(project, job_id, params)
         return 200, self._resource(job, done=self._poll(job))
@@ -808,10 +731,7 @@ class FakeBigQuery:
     def _get_query_results(
         self, project: str, job_id: str, params: dict[str, str]
     ) -> tuple[int, dict[str, Any]]:
-        failure = self._take_failure("results")
         job = self._find(project, job_id, params)
-        if failure is not None:
-            return self._failure_answer(failure, "results", project, _job_query(job))
         if job is None:
             return self._job_not_found(project, job_id, params)
         if not self._poll(job):
@@ -918,6 +838,22 @@ class FakeBigQuery:
 
 
 # -- helpers -------------------------------------------------------------------------------------------------
+
+
+_JSON = "application/json; charset=UTF-8"
+
+
+def _step(request: Request) -> str:
+    """Which `fail_next` step a request is: "insert" (jobs.insert, jobs.query), "results" or "get"."""
+    match = _PATH.match(request.path)
+    if match is None:
+        return ""
+    _, collection, job_id, cancel = match.groups()
+    if request.method == "POST" and job_id is None:
+        return "insert"
+    if request.method == "GET" and job_id is not None and not cancel:
+        return "results" if collection == "queries" else "get"
+    return ""
 
 
 def _quote(identifier: str) -> str:

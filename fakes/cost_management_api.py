@@ -36,9 +36,10 @@ What it models, because a cost source depends on each of these:
 - throttling as Cost Management really does it: 429 with `x-ms-ratelimit-microsoft.costmanagement-
   {qpu,entity,tenant}-retry-after` (seconds) and `...-qpu-remaining`, and no standard Retry-After; 200s carry
   `...-qpu-consumed` / `...-qpu-remaining` (static values, no QPU accounting);
-- test controls: `fail_next` (401/403/429/503/400 canned faults), `delay_seconds`, `no_content` (204 with no
-  body, which the service sends when it has no data), `mangle` (rewrite the result rows), `today`; every
-  request is recorded in `calls`.
+- a `FakeServer`: generic faults (`inject`) in ARM's shapes, plus the older controls: `fail_next`
+  (401/403/429/503/400 canned faults), `delay_seconds`, `no_content` (204 with no body, which the service
+  sends when it has no data), `mangle` (rewrite the result rows), `today`; every request is recorded
+  (`requests`, and as dicts in `calls`).
 
 Use from the SDK (see tests/test_cost_management_fake.py):
     client = CostManagementClient(StaticToken(fake.token), base_url=fake.url, retry_total=0,
@@ -63,21 +64,17 @@ import datetime
 import hashlib
 import json
 import math
-import ssl
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from contextlib import suppress
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, quote, unquote, urlsplit
+from urllib.parse import quote, unquote
 
 from azure.core.credentials import AccessToken
 
-from fakes.kube_api import self_signed_cert
+from fakes.server import Answer, FakeServer, Fault, Request, header_seconds, self_signed_cert
 
 if TYPE_CHECKING:
     from azure.mgmt.costmanagement import CostManagementClient
@@ -408,82 +405,41 @@ def _date_value(day: datetime.date, granularity: str) -> int | str | None:
 # -- server -------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Canned:
-    status: int
-    body: JSONObj
-    headers: dict[str, str]
-
-
-class FakeCostManagement:
+class FakeCostManagement(FakeServer):
     """The HTTPS server; use as a context manager (or start()/stop()). Mutate `records`, `scopes` and the
     controls between calls as needed."""
 
     def __init__(self, directory: Path, *, page_size: int = 1000, token: str = "good-token") -> None:
         tls_dir = Path(directory) / "cost-management-tls"
         tls_dir.mkdir(parents=True, exist_ok=True)
-        self._cert, self._key = self_signed_cert(tls_dir)
-        self.ca_file: str = self._cert  # self-signed for IP 127.0.0.1: the certificate is its own CA
+        cert, key = self_signed_cert(tls_dir)
+        super().__init__(tls=(cert, key))
+        self.ca_file: str = cert  # self-signed for IP 127.0.0.1: the certificate is its own CA
         self.page_size = page_size
         self.token = token
         self._initial = (page_size, token)
         self.records: list[UsageRecord] = []
         self.scopes: set[str] = set()
-        self.calls: list[dict[str, Any]] = []
-        self.delay_seconds = 0.0
         self.no_content = False
         self.mangle: Callable[[Rows], Rows] | None = None
         self.today: datetime.date | None = None  # "now" for MonthToDate etc.; None → today in UTC
-        self._canned: list[_Canned] = []
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._port = 0
-
-    # -- lifecycle ------------------------------------------------------------------------------------------
-
-    def __enter__(self) -> FakeCostManagement:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def start(self) -> None:
-        """Listen on 127.0.0.1 (the same port again after a stop)."""
-        fake = self
-
-        class Handler(_Handler):
-            api = fake
-
-        server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
-        server.daemon_threads = True
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self._cert, self._key)
-        server.socket = context.wrap_socket(server.socket, server_side=True)
-        self._port = server.server_address[1]
-        self._stop.clear()
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()  # ends delayed answers now
-        server, self._server = self._server, None
-        if server is not None:
-            server.shutdown()
-            server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
 
     @property
-    def url(self) -> str:
-        assert self._port, "start the fake first"
-        return f"https://127.0.0.1:{self._port}"
+    def calls(self) -> list[dict[str, Any]]:
+        """Every request as a dict: method, path, query, body (parsed JSON), headers, status."""
+        with self._lock:
+            received = list(self.requests)
+        return [
+            {
+                "method": r.method,
+                "path": r.path,
+                "query": r.query,
+                "body": r.json() if r.json() is not None or not r.body else r.body.decode("utf-8", "replace"),
+                "headers": r.headers,
+                "status": r.status,
+            }
+            for r in received
+        ]
 
     def client(self, credential: Any = None, **kwargs: Any) -> CostManagementClient:
         """The real SDK client pointed here: trusts `ca_file`, never retries by itself (kwargs override)."""
@@ -501,8 +457,8 @@ class FakeCostManagement:
         with self._lock:
             self.records.clear()
             self.scopes.clear()
-            self.calls.clear()
-            self._canned.clear()
+            self.requests.clear()
+        self.clear_faults()
         self.page_size, self.token = self._initial
         self.delay_seconds = 0.0
         self.no_content = False
@@ -514,95 +470,88 @@ class FakeCostManagement:
         "throttled" (429, Cost Management's retry-after headers: `retry_after` seconds, 60 when None),
         "unavailable" (503, a standard Retry-After when `retry_after` is given) or "bad_request" (400).
         A canned fault answers whatever the token, scope and body (the request is still recorded)."""
-        canned = self._fault(error, retry_after)
-        with self._lock:
-            self._canned += [canned] * count
+        if error == "bad_request":
+            body = _error_body("BadRequest", "Invalid query definition: rejected by the fake.")
+            self.enqueue(Answer.json(400, body, content_type=_JSON), count)
+            return
+        if error == "unavailable":
+            headers = {} if retry_after is None else {"Retry-After": header_seconds(retry_after)}
+            self.enqueue(lambda request: self._unavailable(headers), count)
+            return
+        fault = {"unauthenticated": Fault.AUTH, "forbidden": Fault.PERMISSION, "throttled": Fault.THROTTLED}.get(
+            error
+        )
+        if fault is None:
+            raise ValueError(f"unknown fault {error!r}; expected one of {FAULTS}")
+        self.inject(fault, count, retry_after=60 if retry_after is None and fault is Fault.THROTTLED else retry_after)
 
-    def _fault(self, error: str, retry_after: float | None) -> _Canned:
-        if error == "unauthenticated":
-            return _Canned(
+    def fault_answer(self, fault: Fault, request: Request, retry_after: float | None) -> Answer:
+        """ARM's error body (`{"error": {"code", "message"}}`, the ErrorResponse every ARM API shares) with the
+        codes ARM sends: AuthenticationFailed plus a Bearer challenge, AuthorizationFailed naming the scope,
+        SubscriptionNotFound/ResourceGroupNotFound; Cost Management's throttling is a 429 with
+        `x-ms-ratelimit-microsoft.costmanagement-{qpu,entity,tenant}-retry-after` and no standard Retry-After
+        (learn.microsoft.com, "Cost Management API latency and rate limits"); no data is a 204."""
+        scope = _scope(unquote(request.path)) or ""
+        if fault is Fault.NO_DATA:
+            return Answer(204, content_type=_JSON)
+        if fault is Fault.AUTH:
+            return Answer.json(
                 401,
                 _error_body("AuthenticationFailed", "Authentication failed."),
                 {"WWW-Authenticate": _challenge("Authentication failed.")},
+                content_type=_JSON,
             )
-        if error == "forbidden":
-            return _Canned(403, {}, {})  # body depends on the scope: filled in per request
-        if error == "throttled":
-            seconds = _seconds(60 if retry_after is None else retry_after)
+        if fault is Fault.PERMISSION:
+            return Answer.json(403, _forbidden(scope), content_type=_JSON)
+        if fault is Fault.NOT_FOUND:
+            err = _not_found(scope)
+            return Answer.json(err.status, _error_body(err.code, err.message), content_type=_JSON)
+        if fault is Fault.THROTTLED:
+            wait = header_seconds(60 if retry_after is None else retry_after)
             headers = {
-                f"{QPU}-qpu-retry-after": seconds,
-                f"{QPU}-entity-retry-after": seconds,
-                f"{QPU}-tenant-retry-after": seconds,
+                f"{QPU}-qpu-retry-after": wait,
+                f"{QPU}-entity-retry-after": wait,
+                f"{QPU}-tenant-retry-after": wait,
                 f"{QPU}-qpu-remaining": "QueriesPerHour:0,QueriesPerMin:0",
                 f"{QPU}-qpu-consumed": "0",
             }
-            return _Canned(429, _error_body("429", "Too many requests. Please retry."), headers)
-        if error == "unavailable":
-            headers = {} if retry_after is None else {"Retry-After": _seconds(retry_after)}
-            body = _error_body("ServiceUnavailable", "The service is temporarily unavailable. Please retry.")
-            return _Canned(503, body, headers)
-        if error == "bad_request":
-            return _Canned(
-                400, _error_body("BadRequest", "Invalid query definition: rejected by the fake."), {}
-            )
-        raise ValueError(f"unknown fault {error!r}; expected one of {FAULTS}")
+            return Answer.json(429, _error_body("429", "Too many requests. Please retry."), headers, content_type=_JSON)
+        if fault is Fault.UNAVAILABLE:
+            return self._unavailable({})
+        return super().fault_answer(fault, request, retry_after)
+
+    @staticmethod
+    def _unavailable(headers: dict[str, str]) -> Answer:
+        body = _error_body("ServiceUnavailable", "The service is temporarily unavailable. Please retry.")
+        return Answer.json(503, body, headers, content_type=_JSON)
+
+    def answer_headers(self, request: Request) -> dict[str, str]:
+        return {"x-ms-request-id": str(uuid.uuid4()), "x-ms-correlation-request-id": str(uuid.uuid4())}
 
     # -- requests -------------------------------------------------------------------------------------------
 
-    def answer(
-        self, method: str, raw_path: str, headers: Mapping[str, str], raw_body: bytes
-    ) -> tuple[int, bytes, dict[str, str]]:
-        """Status, body and headers the service answers to one request."""
-        parts = urlsplit(raw_path)
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        try:
-            body: Any = json.loads(raw_body) if raw_body else None
-        except ValueError:
-            body = raw_body.decode("utf-8", "replace")
-        call: dict[str, Any] = {
-            "method": method,
-            "path": parts.path,
-            "query": query,
-            "body": body,
-            "headers": dict(headers),
-            "status": 0,
-        }
+    def handle(self, request: Request) -> Answer:
+        """What the service answers to one request."""
+        body = request.json() if request.body else None
+        if request.body and body is None:
+            body = request.body.decode("utf-8", "replace")
         with self._lock:
-            self.calls.append(call)
-            canned = self._canned.pop(0) if self._canned else None
             records = list(self.records)
             scopes = {s.strip("/").lower() for s in self.scopes}
-        if self.delay_seconds:
-            self._stop.wait(self.delay_seconds)
-        out_headers = {"x-ms-request-id": str(uuid.uuid4()), "x-ms-correlation-request-id": str(uuid.uuid4())}
         try:
-            status, payload, extra = self._answer(
-                method, parts.path, query, headers, body, canned, records, scopes
-            )
+            status, payload, headers = self._answer(request, body, records, scopes)
         except QueryError as err:
-            status, payload, extra = err.status, _error_body(err.code, err.message), err.headers
-        out_headers.update(extra)
-        call["status"] = status
-        data = b"" if payload is None else json.dumps(payload).encode()
-        return status, data, out_headers
+            status, payload, headers = err.status, _error_body(err.code, err.message), err.headers
+        if payload is None:
+            return Answer(status, b"", headers, _JSON)
+        return Answer.json(status, payload, headers, content_type=_JSON)
 
     def _answer(
-        self,
-        method: str,
-        path: str,
-        query: dict[str, str],
-        headers: Mapping[str, str],
-        body: Any,
-        canned: _Canned | None,
-        records: list[UsageRecord],
-        scopes: set[str],
+        self, request: Request, body: Any, records: list[UsageRecord], scopes: set[str]
     ) -> tuple[int, JSONObj | None, dict[str, str]]:
+        method, path, query = request.method, request.path, request.query
         scope = _scope(unquote(path))
-        if canned is not None:
-            if canned.status == 403:
-                return 403, _forbidden(scope or ""), {}
-            return canned.status, canned.body, canned.headers
-        self._authenticate(next((v for k, v in headers.items() if k.lower() == "authorization"), None))
+        self._authenticate(request.headers.get("authorization"))
         if scope is None:
             raise QueryError(
                 404, "NotFound", f"No HTTP resource was found that matches the request URI '{path}'."
@@ -720,9 +669,6 @@ def _challenge(description: str) -> str:
     )
 
 
-def _seconds(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(float(value))
-
 
 def _fingerprint(body: Any) -> str:
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
@@ -744,32 +690,4 @@ def _offset(token: str, body: Any) -> int:
     return offset
 
 
-class _Handler(BaseHTTPRequestHandler):
-    api: FakeCostManagement
-    protocol_version = "HTTP/1.1"
-    timeout = 5  # an idle keep-alive connection ends on its own after the test
-
-    def do_POST(self) -> None:
-        self._serve()
-
-    def do_GET(self) -> None:
-        self._serve()
-
-    def _serve(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw_body = self.rfile.read(length) if length else b""
-        request_headers = dict(self.headers.items())
-        status, body, headers = self.api.answer(self.command, self.path, request_headers, raw_body)
-        with suppress(OSError):  # the client may have timed out and gone
-            self.send_response(status)
-            if status != 204:
-                self.send_header("Content-Type", "application/json; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.end_headers()
-            if status != 204:
-                self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: failures show in the test's assertions."""
+_JSON = "application/json; charset=utf-8"

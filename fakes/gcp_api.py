@@ -9,8 +9,9 @@ What it models, because the GCP source depends on each of these:
 - auth as Google does it: an API key in `x-goog-api-key` or `?key=`, or an OAuth bearer token; no credential
   → 403, a wrong key → 400 `API_KEY_INVALID`, a wrong token → 401, a disabled API → 403 `SERVICE_DISABLED`;
   error bodies in Google's `{"error":{"code","message","status","details"}}` shape;
-- test controls: fail the next K calls with a status (and Retry-After), malformed JSON, a delay, a page
-  size cap, and a record of every call.
+- a `FakeServer`: generic faults (`inject`) in Google's error shape, plus the older controls: fail the
+  next K calls with a status (and Retry-After), malformed JSON, a delay, a page size cap; every request is
+  recorded.
 
 `compute_catalog()` generates a realistic Compute Engine SKU set; every price says where it comes from.
 """
@@ -20,14 +21,12 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import threading
-import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl
+
+from fakes.server import Answer, FakeServer, Fault, Request, header_seconds
 
 SERVICE = "6F81-5844-456A"  # Compute Engine
 SKUS_PATH = f"/v1/services/{SERVICE}/skus"
@@ -252,80 +251,50 @@ def google_error(
     return {"error": error}
 
 
-@dataclass
-class RecordedCall:
-    path: str
-    query: dict[str, str]
-    headers: dict[str, str]
-    status: int = 0
-
-
-@dataclass
-class _Failure:
-    status: int
-    remaining: int
-    retry_after: str | None
-    body: bytes | None
-
-
-@dataclass
-class FakeCatalogAPI:
+class FakeCatalogAPI(FakeServer):
     """Context manager: `with FakeCatalogAPI(api_key="k") as api: api.url …`. With neither `api_key` nor
     `token` set, calls need no credential."""
 
-    skus: list[dict[str, Any]] = field(default_factory=compute_catalog)
-    api_key: str | None = None
-    token: str | None = None  # the bearer token accepted, also what the token endpoint hands out
-    rates: dict[str, Decimal] = field(default_factory=lambda: {"USD": Decimal(1), "EUR": Decimal("0.9")})
-    page_size_cap: int = MAX_PAGE_SIZE
-    delay: float = 0.0  # seconds before each SKU answer
-    disabled: bool = False  # the Cloud Billing API is not enabled in the caller's project
-    calls: list[RecordedCall] = field(default_factory=list)
-    token_requests: list[dict[str, str]] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._lock = threading.Lock()
-        self._failures: list[_Failure] = []
-        self._malformed = 0
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self.port = 0
-
-    def __enter__(self) -> FakeCatalogAPI:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def __init__(
+        self,
+        skus: list[dict[str, Any]] | None = None,
+        *,
+        api_key: str | None = None,
+        token: str | None = None,  # the bearer token accepted, also what the token endpoint hands out
+        rates: dict[str, Decimal] | None = None,
+        page_size_cap: int = MAX_PAGE_SIZE,
+        disabled: bool = False,  # the Cloud Billing API is not enabled in the caller's project
+    ) -> None:
+        super().__init__()
+        self.skus = compute_catalog() if skus is None else skus
+        self.api_key = api_key
+        self.token = token
+        self.rates = {"USD": Decimal(1), "EUR": Decimal("0.9")} if rates is None else rates
+        self.page_size_cap = page_size_cap
+        self.disabled = disabled
 
     @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def delay(self) -> float:
+        """Seconds before each answer (the older name of `delay_seconds`)."""
+        return self.delay_seconds
 
-    def start(self) -> None:
-        fake = self
+    @delay.setter
+    def delay(self, seconds: float) -> None:
+        self.delay_seconds = seconds
 
-        class Handler(_Handler):
-            api = fake
+    @property
+    def calls(self) -> list[Request]:
+        """Every API call (GET); the token endpoint's POSTs are in `token_requests`."""
+        return [r for r in list(self.requests) if r.method == "GET"]
 
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        server.daemon_threads = True
-        self.port = server.server_address[1]
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
+    @property
+    def sku_calls(self) -> list[Request]:
+        return [c for c in self.calls if c.path.startswith("/v1/")]
 
-    def stop(self) -> None:
-        """Stop listening: clients now get 'connection refused'."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+    @property
+    def token_requests(self) -> list[dict[str, str]]:
+        """The form of every token request."""
+        return [dict(parse_qsl(r.body.decode())) for r in list(self.requests) if r.method == "POST"]
 
     # -- test controls ---------------------------------------------------------------------------------------
 
@@ -333,36 +302,45 @@ class FakeCatalogAPI:
         self, status: int, times: int = 1, *, retry_after: str | None = None, body: bytes | None = None
     ) -> None:
         """Answer the next `times` SKU calls with `status` (a Google error body unless `body` is given)."""
-        with self._lock:
-            self._failures.append(_Failure(status, times, retry_after, body))
+        headers = {"Retry-After": retry_after} if retry_after is not None else {}
+        payload = body if body is not None else json.dumps(google_error(status, f"injected failure {status}"))
+        answer = Answer(status, payload.encode() if isinstance(payload, str) else payload, headers, _JSON)
+        self.enqueue(answer, times, when=_is_sku_call)
 
     def malformed(self, times: int = 1) -> None:
         """Answer the next `times` SKU calls with 200 and a truncated JSON body."""
-        with self._lock:
-            self._malformed += times
+        self.inject(Fault.BAD_RESPONSE, times, when=_is_sku_call)
 
-    @property
-    def sku_calls(self) -> list[RecordedCall]:
-        return [c for c in list(self.calls) if c.path.startswith("/v1/")]
+    def fault_answer(self, fault: Fault, request: Request, retry_after: float | None) -> Answer:
+        """Google's error model (cloud.google.com/apis/design/errors: `google.rpc.Status` as
+        {"error": {"code", "message", "status", "details"}}, HTTP status from the canonical code) with the
+        ErrorInfo reasons Google's front end sends for these cases."""
+        if fault is Fault.NO_DATA:  # a service without SKUs
+            return self._json(200, {"skus": [], "nextPageToken": ""})
+        if fault is Fault.BAD_RESPONSE:
+            return self._json(*self._page(request.query)).truncated()
+        if fault is Fault.THROTTLED:
+            headers = {} if retry_after is None else {"Retry-After": header_seconds(retry_after)}
+            quota = "Quota exceeded for quota metric 'Read requests' of service 'cloudbilling.googleapis.com'."
+            return self._json(429, google_error(429, quota, reason="RATE_LIMIT_EXCEEDED"), headers)
+        code, message, reason = {
+            Fault.AUTH: (
+                401,
+                "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or "
+                "other valid authentication credential.",
+                "ACCESS_TOKEN_EXPIRED",
+            ),
+            Fault.PERMISSION: (
+                403,
+                "Permission 'billing.services.list' denied on resource (or it may not exist).",
+                "IAM_PERMISSION_DENIED",
+            ),
+            Fault.NOT_FOUND: (404, "Service not found.", ""),
+            Fault.UNAVAILABLE: (503, "The service is currently unavailable.", ""),
+        }[fault]
+        return self._json(code, google_error(code, message, reason=reason))
 
     # -- internals -------------------------------------------------------------------------------------------
-
-    def _take_failure(self) -> _Failure | None:
-        with self._lock:
-            if not self._failures:
-                return None
-            failure = self._failures[0]
-            failure.remaining -= 1
-            if failure.remaining <= 0:
-                self._failures.pop(0)
-            return failure
-
-    def _take_malformed(self) -> bool:
-        with self._lock:
-            if self._malformed <= 0:
-                return False
-            self._malformed -= 1
-            return True
 
     def _page(self, query: dict[str, str]) -> tuple[int, dict[str, Any]]:
         currency = query.get("currencyCode") or "USD"
@@ -383,6 +361,64 @@ class FakeCatalogAPI:
             page["nextPageToken"] = base64.urlsafe_b64encode(str(start + size).encode()).decode()
         return 200, page
 
+    @staticmethod
+    def _json(status: int, payload: dict[str, Any], headers: dict[str, str] | None = None) -> Answer:
+        return Answer.json(status, payload, headers, content_type=_JSON, indent=2)  # pretty, as Google's
+
+    def handle(self, request: Request) -> Answer:
+        if request.method == "POST":
+            return self._token(request)
+        status, body = self._answer(request.path, request.query, request.headers)
+        return self._json(status, body)
+
+    def _token(self, request: Request) -> Answer:
+        form = dict(parse_qsl(request.body.decode()))
+        if request.path != TOKEN_PATH or self.token is None or form.get("grant_type") != "refresh_token":
+            return self._json(400, {"error": "invalid_grant", "error_description": "Bad Request"})
+        return self._json(
+            200, {"access_token": self.token, "expires_in": 3599, "token_type": "Bearer", "scope": ""}
+        )
+
+    def _answer(self, path: str, query: dict[str, str], headers: dict[str, str]) -> tuple[int, dict[str, Any]]:
+        key = headers.get("x-goog-api-key") or query.get("key")
+        bearer = headers.get("authorization", "")
+        if self.api_key is not None or self.token is not None:
+            if bearer.startswith("Bearer "):
+                if bearer != f"Bearer {self.token}":
+                    return 401, google_error(
+                        401,
+                        "Request had invalid authentication credentials. Expected OAuth 2 access token, login "
+                        "cookie or other valid authentication credential.",
+                        reason="ACCESS_TOKEN_TYPE_UNSUPPORTED",
+                    )
+            elif key is None:
+                return 403, google_error(403, "The request is missing a valid API key.", reason="API_KEY_MISSING")
+            elif key != self.api_key:
+                return 400, google_error(
+                    400, "API key not valid. Please pass a valid API key.", reason="API_KEY_INVALID"
+                )
+        if self.disabled:
+            return 403, google_error(
+                403,
+                "Cloud Billing API has not been used in project 123456789012 before or it is disabled. Enable "
+                "it by visiting https://console.developers.google.com/apis/api/cloudbilling.googleapis.com/"
+                "overview?project=123456789012 then retry.",
+                reason="SERVICE_DISABLED",
+            )
+        if not path.startswith("/v1/services/") or not path.endswith("/skus"):
+            return 404, google_error(404, "Method not found.")
+        if path != SKUS_PATH:
+            return 404, google_error(404, "Service not found.")
+        return self._page(query)
+
+
+_JSON = "application/json; charset=UTF-8"
+
+
+def _is_sku_call(request: Request) -> bool:
+    return request.method == "GET" and request.path.startswith("/v1/")
+
+
 
 def _converted(row: dict[str, Any], currency: str, rate: Decimal) -> dict[str, Any]:
     """The record priced in `currency`, as the API converts USD list prices (nanos rounded half-even)."""
@@ -398,111 +434,3 @@ def _converted(row: dict[str, Any], currency: str, rate: Decimal) -> dict[str, A
             usd = Decimal(price.get("units", "0")) + Decimal(price.get("nanos", 0)).scaleb(-9)
             tier["unitPrice"] = money((usd * rate).quantize(Decimal("1e-9"), ROUND_HALF_EVEN), currency)
     return row
-
-
-class _Handler(BaseHTTPRequestHandler):
-    api: FakeCatalogAPI
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read api.calls
-        pass
-
-    def do_POST(self) -> None:
-        api = self.api
-        length = int(self.headers.get("Content-Length") or 0)
-        form = dict(parse_qsl(self.rfile.read(length).decode()))
-        api.token_requests.append(form)
-        if (
-            urlsplit(self.path).path != TOKEN_PATH
-            or api.token is None
-            or form.get("grant_type") != "refresh_token"
-        ):
-            self._send(400, {"error": "invalid_grant", "error_description": "Bad Request"})
-            return
-        self._send(200, {"access_token": api.token, "expires_in": 3599, "token_type": "Bearer", "scope": ""})
-
-    def do_GET(self) -> None:
-        api = self.api
-        parts = urlsplit(self.path)
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        headers = {k.lower(): v for k, v in self.headers.items()}
-        call = RecordedCall(parts.path, query, headers)
-        api.calls.append(call)
-        if api.delay:
-            time.sleep(api.delay)
-        status, body, extra = self._answer(parts.path, query, headers)
-        call.status = status
-        self._send(status, body, extra)
-
-    def _answer(
-        self, path: str, query: dict[str, str], headers: dict[str, str]
-    ) -> tuple[int, dict[str, Any] | bytes, dict[str, str]]:
-        api = self.api
-        key = headers.get("x-goog-api-key") or query.get("key")
-        bearer = headers.get("authorization", "")
-        if api.api_key is not None or api.token is not None:
-            if bearer.startswith("Bearer "):
-                if bearer != f"Bearer {api.token}":
-                    return (
-                        401,
-                        google_error(
-                            401,
-                            "Request had invalid authentication credentials. Expected OAuth 2 access token, login "
-                            "cookie or other valid authentication credential.",
-                            reason="ACCESS_TOKEN_TYPE_UNSUPPORTED",
-                        ),
-                        {},
-                    )
-            elif key is None:
-                return (
-                    403,
-                    google_error(403, "The request is missing a valid API key.", reason="API_KEY_MISSING"),
-                    {},
-                )
-            elif key != api.api_key:
-                return (
-                    400,
-                    google_error(
-                        400, "API key not valid. Please pass a valid API key.", reason="API_KEY_INVALID"
-                    ),
-                    {},
-                )
-        if api.disabled:
-            return (
-                403,
-                google_error(
-                    403,
-                    "Cloud Billing API has not been used in project 123456789012 before or it is disabled. Enable "
-                    "it by visiting https://console.developers.google.com/apis/api/cloudbilling.googleapis.com/"
-                    "overview?project=123456789012 then retry.",
-                    reason="SERVICE_DISABLED",
-                ),
-                {},
-            )
-        if not path.startswith("/v1/services/") or not path.endswith("/skus"):
-            return 404, google_error(404, "Method not found."), {}
-        if path != SKUS_PATH:
-            return 404, google_error(404, "Service not found."), {}
-        failure = api._take_failure()
-        if failure is not None:
-            extra = {"Retry-After": failure.retry_after} if failure.retry_after is not None else {}
-            body = (
-                failure.body
-                if failure.body is not None
-                else google_error(failure.status, f"injected failure {failure.status}")
-            )
-            return failure.status, body, extra
-        status, page = api._page(query)
-        if status == 200 and api._take_malformed():
-            return 200, json.dumps(page, indent=2).encode()[:200], {}
-        return status, page, {}
-
-    def _send(self, status: int, body: dict[str, Any] | bytes, extra: dict[str, str] | None = None) -> None:
-        data = body if isinstance(body, bytes) else json.dumps(body, indent=2).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json; charset=UTF-8")
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in (extra or {}).items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(data)

@@ -8,7 +8,8 @@ What it models, because the watcher depends on each of these:
   requested resourceVersion out of an event log with increasing versions, `BOOKMARK` events when asked for,
   an `ERROR` event with a 410 `Expired` Status for a version older than the log, `timeoutSeconds`;
 - test controls: add/modify/delete nodes, bookmarks, versions bumped by "other resources", history
-  compaction, dropping open watches mid-stream, 5xx replies, going down (refused connections) and back up.
+  compaction, dropping open watches mid-stream, 5xx replies, going down (refused connections) and back up;
+  it is a `FakeServer`, so generic faults (`inject`) come as the API server's `Status` answers.
 
 Nodes are kept pre-serialized (each re-encoded only when it changes) so a 15,000-node list costs a join.
 """
@@ -20,20 +21,17 @@ import bisect
 import copy
 import hashlib
 import json
-import socket
-import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable
-from contextlib import suppress
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 from exporter.inventory.node import Node
+from fakes.server import Answer, FakeServer, Fault, Request, abort
+from fakes.server import self_signed_cert as self_signed_cert  # where callers have long found it
 
 NODES_PATH = "/api/v1/nodes"
 
@@ -69,11 +67,8 @@ def _dumps(obj: Any) -> bytes:
 
 
 @dataclass
-class RecordedRequest:
-    path: str
-    query: dict[str, str]
-    authorized: bool
-    status: int = 0
+class RecordedRequest(Request):
+    authorized: bool = True
 
     @property
     def is_watch(self) -> bool:
@@ -94,27 +89,24 @@ class _Stored:
 
 
 @dataclass
-class _Failures:
-    status: int
-    remaining: int | None  # None: until recover()
-
-
-@dataclass
 class _Watch:
-    handler: BaseHTTPRequestHandler
     dropped: bool = False
 
 
-@dataclass
-class FakeKubeAPI:
-    """Context manager: `with FakeKubeAPI(token="t") as api: api.url …`."""
+class FakeKubeAPI(FakeServer):
+    """Context manager: `with FakeKubeAPI(token="t") as api: api.url …`. `tls` = (certificate, key) PEM
+    files serves HTTPS, as a real API server does; `requests` may be a list of the caller's own."""
 
-    token: str | None = "test-token"
-    port: int = 0
-    tls: tuple[str, str] | None = None  # (certificate, key) PEM files: serve HTTPS, as a real API server does
-    requests: list[RecordedRequest] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
+    def __init__(
+        self,
+        token: str | None = "test-token",
+        *,
+        port: int = 0,
+        tls: tuple[str, str] | None = None,
+        requests: list[RecordedRequest] | None = None,
+    ) -> None:
+        super().__init__(tls=tls, port=port, requests=requests)
+        self.token = token
         self._cond = threading.Condition()
         self._rv = 1000
         self._oldest_rv = self._rv  # watching from an older version gets 410
@@ -122,60 +114,14 @@ class FakeKubeAPI:
         self._names: list[str] = []
         self._log: list[_Event] = []
         self._log_base = 0  # absolute index of _log[0]
-        self._failures: _Failures | None = None
         self._expire_next_continue = False
         self._watches: list[_Watch] = []
-        self._server: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-        self._connections: set[socket.socket] = set()
-
-    # -- lifecycle -----------------------------------------------------------------------------------------
-
-    def __enter__(self) -> FakeKubeAPI:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        """Listen (again) on `port`; port 0 picks a free one, kept for later restarts."""
-        fake = self
-
-        class Handler(_Handler):
-            api = fake
-
-        server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        server.daemon_threads = True
-        if self.tls:
-            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-            context.load_cert_chain(*self.tls)
-            server.socket = context.wrap_socket(server.socket, server_side=True)
-        self.port = server.server_address[1]
-        self._server = server
-        self._thread = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self._thread.start()
 
     def stop(self) -> None:
-        """Stop listening and cut every open connection: clients now get 'connection refused'."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
+        """Stop listening and cut every open connection, watches mid-stream: clients now get 'connection
+        refused'."""
         self.drop_watches()
-        with self._cond:
-            conns = list(self._connections)
-        for conn in conns:
-            _abort(conn)
-        if self._thread is not None:
-            self._thread.join(timeout=5)
+        super().stop()
 
     # -- state -----------------------------------------------------------------------------------------------
 
@@ -269,13 +215,17 @@ class FakeKubeAPI:
             return len(self._watches)
 
     def fail(self, status: int = 503, times: int | None = None) -> None:
-        """Answer the next `times` requests (all until `recover()` when None) with this HTTP error."""
-        with self._cond:
-            self._failures = _Failures(status, times)
+        """Answer the next authorized node requests (`times`, or all until `recover()` when None) with this
+        HTTP error, instead of any failure set before."""
+        self.clear_faults()
+        self.enqueue(
+            lambda request: _status(status, f"injected failure {status}"),
+            times,
+            when=lambda request: request.authorized and request.path == NODES_PATH,
+        )
 
     def recover(self) -> None:
-        with self._cond:
-            self._failures = None
+        self.clear_faults()
 
     def expire_next_continue(self) -> None:
         """The next request with a continue token gets 410 Expired (as after etcd compaction)."""
@@ -302,23 +252,169 @@ class FakeKubeAPI:
         self._log.append(_Event(self._rv, etype, line))
         self._cond.notify_all()
 
-    def _take_failure(self) -> int | None:
-        f = self._failures
-        if f is None:
-            return None
-        if f.remaining is not None:
-            f.remaining -= 1
-            if f.remaining <= 0:
-                self._failures = None
-        return f.status
+    # -- requests ------------------------------------------------------------------------------------------
+
+    def _new_request(self, method: str, target: str, headers: dict[str, str], body: bytes) -> Request:
+        authorized = self.token is None or headers.get("authorization") == f"Bearer {self.token}"
+        return RecordedRequest(method, target, headers, body, authorized=authorized)
+
+    def handle(self, request: Request) -> Answer:
+        assert isinstance(request, RecordedRequest)
+        if not request.authorized:
+            return _status(401, "Unauthorized")
+        if request.path != NODES_PATH:
+            return _status(404, "the server could not find the requested resource")
+        if request.is_watch:
+            return self._watch(request.query)
+        return self._list(request.query)
+
+    def fault_answer(self, fault: Fault, request: Request, retry_after: float | None) -> Answer:
+        """A `metav1.Status` failure with the reason the API server gives each code (see `_REASONS`);
+        a throttled request gets Retry-After, as the API server's priority and fairness sends it."""
+        if fault is Fault.NO_DATA:
+            return Answer(200, b'{"kind":"NodeList","apiVersion":"v1","metadata":{"resourceVersion":"%d"},'
+                          b'"items":[]}' % self.resource_version)
+        code, message = {
+            Fault.AUTH: (401, "Unauthorized"),
+            Fault.PERMISSION: (
+                403,
+                'nodes is forbidden: User "system:serviceaccount:monitoring:node-cost-exporter" cannot list '
+                'resource "nodes" in API group "" at the cluster scope',
+            ),
+            Fault.NOT_FOUND: (404, "the server could not find the requested resource"),
+            Fault.THROTTLED: (429, "storage is (re)initializing"),
+            Fault.UNAVAILABLE: (503, "the server is currently unable to handle the request"),
+        }.get(fault, (0, ""))
+        if not code:
+            return super().fault_answer(fault, request, retry_after)
+        seconds = 1.0 if retry_after is None else retry_after
+        return _status(code, message, retry_after=seconds if code == 429 else None)
+
+    def _list(self, query: dict[str, str]) -> Answer:
+        limit = int(query.get("limit") or 0)
+        token = query.get("continue")
+        with self._cond:
+            if token:
+                decoded = _decode_continue(token)
+                if decoded is None:
+                    return _status(400, "continue key is not valid")
+                snapshot_rv, last_name = decoded
+                if self._expire_next_continue or snapshot_rv < self._oldest_rv:
+                    self._expire_next_continue = False
+                    return _status(
+                        410,
+                        "The provided continue parameter is too old to display a consistent list result. "
+                        "You can start a new list without the continue parameter.",
+                    )
+                start = bisect.bisect_right(self._names, last_name)
+            else:
+                snapshot_rv, start = self._rv, 0
+            end = len(self._names) if limit <= 0 else min(len(self._names), start + limit)
+            names = self._names[start:end]
+            items = [self._nodes[n].raw for n in names]
+            metadata: dict[str, Any] = {"resourceVersion": str(snapshot_rv)}
+            if end < len(self._names):
+                metadata["continue"] = _encode_continue(snapshot_rv, names[-1])
+                metadata["remainingItemCount"] = len(self._names) - end
+        body = b"".join(
+            (
+                b'{"kind":"NodeList","apiVersion":"v1","metadata":',
+                _dumps(metadata),
+                b',"items":[',
+                b",".join(items),
+                b"]}",
+            )
+        )
+        return Answer(200, body)
+
+    def _watch(self, query: dict[str, str]) -> Answer:
+        bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
+        timeout = float(query.get("timeoutSeconds") or 1800)
+        deadline = time.monotonic() + timeout
+        rv_param = query.get("resourceVersion", "")
+        initial: list[bytes] = []
+        with self._cond:
+            if rv_param in ("", "0"):
+                # "Start at most recent": synthetic ADDED events for the current state first.
+                initial = [b'{"type":"ADDED","object":' + self._nodes[n].raw + b"}\n" for n in self._names]
+                cursor = self._log_base + len(self._log)
+            else:
+                try:
+                    from_rv = int(rv_param)
+                except ValueError:
+                    return _status(400, f"invalid resourceVersion {rv_param!r}")
+                if from_rv < self._oldest_rv:
+                    expired = status_body(
+                        410, "Expired", f"too old resource version: {from_rv} ({self._oldest_rv})"
+                    )
+                    initial = [b'{"type":"ERROR","object":' + _dumps(expired) + b"}\n"]
+                    cursor = -1
+                else:
+                    cursor = self._log_base + len(self._log)
+                    while cursor > self._log_base and self._log[cursor - 1 - self._log_base].rv > from_rv:
+                        cursor -= 1
+
+        def stream(handler: BaseHTTPRequestHandler) -> None:
+            watch = _Watch()
+            with self._cond:
+                self._watches.append(watch)
+            try:
+                handler.send_response(200)
+                handler.send_header("Content-Type", "application/json")
+                handler.send_header("Transfer-Encoding", "chunked")
+                handler.end_headers()
+                for line in initial:
+                    _chunk(handler, line)
+                if cursor >= 0:
+                    self._stream(handler, watch, cursor, deadline, bookmarks)
+                if not watch.dropped:
+                    handler.wfile.write(b"0\r\n\r\n")
+                    handler.wfile.flush()
+            except OSError:
+                handler.close_connection = True
+            finally:
+                with self._cond:
+                    self._watches.remove(watch)
+            if watch.dropped:
+                handler.close_connection = True
+                abort(handler.connection)
+
+        return Answer(200, stream=stream)
+
+    def _stream(
+        self, handler: BaseHTTPRequestHandler, watch: _Watch, cursor: int, deadline: float, bookmarks: bool
+    ) -> None:
+        while True:
+            with self._cond:
+                while True:
+                    if watch.dropped:
+                        return
+                    cursor = max(cursor, self._log_base)  # compacted under us: skip what is gone
+                    pending = self._log[cursor - self._log_base :]
+                    if pending:
+                        cursor += len(pending)
+                        break
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return
+                    self._cond.wait(remaining)
+            for event in pending:
+                if event.type == "BOOKMARK" and not bookmarks:
+                    continue
+                _chunk(handler, event.line)
 
 
-def _abort(conn: socket.socket) -> None:
-    """Close a connection abruptly, so the peer sees a broken stream rather than a clean end."""
-    with suppress(OSError):
-        conn.shutdown(socket.SHUT_RDWR)
-    with suppress(OSError):
-        conn.close()
+def _status(code: int, message: str, *, retry_after: float | None = None) -> Answer:
+    """A Status answer; a 429 carries Retry-After."""
+    headers = {"Retry-After": f"{retry_after:g}"} if retry_after is not None else {}
+    if code == 429 and not headers:
+        headers = {"Retry-After": "1"}
+    return Answer(code, _dumps(status_body(code, _REASONS.get(code, "Unknown"), message)), headers)
+
+
+def _chunk(handler: BaseHTTPRequestHandler, data: bytes) -> None:
+    handler.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+    handler.wfile.flush()
 
 
 def _encode_continue(rv: int, last_name: str) -> str:
@@ -331,185 +427,6 @@ def _decode_continue(token: str) -> tuple[int, str] | None:
         return int(data["rv"]), str(data["start"])
     except (ValueError, KeyError, TypeError):
         return None
-
-
-class _Handler(BaseHTTPRequestHandler):
-    api: FakeKubeAPI
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read api.requests
-        pass
-
-    def setup(self) -> None:
-        super().setup()
-        with self.api._cond:
-            self.api._connections.add(self.connection)
-
-    def finish(self) -> None:
-        with self.api._cond:
-            self.api._connections.discard(self.connection)
-        with suppress(OSError):  # the peer (or drop_watches) already closed it
-            super().finish()
-
-    def do_GET(self) -> None:
-        api = self.api
-        parts = urlsplit(self.path)
-        query = dict(parse_qsl(parts.query, keep_blank_values=True))
-        authorized = api.token is None or self.headers.get("Authorization") == f"Bearer {api.token}"
-        record = RecordedRequest(parts.path, query, authorized)
-        api.requests.append(record)
-        if not authorized:
-            record.status = 401
-            self._send_status(401, "Unauthorized")
-            return
-        if parts.path != NODES_PATH:
-            record.status = 404
-            self._send_status(404, "the server could not find the requested resource")
-            return
-        with api._cond:
-            failure = api._take_failure()
-        if failure is not None:
-            record.status = failure
-            self._send_status(failure, f"injected failure {failure}")
-            return
-        record.status = 200
-        if record.is_watch:
-            self._watch(query)
-        else:
-            self._list(query, record)
-
-    # -- responses -------------------------------------------------------------------------------------------
-
-    def _send_json(self, code: int, body: bytes, headers: dict[str, str] | None = None) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _send_status(self, code: int, message: str) -> None:
-        headers = {"Retry-After": "1"} if code == 429 else None
-        self._send_json(code, _dumps(status_body(code, _REASONS.get(code, "Unknown"), message)), headers)
-
-    def _list(self, query: dict[str, str], record: RecordedRequest) -> None:
-        api = self.api
-        limit = int(query.get("limit") or 0)
-        token = query.get("continue")
-        with api._cond:
-            if token:
-                decoded = _decode_continue(token)
-                if decoded is None:
-                    record.status = 400
-                    self._send_status(400, "continue key is not valid")
-                    return
-                snapshot_rv, last_name = decoded
-                if api._expire_next_continue or snapshot_rv < api._oldest_rv:
-                    api._expire_next_continue = False
-                    record.status = 410
-                    self._send_status(
-                        410,
-                        "The provided continue parameter is too old to display a consistent list result. "
-                        "You can start a new list without the continue parameter.",
-                    )
-                    return
-                start = bisect.bisect_right(api._names, last_name)
-            else:
-                snapshot_rv, start = api._rv, 0
-            end = len(api._names) if limit <= 0 else min(len(api._names), start + limit)
-            names = api._names[start:end]
-            items = [api._nodes[n].raw for n in names]
-            metadata: dict[str, Any] = {"resourceVersion": str(snapshot_rv)}
-            if end < len(api._names):
-                metadata["continue"] = _encode_continue(snapshot_rv, names[-1])
-                metadata["remainingItemCount"] = len(api._names) - end
-        body = b"".join(
-            (
-                b'{"kind":"NodeList","apiVersion":"v1","metadata":',
-                _dumps(metadata),
-                b',"items":[',
-                b",".join(items),
-                b"]}",
-            )
-        )
-        self._send_json(200, body)
-
-    def _chunk(self, data: bytes) -> None:
-        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
-        self.wfile.flush()
-
-    def _watch(self, query: dict[str, str]) -> None:
-        api = self.api
-        bookmarks = query.get("allowWatchBookmarks") in ("true", "1")
-        timeout = float(query.get("timeoutSeconds") or 1800)
-        deadline = time.monotonic() + timeout
-        rv_param = query.get("resourceVersion", "")
-        watch = _Watch(self)
-        initial: list[bytes] = []
-        with api._cond:
-            if rv_param in ("", "0"):
-                # "Start at most recent": synthetic ADDED events for the current state first.
-                initial = [b'{"type":"ADDED","object":' + api._nodes[n].raw + b"}\n" for n in api._names]
-                cursor = api._log_base + len(api._log)
-            else:
-                try:
-                    from_rv = int(rv_param)
-                except ValueError:
-                    self._send_status(400, f"invalid resourceVersion {rv_param!r}")
-                    return
-                if from_rv < api._oldest_rv:
-                    expired = status_body(
-                        410, "Expired", f"too old resource version: {from_rv} ({api._oldest_rv})"
-                    )
-                    initial = [b'{"type":"ERROR","object":' + _dumps(expired) + b"}\n"]
-                    cursor = -1
-                else:
-                    cursor = api._log_base + len(api._log)
-                    while cursor > api._log_base and api._log[cursor - 1 - api._log_base].rv > from_rv:
-                        cursor -= 1
-            api._watches.append(watch)
-        try:
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            for line in initial:
-                self._chunk(line)
-            if cursor >= 0:
-                self._stream(watch, cursor, deadline, bookmarks)
-            if not watch.dropped:
-                self.wfile.write(b"0\r\n\r\n")
-                self.wfile.flush()
-        except OSError:
-            self.close_connection = True
-        finally:
-            with api._cond:
-                api._watches.remove(watch)
-        if watch.dropped:
-            self.close_connection = True
-            _abort(self.connection)
-
-    def _stream(self, watch: _Watch, cursor: int, deadline: float, bookmarks: bool) -> None:
-        api = self.api
-        while True:
-            with api._cond:
-                while True:
-                    if watch.dropped:
-                        return
-                    cursor = max(cursor, api._log_base)  # compacted under us: skip what is gone
-                    pending = api._log[cursor - api._log_base :]
-                    if pending:
-                        cursor += len(pending)
-                        break
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return
-                    api._cond.wait(remaining)
-            for event in pending:
-                if event.type == "BOOKMARK" and not bookmarks:
-                    continue
-                self._chunk(event.line)
 
 
 # -- driving a watcher ----------------------------------------------------------------------------------------
@@ -891,32 +808,3 @@ def write_kubeconfig(path: Path, server: str, token: str | None) -> Path:
     }
     path.write_text(json.dumps(config, indent=2))  # JSON is YAML: the real loader reads it as is
     return path
-
-
-def self_signed_cert(directory: Path) -> tuple[str, str]:
-    """A certificate for 127.0.0.1 (its own CA) and its key, made with Debian's openssl."""
-    cert, key = directory / "apiserver.crt", directory / "apiserver.key"
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-            "-days",
-            "2",
-            "-subj",
-            "/CN=kube-apiserver",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ],
-        check=True,
-        capture_output=True,
-        timeout=60,
-    )
-    return str(cert), str(key)

@@ -547,7 +547,7 @@ def test_rate_limit_is_a_403_the_client_retries(fake: FakeBigQuery, client: bigq
     assert raised.value.errors == [
         {"message": raised.value.errors[0]["message"], "domain": "global", "reason": "rateLimitExceeded"}
     ]
-    fake.calls.clear()
+    fake.requests.clear()
     fake.fail_next("rateLimitExceeded", count=2)
     rows = list(client.query_and_wait(f"SELECT COUNT(*) AS n FROM `{TABLE}`", retry=FAST_RETRY))
     assert rows[0]["n"] == len(billing_rows())

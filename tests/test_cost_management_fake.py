@@ -316,7 +316,7 @@ def test_scope_spellings_and_what_the_sdk_sends(fake: FakeCostManagement) -> Non
     assert call["method"] == "POST"
     assert call["path"] == f"{SUB}/providers/Microsoft.CostManagement/query"
     assert call["query"] == {"api-version": "2025-03-01"}
-    assert call["headers"]["Authorization"] == "Bearer good-token"
+    assert call["headers"]["authorization"] == "Bearer good-token"
     assert call["body"]["dataset"]["aggregation"] == {"totalCost": {"name": "Cost", "function": "Sum"}}
     assert call["body"]["timePeriod"] == {"from": "2024-06-01T00:00:00Z", "to": "2024-06-03T23:59:59Z"}
     assert credential.requests[0] == ("https://management.azure.com/.default",)

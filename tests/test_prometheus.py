@@ -35,6 +35,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.app import demo_nodes_path
 from fakes.azure_api import FakeRetailPricesAPI, vm_items
+from fakes.server import Fault
 
 pytestmark = pytest.mark.slow  # starts real Prometheus servers
 
@@ -770,22 +771,12 @@ def test_alert_rules_evaluate_on_the_demo(stack: Stack) -> None:
     assert active() == expected
 
 
-class AzureOutage(FakeRetailPricesAPI):
-    """The Azure Retail Prices fake, answering 503 to every call while `down`."""
-
-    down = True
-
-    def answer(self, path: str, raw_query: str) -> tuple[int, bytes, dict[str, str]]:
-        if self.down:
-            self.fail_next(1, 503)  # consumed by this very call
-        return super().answer(path, raw_query)
-
-
 def test_price_list_outage_raises_integration_down_then_clears(stack: Stack) -> None:
     items = vm_items("eastus", "Standard_D4s_v3", "DSv3", linux="0.192", spot="0.0384") + vm_items(
         "eastus", "Standard_D8s_v3", "DSv3", linux="0.384", spot="0.0768"
     )
-    with AzureOutage(items) as fake:
+    with FakeRetailPricesAPI(items) as fake:
+        fake.inject(Fault.UNAVAILABLE, times=None)  # every call answers 503 until the faults are cleared
         env = exporter_env(
             NODECOST_AZURE__RETAIL__ENABLED="true",
             NODECOST_AZURE__RETAIL__ENDPOINT_URL=fake.url,
@@ -841,7 +832,7 @@ def test_price_list_outage_raises_integration_down_then_clears(stack: Stack) -> 
             rules = [r for g in stack.api("rules")["groups"] for r in g["rules"]]
             assert [r["name"] for r in rules if r["health"] != "ok"] == []
 
-            fake.down = False
+            fake.clear_faults()
             wait_for(
                 "the alerts to clear",
                 lambda: (
