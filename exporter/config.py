@@ -205,8 +205,13 @@ class AzureCostSettings(BillingSettings):
 
 
 @dataclass(frozen=True)
+class AzureRetailSettings(ShelfSettings):
+    """The Retail Prices API needs nothing beyond the common shelf settings (it takes no credentials)."""
+
+
+@dataclass(frozen=True)
 class AzureConfig:
-    retail: ShelfSettings = field(default_factory=ShelfSettings)
+    retail: AzureRetailSettings = field(default_factory=AzureRetailSettings)
     cost_management: AzureCostSettings = field(default_factory=AzureCostSettings)
 
 
@@ -231,6 +236,15 @@ class Config:
     gcp: GcpConfig = field(default_factory=GcpConfig)
     azure: AzureConfig = field(default_factory=AzureConfig)
     demo: bool = False
+
+    @property
+    def sources(self) -> Mapping[str, ShelfSettings | BillingSettings]:
+        """Each cloud source's settings by its registry key ("aws.cur")."""
+        return {
+            f"{cloud}.{section.name}": getattr(getattr(self, cloud), section.name)
+            for cloud in PROVIDERS
+            for section in dataclasses.fields(getattr(self, cloud))
+        }
 
 
 def load_config(
