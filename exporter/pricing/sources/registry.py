@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
-from exporter.config import ConfigError
+from exporter.config import ConfigError, SourceSettings
 from exporter.pricing.source import PriceSource
 from exporter.pricing.sources.context import SourceContext
 
@@ -39,7 +39,7 @@ class SourceEntry:
 
     key: str  # its config section, dotted ("aws.cur"): YAML aws: {cur: …}, env NODECOST_AWS__CUR__…
     source: SourceClass
-    settings: type[Any]  # the dataclass its config section is read into
+    settings: type[SourceSettings]  # the dataclass its config section is read into
     extra: str | None  # the pip extra that installs its SDK; None: nothing beyond the core dependencies
     sdk: tuple[str, ...]  # modules it imports when built; all must be importable
     rank: int  # within its kind, lower is asked first
@@ -81,7 +81,12 @@ _ENTRIES: dict[str, SourceEntry] = {}
 
 
 def register(
-    key: str, *, settings: type[Any], extra: str | None = None, sdk: tuple[str, ...] = (), rank: int = 0
+    key: str,
+    *,
+    settings: type[SourceSettings],
+    extra: str | None = None,
+    sdk: tuple[str, ...] = (),
+    rank: int = 0,
 ) -> Callable[[C], C]:
     """Class decorator: make a source buildable from the config section `key`."""
 
