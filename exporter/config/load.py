@@ -117,7 +117,7 @@ def _build_root(tree: dict[str, Any]) -> Config:
             key = f"{cloud}.{section}"
             sources[key] = _coerce(settings_type, data.get(section), key)
     config: Config = _build(Config, {k: v for k, v in tree.items() if k in core}, "")
-    return dataclasses.replace(config, sources=sources)
+    return dataclasses.replace(config, sources=types.MappingProxyType(sources))
 
 
 def _build(cls: type[Any], data: Any, prefix: str) -> Any:

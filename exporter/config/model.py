@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
+from types import MappingProxyType
 
 from exporter.config.settings import BillingSettings, SourceSettings
 
@@ -97,15 +98,16 @@ class PricingConfig:
     offline: OfflinePricesConfig = field(default_factory=OfflinePricesConfig)
 
 
-def default_sources() -> dict[str, SourceSettings]:
-    """Every registered source's default settings (all disabled), by key.
+def default_sources() -> Mapping[str, SourceSettings]:
+    """Every registered source's default settings (all disabled), by key, read-only like the rest of
+    the config.
 
     The registry is imported here, when called, not at module level: it imports the source modules,
     which import this package for their settings bases, so a module-level import would be a cycle.
     """
     from exporter.pricing.sources.registry import entries
 
-    return {entry.key: entry.settings() for entry in entries()}
+    return MappingProxyType({entry.key: entry.settings() for entry in entries()})
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,7 @@ class SourceEntry:
                 return module
         return None
 
-    def build(self, settings: Any, context: SourceContext) -> PriceSource:
+    def build(self, settings: SourceSettings, context: SourceContext) -> PriceSource:
         """The source, or a ConfigError naming `<key>.enabled` when its SDK is not installed."""
         missing = self.missing_sdk()
         if missing is not None:
@@ -88,7 +88,10 @@ def register(
     sdk: tuple[str, ...] = (),
     rank: int = 0,
 ) -> Callable[[C], C]:
-    """Class decorator: make a source buildable from the config section `key`."""
+    """Class decorator: make a source buildable from the config section `key`, "<cloud>.<source>"."""
+    cloud, dot, section = key.partition(".")
+    if not (cloud and dot and section.isidentifier() and cloud.isidentifier()):
+        raise ValueError(f"a source key is <cloud>.<source>, got {key!r}")
 
     def add(cls: C) -> C:
         if key in _ENTRIES and _ENTRIES[key].source is not cls:
