@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 from exporter.cache import PriceCache
@@ -24,6 +25,10 @@ class SourceContext:
         """The integration status a source reports on, by its name (the `integration` label)."""
         return self.health.integration(name)
 
-    def fetcher(self, name: str, policy: RetryPolicy, *, count_calls: bool) -> Fetcher:
+    def fetcher(
+        self, name: str, policy: RetryPolicy, *, count_calls: bool, retry_log_level: int = logging.INFO
+    ) -> Fetcher:
         """The fetch layer of one source: its retry policy, on this clock, counting on its status."""
-        return Fetcher(self.status(name), self.clock, policy, count_calls=count_calls)
+        return Fetcher(
+            self.status(name), self.clock, policy, count_calls=count_calls, retry_log_level=retry_log_level
+        )

@@ -71,15 +71,23 @@ class Fetcher:
 
     `count_calls`: record each attempt's outcome on the integration status. Billing sources count one
     request per query this way; shelf sources count every HTTP call inside their cloud module instead.
+    `retry_log_level`: shelf sources retry many batches at once and log each retry at debug only.
     """
 
     def __init__(
-        self, status: IntegrationStatus, clock: Clock, policy: RetryPolicy, *, count_calls: bool
+        self,
+        status: IntegrationStatus,
+        clock: Clock,
+        policy: RetryPolicy,
+        *,
+        count_calls: bool,
+        retry_log_level: int = logging.INFO,
     ) -> None:
         self.status = status
         self._clock = clock
         self._policy = policy
         self._count_calls = count_calls
+        self._retry_log_level = retry_log_level
 
     def run(self, call: Callable[[], T]) -> T:
         """`call()`'s result, or the FetchError of its last attempt. Any other exception is not retried."""
@@ -95,7 +103,9 @@ class Fetcher:
                 delay = retry_delay(
                     err, attempt, self._policy.backoff_seconds, self._policy.backoff_max_seconds
                 )
-                log.info("%s: %s; retrying in %.2fs", self.status.name, err.detail, delay)
+                log.log(
+                    self._retry_log_level, "%s: %s; retrying in %.2fs", self.status.name, err.detail, delay
+                )
                 self._clock.sleep(delay)
                 attempt += 1
             else:

@@ -78,7 +78,8 @@ class ShelfSource(ABC, Generic[S]):
         self.status = context.status(self.name)
         self.currency = context.currency
         self.clock = context.clock
-        self._fetcher = context.fetcher(self.name, settings, count_calls=False)
+        # Each HTTP call is counted by the cloud module; retries of many batches at once log at debug.
+        self._fetcher = context.fetcher(self.name, settings, count_calls=False, retry_log_level=logging.DEBUG)
         self._cache = context.cache
         self._lock = threading.Lock()
         self._prices: dict[Key, ShelfPrice | None] = {}
