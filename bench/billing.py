@@ -69,12 +69,14 @@ def _rss_mib() -> float:
 
 
 def measure(url: str, nodes: int) -> BillingRun:
-    from exporter.config import AwsCurSettings, PricingConfig
+    from exporter.config import PricingConfig
     from exporter.health import Health
     from exporter.inventory.node import ProviderRef
     from exporter.metrics.store import NodeMetricsStore
     from exporter.pricing.engine import PricingEngine
     from exporter.pricing.sources.aws.cur import AwsCurBilling
+    from exporter.pricing.sources.aws.settings import AwsCurSettings
+    from exporter.pricing.sources.context import SourceContext
     from exporter.pricing.sources.offline import OfflinePrices
     from exporter.snapshot import template_node
 
@@ -110,7 +112,7 @@ def measure(url: str, nodes: int) -> BillingRun:
         enabled=True, endpoint_url=url, database="cur",
         table="daily", poll_interval_seconds=0.05, tags=("team",)
     )
-    source = Timed(settings, health.integration("aws_cur"), None, "USD", health)
+    source = Timed(settings, SourceContext(health))
     engine = PricingEngine([source, OfflinePrices.load("", currency="USD")], PricingConfig(), health)
     store = NodeMetricsStore(tag_keys=("team",))
     for node in fleet:

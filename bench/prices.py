@@ -17,9 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from exporter.cache import PriceCache
-from exporter.config import AwsPricingSettings, GcpCatalogSettings, ShelfSettings
 from exporter.health import IntegrationStatus
 from exporter.inventory.node import CapacityType, Node
+from exporter.pricing.sources.aws.settings import AwsPricingSettings
+from exporter.pricing.sources.azure.settings import AzureRetailSettings
+from exporter.pricing.sources.context import SourceContext
+from exporter.pricing.sources.gcp.settings import GcpCatalogSettings
 from exporter.pricing.sources.shelf import ShelfSource
 from exporter.snapshot import template_node
 
@@ -117,7 +120,7 @@ def aws() -> PriceRun:
             "AWS",
             "pricing:GetProducts",
             nodes,
-            lambda cache: AwsOnDemandPrices(settings, IntegrationStatus("aws_pricing"), cache, "USD"),
+            lambda cache: AwsOnDemandPrices(settings, SourceContext(cache=cache)),
             lambda: api.count("GetProducts"),
         )
 
@@ -185,7 +188,7 @@ def gcp() -> PriceRun:
             "GCP",
             "Cloud Billing Catalog skus.list (5,000-SKU pages)",
             nodes,
-            lambda cache: GcpCatalogPrices(settings, IntegrationStatus("gcp_catalog"), cache, "USD"),
+            lambda cache: GcpCatalogPrices(settings, SourceContext(cache=cache)),
             lambda: len(api.calls),
         )
 
@@ -204,12 +207,12 @@ def azure() -> PriceRun:
             items += vm_items(region, sku, "Dsv", linux=linux, windows=windows)
     nodes = [_node("azure", r, t, os) for r in regions for t in types for os in ("linux", "windows")]
     with FakeRetailPricesAPI(items) as api:
-        settings = ShelfSettings(enabled=True, endpoint_url=api.url)
+        settings = AzureRetailSettings(enabled=True, endpoint_url=api.url)
         return _measure(
             "Azure",
             "Retail Prices API (pages)",
             nodes,
-            lambda cache: AzureRetailPrices(settings, IntegrationStatus("azure_retail"), cache, "USD"),
+            lambda cache: AzureRetailPrices(settings, SourceContext(cache=cache)),
             lambda: api.calls,
         )
 

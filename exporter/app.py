@@ -7,17 +7,17 @@ node only when a refresh says quotes changed.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 import time
 from collections.abc import Iterable
 from importlib import resources
-from typing import Any, Protocol
+from typing import Protocol
 
 from prometheus_client.registry import CollectorRegistry
 
 from exporter.cache import PriceCache
+from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.config import Config, ConfigError, billing_tag_keys
 from exporter.health import Health
 from exporter.inventory.node import Node
@@ -27,8 +27,10 @@ from exporter.metrics.process import ProcessMetrics
 from exporter.metrics.store import NodeMetricsStore
 from exporter.pricing.engine import PricingEngine
 from exporter.pricing.source import PriceSource
+from exporter.pricing.sources.context import SourceContext
 from exporter.pricing.sources.custom import CustomPrices, CustomTableError
 from exporter.pricing.sources.offline import OfflinePrices
+from exporter.pricing.sources.registry import entries
 
 log = logging.getLogger(__name__)
 
@@ -44,71 +46,17 @@ def demo_nodes_path() -> str:
     return str(resources.files("exporter.demo").joinpath("nodes.json"))
 
 
-def build_sources(config: Config, health: Health, cache: PriceCache | None) -> list[PriceSource]:
-    """Every configured source. A cloud's module (and so its SDK) is imported only when it is enabled."""
+def build_sources(config: Config, context: SourceContext) -> list[PriceSource]:
+    """Every enabled source: the registered cloud sources (billing first, then shelf, each kind in its
+    entries' order), then the custom and offline tables."""
     sources: list[PriceSource] = []
     pricing = config.pricing
     currency = pricing.currency
-    # Within a kind, order is precedence: a spot node takes its zone's spot price before the list price.
-    clouds: list[tuple[str, bool, str, str, str, Any]] = [
-        ("aws.cur", config.aws.cur.enabled, "aws", "aws.cur", "AwsCurBilling", config.aws.cur),
-        (
-            "gcp.bigquery",
-            config.gcp.bigquery.enabled,
-            "gcp",
-            "gcp.bigquery",
-            "GcpBigQueryBilling",
-            config.gcp.bigquery,
-        ),
-        (
-            "azure.cost_management",
-            config.azure.cost_management.enabled,
-            "azure",
-            "azure.cost_management",
-            "AzureCostBilling",
-            config.azure.cost_management,
-        ),
-        ("aws.spot", config.aws.spot.enabled, "aws", "aws.spot", "AwsSpotPrices", config.aws.spot),
-        (
-            "aws.pricing",
-            config.aws.pricing.enabled,
-            "aws",
-            "aws.price_list",
-            "AwsOnDemandPrices",
-            config.aws.pricing,
-        ),
-        (
-            "gcp.catalog",
-            config.gcp.catalog.enabled,
-            "gcp",
-            "gcp.catalog",
-            "GcpCatalogPrices",
-            config.gcp.catalog,
-        ),
-        (
-            "azure.retail",
-            config.azure.retail.enabled,
-            "azure",
-            "azure.retail",
-            "AzureRetailPrices",
-            config.azure.retail,
-        ),
-    ]
-    for key, enabled, extra, module, cls, settings in clouds:
-        if not enabled:
-            continue
-        try:
-            source_type = getattr(importlib.import_module(f"exporter.pricing.sources.{module}"), cls)
-        except ImportError as err:
-            raise ConfigError(
-                f"{key}.enabled",
-                f"needs the '{extra}' extra, which is not installed ({err.name} is missing)",
-            ) from err
-        status = health.integration(source_type.name)
-        if source_type.kind == "billing":
-            sources.append(source_type(settings, status, cache, currency, health))
-        else:
-            sources.append(source_type(settings, status, cache, currency))
+    health = context.health
+    for entry in entries():
+        settings = config.sources[entry.key]
+        if settings.enabled:
+            sources.append(entry.build(settings, context))
     if pricing.custom.file:
         try:
             custom = CustomPrices(
@@ -126,16 +74,16 @@ def build_sources(config: Config, health: Health, cache: PriceCache | None) -> l
 
 
 class App:
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, clock: Clock = SYSTEM_CLOCK) -> None:
+        """`clock`: the time every price source reads and sleeps on (tests pass a fake one)."""
         self.config = config
         self.health = Health()
         self.store = NodeMetricsStore(tag_keys=billing_tag_keys(config))
         self.cache: PriceCache | None = None
         if config.cache.enabled and not config.demo:
             self.cache = PriceCache(config.cache.path, self.health.integration("cache"))
-        self.engine = PricingEngine(
-            build_sources(config, self.health, self.cache), config.pricing, self.health
-        )
+        context = SourceContext(self.health, self.cache, config.pricing.currency, clock)
+        self.engine = PricingEngine(build_sources(config, context), config.pricing, self.health)
         self._lock = threading.Lock()
         self._nodes: dict[str, Node] = {}
         self._priced = threading.Event()

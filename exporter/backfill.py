@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 from datetime import date, timedelta
-from typing import TextIO
+from typing import Any, TextIO
 
 from exporter.config import ConfigError, load_config
 from exporter.metrics.families import escape
@@ -26,7 +26,7 @@ HELP = "Billed cost of the node per hour, from the bill of each complete day (ba
 
 
 def write_backfill(
-    sources: Sequence[BillingSource], first: date, last: date, out: TextIO, *, now: float | None = None
+    sources: Sequence[BillingSource[Any]], first: date, last: date, out: TextIO, *, now: float | None = None
 ) -> dict[str, int]:
     """Write the OpenMetrics text for days first..last (inclusive); counts of what was written/skipped."""
     now = time.time() if now is None else now
@@ -88,10 +88,12 @@ def main(argv: Sequence[str]) -> int:
         from exporter.app import build_sources
         from exporter.cache import PriceCache
         from exporter.health import Health
+        from exporter.pricing.sources.context import SourceContext
 
         health = Health()
         cache = PriceCache(config.cache.path, health.integration("cache"))
-        sources = [s for s in build_sources(config, health, cache) if isinstance(s, BillingSource)]
+        context = SourceContext(health, cache, config.pricing.currency)
+        sources = [s for s in build_sources(config, context) if isinstance(s, BillingSource)]
         if not sources:
             raise ConfigError("billing", "enable aws.cur, gcp.bigquery or azure.cost_management to backfill")
     except ConfigError as err:

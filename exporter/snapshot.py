@@ -14,11 +14,14 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from exporter.config import Config, ConfigError, load_config
 from exporter.health import Health
 from exporter.inventory.node import CapacityType, Node, ProviderRef
+from exporter.pricing.sources.context import SourceContext
 from exporter.pricing.sources.offline import COLUMNS
+from exporter.pricing.sources.registry import registered
 from exporter.pricing.sources.shelf import ShelfSource
 
 log = logging.getLogger(__name__)
@@ -29,6 +32,7 @@ ORIGINS = {
     "gcp": "Google Cloud Billing Catalog API (services/6F81-5844-456A/skus)",
     "azure": "Azure Retail Prices API (api/retail/prices)",
 }
+LIST_PRICES = {"aws": "aws.pricing", "gcp": "gcp.catalog", "azure": "azure.retail"}  # provider → source
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,23 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def shelf_source(config: Config, provider: str, health: Health) -> ShelfSource:
+def shelf_source(config: Config, provider: str, health: Health) -> ShelfSource[Any]:
     """The provider's on-demand list-price source, enabled whatever the config says, with no cache."""
-    currency = config.pricing.currency
-    if provider == "aws":
-        from exporter.pricing.sources.aws.price_list import AwsOnDemandPrices
-
-        settings = dataclasses.replace(config.aws.pricing, enabled=True)
-        return AwsOnDemandPrices(settings, health.integration("aws_pricing"), None, currency)
-    if provider == "gcp":
-        from exporter.pricing.sources.gcp.catalog import GcpCatalogPrices
-
-        gcp = dataclasses.replace(config.gcp.catalog, enabled=True)
-        return GcpCatalogPrices(gcp, health.integration("gcp_catalog"), None, currency)
-    from exporter.pricing.sources.azure.retail import AzureRetailPrices
-
-    azure = dataclasses.replace(config.azure.retail, enabled=True)
-    return AzureRetailPrices(azure, health.integration("azure_retail"), None, currency)
+    key = LIST_PRICES[provider]
+    settings = dataclasses.replace(config.sources[key], enabled=True)
+    source = registered(key).build(settings, SourceContext(health, None, config.pricing.currency))
+    assert isinstance(source, ShelfSource)
+    return source
 
 
 def template_node(provider: str, region: str, instance_type: str, os: str) -> Node:
@@ -94,6 +88,7 @@ def main(argv: Sequence[str]) -> int:
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     try:
         config = load_config(args.config_file)
+        source = shelf_source(config, args.provider, Health())
     except ConfigError as err:
         print(f"node-cost-exporter snapshot: invalid configuration: {err}", file=sys.stderr)
         return 2
@@ -104,8 +99,6 @@ def main(argv: Sequence[str]) -> int:
             file=sys.stderr,
         )
         return 2
-    health = Health()
-    source = shelf_source(config, args.provider, health)
     regions = [r.strip() for r in args.regions.split(",") if r.strip()]
     types = [t.strip() for t in args.types.split(",") if t.strip()]
     nodes = [template_node(args.provider, region, t, args.os) for region in regions for t in types]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -14,8 +15,11 @@ import pytest
 from prometheus_client import generate_latest
 
 from exporter.app import App
+from exporter.cache import PriceCache
+from exporter.health import Health
 from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.metrics.store import NodeMetricsStore
+from exporter.pricing.sources.context import SourceContext
 
 SHARED_REAL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real"
 
@@ -39,14 +43,44 @@ def promtool() -> str:
     return path
 
 
-class Clock:
-    """A settable clock for sources that take `clock=`: tests move time instead of waiting."""
+class FakeClock:
+    """A `Clock` for tests: time moves only when a test moves it (`now += …`) or a source sleeps, and a
+    sleep returns at once, recorded in `sleeps`, so retry tests assert on the delays instead of waiting."""
 
-    def __init__(self, at: datetime) -> None:
-        self.now = at.timestamp()
+    def __init__(self, at: datetime | None = None) -> None:
+        self.now = time.time() if at is None else at.timestamp()
+        self._monotonic = 1_000.0
+        self.sleeps: list[float] = []
+        self._lock = threading.Lock()  # shelf sources sleep from several fetch workers at once
 
-    def __call__(self) -> float:
-        return self.now
+    def time(self) -> float:
+        with self._lock:
+            return self.now
+
+    def monotonic(self) -> float:
+        with self._lock:
+            return self._monotonic
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.sleeps.append(seconds)
+            self.advance(seconds)
+
+    def advance(self, seconds: float) -> None:
+        """Move both clocks forward, as real time passing would."""
+        self.now += seconds
+        self._monotonic += seconds
+
+
+def context(
+    clock: FakeClock | None = None,
+    *,
+    health: Health | None = None,
+    cache: PriceCache | None = None,
+    currency: str = "USD",
+) -> SourceContext:
+    """A source context for one test: a fresh Health and a fake clock unless given."""
+    return SourceContext(health or Health(), cache, currency, clock or FakeClock())
 
 
 def node(name: str = "ip-10-0-12-87.ec2.internal", **overrides: Any) -> Node:

@@ -112,4 +112,7 @@ def test_a_cloud_enabled_without_its_extra_is_a_config_error() -> None:
     env = {**os.environ, "NODECOST_AWS__PRICING__ENABLED": "true"}
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 2, result.stderr
-    assert "aws.pricing.enabled: needs the 'aws' extra, which is not installed (boto3 is missing)" in result.stderr
+    assert (
+        "aws.pricing.enabled: needs the 'aws' extra, which is not installed (boto3 is missing): "
+        "run with `uv run --extra aws ...`, or `pip install 'node-cost-exporter[aws]'`"
+    ) in result.stderr

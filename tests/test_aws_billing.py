@@ -18,15 +18,16 @@ from typing import Any
 
 import pytest
 
-from exporter.config import AwsCurSettings, DiscountConfig, PricingConfig
+from exporter.config import DiscountConfig, PricingConfig
 from exporter.health import Health, Reason
 from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.pricing.engine import PricingEngine
 from exporter.pricing.quote import Basis
 from exporter.pricing.sources.aws.cur import MAX_IDS_IN_QUERY, AwsCurBilling, cur_query
+from exporter.pricing.sources.aws.settings import AwsCurSettings
 from exporter.pricing.sources.offline import OfflinePrices
 from fakes.athena_api import FakeAthena
-from tests.conftest import Clock, node
+from tests.conftest import FakeClock, context, node
 
 NOW = datetime(2024, 6, 3, 10, 0, tzinfo=UTC)  # the window spans May and June partitions
 LANDED = datetime(2024, 6, 2, 14, 0, tzinfo=UTC)  # the bill holds usage up to here
@@ -192,7 +193,7 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_PROFILE", raising=False)
 
 
-def make_source(athena: FakeAthena, health: Health, clock: Clock, **settings: Any) -> AwsCurBilling:
+def make_source(athena: FakeAthena, health: Health, clock: FakeClock, **settings: Any) -> AwsCurBilling:
     options: dict[str, Any] = {
         "database": "cur",
         "table": "data_exports",
@@ -205,12 +206,7 @@ def make_source(athena: FakeAthena, health: Health, clock: Clock, **settings: An
     }
     options.update(settings)
     source = AwsCurBilling(
-        AwsCurSettings(enabled=True, endpoint_url=athena.url, **options),
-        health.integration("aws_cur"),
-        None,
-        "USD",
-        health,
-        clock=clock,
+        AwsCurSettings(enabled=True, endpoint_url=athena.url, **options), context(clock, health=health)
     )
     source.wanted(NODES)
     return source
@@ -222,7 +218,7 @@ def make_source(athena: FakeAthena, health: Health, clock: Clock, **settings: An
 @pytest.mark.parametrize("basis", ["amortized", "amortized_net", "unblended", "net_unblended"])
 def test_billed_rate_times_billed_hours_is_the_bill(athena: FakeAthena, version: str, table: str, basis: str) -> None:
     health = Health()
-    source = make_source(athena, health, Clock(NOW), cur_version=version, table=table, cost_basis=basis)
+    source = make_source(athena, health, FakeClock(NOW), cur_version=version, table=table, cost_basis=basis)
     queries = len(athena.queries)
     assert source.refresh() is True, health.integration("aws_cur").detail
     assert len(athena.queries) == queries + 1  # one query per refresh
@@ -246,7 +242,7 @@ def test_billed_rate_times_billed_hours_is_the_bill(athena: FakeAthena, version:
 
 def test_query_prunes_partitions_filters_ids_and_reads_tags_and_network(athena: FakeAthena) -> None:
     health = Health()
-    source = make_source(athena, health, Clock(NOW))
+    source = make_source(athena, health, FakeClock(NOW))
     source.refresh()
     sql = athena.queries[-1]["QueryString"]
     assert "billing_period IN ('2024-05', '2024-06')" in sql
@@ -269,7 +265,7 @@ def test_too_many_ids_for_one_query_still_reads_only_the_cluster(athena: FakeAth
     ids = [f"i-{n:017x}" for n in range(MAX_IDS_IN_QUERY + 1)]
     assert len(cur_query(AwsCurSettings(database="cur", table="t"), ids, NOW - timedelta(days=5), NOW)) < 262_144
     health = Health()
-    source = make_source(athena, health, Clock(NOW))
+    source = make_source(athena, health, FakeClock(NOW))
     many = NODES + [eks(f"ip-{n}", i) for n, i in enumerate(ids)]
     source.wanted(many)
     source.refresh()
@@ -281,7 +277,7 @@ def test_too_many_ids_for_one_query_still_reads_only_the_cluster(athena: FakeAth
 def test_discount_applies_to_on_demand_usage_of_a_gross_bill_only(athena: FakeAthena) -> None:
     health = Health()
     config = PricingConfig(discounts=DiscountConfig(aws=Decimal("0.05")))
-    gross = make_source(athena, health, Clock(NOW))
+    gross = make_source(athena, health, FakeClock(NOW))
     gross.refresh()
     engine = PricingEngine([gross], config, health)
     od = engine.price(ON_DEMAND)
@@ -291,7 +287,7 @@ def test_discount_applies_to_on_demand_usage_of_a_gross_bill_only(athena: FakeAt
     assert math.isclose(float(od.hourly), OD_RATE * 0.95, rel_tol=1e-6)  # billed at list: discounted
     assert math.isclose(float(ri.hourly), RI_RATE, rel_tol=1e-6)  # the reservation's rate: untouched
     assert float(spot.hourly) == pytest.approx(truth(SPOT.ref.instance_id, "amortized")[0] / 72)
-    net = make_source(athena, health, Clock(NOW), cost_basis="amortized_net")
+    net = make_source(athena, health, FakeClock(NOW), cost_basis="amortized_net")
     net.refresh()
     od_net = PricingEngine([net], config, health).price(ON_DEMAND)
     assert od_net is not None and math.isclose(float(od_net.hourly), OD_RATE * 0.95, rel_tol=1e-6)  # once
@@ -307,7 +303,7 @@ def test_discount_applies_to_on_demand_usage_of_a_gross_bill_only(athena: FakeAt
 )
 def test_api_faults_then_recovery(athena: FakeAthena, operation: str, error: str, reason: Reason, says: str) -> None:
     health = Health()
-    clock = Clock(NOW)
+    clock = FakeClock(NOW)
     source = make_source(athena, health, clock, retries=0)
     athena.fail_next(operation, error)
     source.refresh()
@@ -321,22 +317,25 @@ def test_api_faults_then_recovery(athena: FakeAthena, operation: str, error: str
 
 def test_throttling_is_retried(athena: FakeAthena) -> None:
     health = Health()
-    source = make_source(athena, health, Clock(NOW), retries=2)
+    clock = FakeClock(NOW)
+    source = make_source(athena, health, clock, retries=2)
     athena.fail_next("StartQueryExecution", "ThrottlingException", count=2)
     source.refresh()
     status = health.integration("aws_cur")
     assert status.up and status.errors[Reason.THROTTLED] == 2 and status.requests == 3
+    backoffs = [s for s in clock.sleeps if s != 0.01]  # the rest are polls of the running query
+    assert len(backoffs) == 2 and 0.005 <= backoffs[0] <= 0.01 and 0.01 <= backoffs[1] <= 0.02
 
 
 def test_missing_table_empty_bill_malformed_rows_and_timeouts(athena: FakeAthena) -> None:
     health = Health()
-    clock = Clock(NOW)
+    clock = FakeClock(NOW)
     status = health.integration("aws_cur")
     missing = make_source(athena, health, clock, table="no_such_table", retries=0)
     missing.refresh()
     assert status.reason is Reason.NOT_FOUND and "aws.cur.table" in status.detail
     # An empty bill (a month with no data for the cluster): no_data, nothing priced from it.
-    empty = make_source(athena, health, Clock(datetime(2024, 9, 3, tzinfo=UTC)), retries=0)
+    empty = make_source(athena, health, FakeClock(datetime(2024, 9, 3, tzinfo=UTC)), retries=0)
     empty.refresh()
     assert status.reason is Reason.NO_DATA and "no usage" in status.detail
     # Malformed rows are skipped and counted; the rest of the bill still prices its nodes.
@@ -348,8 +347,9 @@ def test_missing_table_empty_bill_malformed_rows_and_timeouts(athena: FakeAthena
         athena.mangle = None
     assert status.up and source.quote(SPOT) is None and source.quote(ON_DEMAND) is not None
     assert health.invalid_counts()["billing_row"] == 5
-    # A query still running at the deadline is cancelled and reported as a timeout.
-    slow = make_source(athena, health, clock, retries=0, timeout_seconds=0.05, poll_interval_seconds=0.02)
+    # A query still running at the deadline is cancelled and reported as a timeout (the SDK's own
+    # timeouts are as long as the deadline: time passes on the source's clock, which only polls move).
+    slow = make_source(athena, health, clock, retries=0, timeout_seconds=30.0, poll_interval_seconds=2.0)
     athena.polls_before_done = 100
     try:
         slow.refresh()
@@ -357,22 +357,23 @@ def test_missing_table_empty_bill_malformed_rows_and_timeouts(athena: FakeAthena
         athena.polls_before_done = 1
     assert status.reason is Reason.TIMEOUT and "cancelled" in status.detail
     assert "StopQueryExecution" in athena.calls
+    assert clock.sleeps[-16:] == [2.0] * 16  # polled every poll_interval_seconds until past the deadline
 
 
 def test_missing_column_names_the_setting(athena: FakeAthena) -> None:
     health = Health()
-    source = make_source(athena, health, Clock(NOW), tags=("owner",), retries=0)
+    source = make_source(athena, health, FakeClock(NOW), tags=("owner",), retries=0)
     source.refresh()
     status = health.integration("aws_cur")
     assert status.up  # CUR 2.0 keeps tags in a map: an absent key is just NULL
-    legacy = make_source(athena, health, Clock(NOW), cur_version="legacy", tags=("owner",), retries=0)
+    legacy = make_source(athena, health, FakeClock(NOW), cur_version="legacy", tags=("owner",), retries=0)
     legacy.refresh()
     assert status.reason is Reason.CONFIG and "cost allocation tag" in status.detail
 
 
 def test_engine_falls_back_to_shelf_when_stale_and_returns(athena: FakeAthena) -> None:
     health = Health()
-    clock = Clock(NOW)
+    clock = FakeClock(NOW)
     source = make_source(athena, health, clock, retries=0)
     engine = PricingEngine([source, OfflinePrices.load("", currency="USD")], PricingConfig(), health)
     source.refresh()

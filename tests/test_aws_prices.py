@@ -19,16 +19,17 @@ from typing import Any
 import pytest
 
 from exporter.cache import PriceCache
-from exporter.config import AwsPricingSettings, AwsSpotSettings, ConfigError, PricingConfig, load_config
+from exporter.config import ConfigError, PricingConfig, load_config
 from exporter.health import Health, IntegrationStatus, Reason
 from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.pricing.engine import PricingEngine
 from exporter.pricing.quote import Basis
 from exporter.pricing.sources.aws.client import region_of_zone
 from exporter.pricing.sources.aws.price_list import AwsOnDemandPrices
+from exporter.pricing.sources.aws.settings import AwsPricingSettings, AwsSpotSettings
 from exporter.pricing.sources.aws.spot import AwsSpotPrices
 from fakes.aws_api import Ec2Api, PricingApi, ec2_product
-from tests.conftest import node
+from tests.conftest import context, node
 
 LOGGER = "exporter.pricing.sources.aws"
 FAST = {"retries": 2, "backoff_seconds": 0.01, "backoff_max_seconds": 0.05, "timeout_seconds": 5.0}
@@ -125,15 +126,15 @@ def ec2_api() -> Iterator[Ec2Api]:
 def on_demand(
     api: PricingApi, *, cache: PriceCache | None = None, currency: str = "USD", **settings: Any
 ) -> tuple[AwsOnDemandPrices, IntegrationStatus]:
-    status = IntegrationStatus("aws_pricing")
     config = AwsPricingSettings(enabled=True, endpoint_url=api.url, **{**FAST, **settings})
-    return AwsOnDemandPrices(config, status, cache, currency), status
+    source = AwsOnDemandPrices(config, context(cache=cache, currency=currency))
+    return source, source.status
 
 
 def spot(api: Ec2Api, *, currency: str = "USD", **settings: Any) -> tuple[AwsSpotPrices, IntegrationStatus]:
-    status = IntegrationStatus("aws_spot")
     config = AwsSpotSettings(enabled=True, endpoint_url=api.url, **{**FAST, **settings})
-    return AwsSpotPrices(config, status, None, currency), status
+    source = AwsSpotPrices(config, context(currency=currency))
+    return source, source.status
 
 
 def priced(source: AwsOnDemandPrices | AwsSpotPrices, *nodes: Node) -> list[Decimal | None]:
@@ -349,11 +350,10 @@ def test_throttling_is_retried_and_every_call_counted(pricing_api: PricingApi, c
 
 
 def test_retry_after_header_is_honoured(pricing_api: PricingApi) -> None:
-    pricing_api.fail_next(1, "ThrottlingException", retry_after="0.4")
+    pricing_api.fail_next(1, "ThrottlingException", retry_after="7")
     source, status = on_demand(pricing_api, backoff_seconds=0.01, backoff_max_seconds=2.0)
-    started = time.monotonic()
     assert priced(source, node(instance_type="m5.large")) == [Decimal("0.096")]
-    assert time.monotonic() - started >= 0.4  # the backoff alone would wait ≤ 0.01 s
+    assert source.clock.sleeps == [7.0]  # the backoff alone would wait ≤ 0.01 s
     assert status.up
 
 
@@ -361,6 +361,7 @@ def test_5xx_until_retries_run_out_keeps_the_last_good_price(pricing_api: Pricin
     source, status = on_demand(pricing_api, ttl_seconds=1e-9)
     n = node(instance_type="m5.large")
     assert priced(source, n) == [Decimal("0.096")]
+    source.clock.advance(1.0)  # past the TTL
     pricing_api.fail_next(10, "InternalErrorException", status=500, message="Internal failure")
     assert priced(source, n) == [Decimal("0.096")]  # the last good price stays
     assert (status.up, status.reason) == (False, Reason.UNAVAILABLE)

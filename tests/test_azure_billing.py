@@ -17,16 +17,17 @@ from typing import Any
 import pytest
 
 from exporter.cache import PriceCache
-from exporter.config import AzureCostSettings, PricingConfig
+from exporter.config import PricingConfig
 from exporter.health import Health, Reason
 from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.metrics.store import NodeMetricsStore
 from exporter.pricing.engine import PricingEngine
 from exporter.pricing.quote import Basis
 from exporter.pricing.sources.azure.cost_management import AzureCostBilling
+from exporter.pricing.sources.azure.settings import AzureCostSettings
 from exporter.pricing.sources.offline import OfflinePrices
 from fakes.cost_management_api import FakeCostManagement, StaticToken, UsageRecord
-from tests.conftest import Clock, node, node_text
+from tests.conftest import FakeClock, context, node, node_text
 
 SUB = "0b1f6471-1bf0-4dda-aec3-cb9272f09590"
 RG = "MC_prod-rg_prod-aks_eastus"
@@ -120,7 +121,7 @@ def fake(arm: FakeCostManagement) -> FakeCostManagement:
 
 
 def make_source(
-    fake: FakeCostManagement, tmp_path: Path, health: Health, clock: Clock, **settings: Any
+    fake: FakeCostManagement, tmp_path: Path, health: Health, clock: FakeClock, **settings: Any
 ) -> AzureCostBilling:
     options: dict[str, Any] = {"retries": 1, "backoff_seconds": 0.01, "backoff_max_seconds": 0.02}
     options.update(settings)
@@ -130,18 +131,14 @@ def make_source(
     cache = PriceCache(str(tmp_path / "cache.sqlite"), health.integration("cache"))
     return AzureCostBilling(
         config,
-        health.integration("azure_cost_management"),
-        cache,
-        "USD",
-        health,
+        context(clock, health=health, cache=cache),
         credential=StaticToken(fake.token),
         connection_verify=fake.ca_file,
-        clock=clock,
     )
 
 
-def ready(fake: FakeCostManagement, tmp_path: Path, **settings: Any) -> tuple[AzureCostBilling, Health, Clock]:
-    health, clock = Health(), Clock(NOW)
+def ready(fake: FakeCostManagement, tmp_path: Path, **settings: Any) -> tuple[AzureCostBilling, Health, FakeClock]:
+    health, clock = Health(), FakeClock(NOW)
     source = make_source(fake, tmp_path, health, clock, **settings)
     observe(source, NOW)
     source.wanted([*POOL_NODES[:2], SPOT_NODE, VM_NODE, NEW_NODE])
@@ -192,7 +189,7 @@ def test_actual_cost_shows_reservation_days_as_free(fake: FakeCostManagement, tm
 
 
 def test_days_the_exporter_barely_ran_are_not_apportioned(fake: FakeCostManagement, tmp_path: Path) -> None:
-    health, clock = Health(), Clock(NOW)
+    health, clock = Health(), FakeClock(NOW)
     source = make_source(fake, tmp_path, health, clock)
     # The exporter ran only from June 4, 14:00: June 4 has 10 observed hours (< 12), June 2-3 none.
     at = datetime(2024, 6, 4, 14, tzinfo=UTC)
@@ -228,12 +225,10 @@ def test_exposed_series_and_shelf_for_nodes_not_on_the_bill(fake: FakeCostManage
 
 
 def test_throttling_honours_cost_management_retry_headers(fake: FakeCostManagement, tmp_path: Path) -> None:
-    source, health, _ = ready(fake, tmp_path, retries=2)
-    fake.fail_next("throttled", retry_after=1)
-    started = datetime.now(UTC)
+    source, health, clock = ready(fake, tmp_path, retries=2)
+    fake.fail_next("throttled", retry_after=45)
     assert source.refresh() is True
-    waited = (datetime.now(UTC) - started).total_seconds()
-    assert waited >= 1.0  # the header's delay, not our 10 ms backoff
+    assert clock.sleeps == [45.0]  # the header's delay, not our 10 ms backoff
     status = health.integration("azure_cost_management")
     assert status.up and status.errors[Reason.THROTTLED] == 1 and status.requests == 2
 

@@ -14,12 +14,12 @@ import pytest
 import urllib3
 
 from exporter.cache import PriceCache
-from exporter.config import ShelfSettings
 from exporter.health import IntegrationStatus, Reason
 from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.pricing.quote import Basis
 from exporter.pricing.sources.azure import retail as azure
 from exporter.pricing.sources.azure.retail import AzureRetailPrices
+from exporter.pricing.sources.azure.settings import AzureRetailSettings
 from fakes.azure_api import (
     REAL_EASTUS_B1S,
     REAL_EASTUS_D2ALS_V7,
@@ -29,7 +29,7 @@ from fakes.azure_api import (
     variant,
     vm_items,
 )
-from tests.conftest import node
+from tests.conftest import context, node
 
 SUBSCRIPTION = "8ecadfc9-d1a3-4ea4-b844-0d9f87e4d7c8"
 
@@ -85,7 +85,7 @@ def source(
         "timeout_seconds": 2.0,
     }
     values.update(overrides)
-    return AzureRetailPrices(ShelfSettings(**values), IntegrationStatus("azure_retail"), cache, currency)
+    return AzureRetailPrices(AzureRetailSettings(**values), context(cache=cache, currency=currency))
 
 
 def priced(src: AzureRetailPrices, *nodes: Node) -> list[Decimal | None]:
@@ -322,11 +322,10 @@ def test_a_filter_too_long_for_the_api_is_refused_as_config(monkeypatch: pytest.
 
 def test_throttled_then_answered_after_retry_after() -> None:
     with FakeRetailPricesAPI(REAL_EASTUS_D2S_V3) as fake:
-        fake.fail_next(1, 429, headers={"Retry-After": "1"})
+        fake.fail_next(1, 429, headers={"Retry-After": "20"})
         src = source(fake.url)
-        started = time.monotonic()
         assert priced(src, aks("Standard_D2s_v3")) == [Decimal("0.096")]
-        assert time.monotonic() - started >= 0.95  # waited what the API asked, not the 0.01 s backoff
+        assert src.clock.sleeps == [20.0]  # what the API asked, not the 0.01 s backoff
         assert src.status.up
         assert (fake.calls, src.status.requests, src.status.errors[Reason.THROTTLED]) == (2, 2, 1)
 
@@ -342,18 +341,20 @@ def test_throttled_then_answered_after_retry_after() -> None:
     ],
 )
 def test_retry_after_headers(headers: dict[str, str], expected: float | None) -> None:
-    assert azure._retry_after(urllib3.HTTPHeaderDict(headers)) == expected
+    assert azure._retry_after(urllib3.HTTPHeaderDict(headers), time.time()) == expected
 
 
 def test_5xx_exhausts_retries_and_keeps_the_last_good_prices() -> None:
     with FakeRetailPricesAPI(REAL_EASTUS_D2S_V3) as fake:
-        src = source(fake.url, ttl_seconds=0.000001)  # every refresh refetches
+        src = source(fake.url, ttl_seconds=1.0)
         assert priced(src, aks("Standard_D2s_v3")) == [Decimal("0.096")]
         fake.fail_next(3, 503)
+        src.clock.advance(1.0)  # past the TTL
         assert priced(src, aks("Standard_D2s_v3")) == [Decimal("0.096")]
         assert (src.status.up, src.status.reason) == (False, Reason.UNAVAILABLE)
         assert "HTTP 503" in src.status.detail
         assert (fake.calls, src.status.requests, src.status.errors[Reason.UNAVAILABLE]) == (4, 4, 3)
+        src.clock.advance(1.0)
         assert priced(src, aks("Standard_D2s_v3")) == [Decimal("0.096")]  # and recovers at the next refresh
         assert src.status.up
 

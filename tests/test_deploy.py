@@ -26,6 +26,7 @@ import yaml
 
 from exporter.config import Config, load_config
 from exporter.inventory.quantity import parse_quantity
+from exporter.pricing.sources.gcp.settings import GcpCatalogSettings
 
 pytestmark = pytest.mark.slow  # runs kubectl kustomize and schema validation
 
@@ -459,19 +460,15 @@ def test_shipped_config_loads_and_enables_its_cloud(
     built: dict[str, list[dict[str, Any]]], target: str, tmp_path: Path
 ) -> None:
     config = load_shipped_config(built[target], tmp_path)
-    shelves = {
-        "aws.pricing": config.aws.pricing,
-        "aws.spot": config.aws.spot,
-        "gcp.catalog": config.gcp.catalog,
-        "azure.retail": config.azure.retail,
-    }
+    shelves = {key: config.sources[key] for key in ("aws.pricing", "aws.spot", "gcp.catalog", "azure.retail")}
     assert {key for key, shelf in shelves.items() if shelf.enabled} == ENABLED[target]
     assert config.log.format == "logfmt"
     assert config.kubernetes.kubeconfig == ""  # in-cluster service account
     assert config.kubernetes.nodes_file == ""
     assert not config.demo
     assert config.pricing.offline.enabled
-    assert config.gcp.catalog.api_key == ""  # a key belongs in a Secret, not a ConfigMap
+    catalog = config.sources["gcp.catalog"]
+    assert isinstance(catalog, GcpCatalogSettings) and catalog.api_key == ""  # a key belongs in a Secret
 
 
 def service_account(objs: list[dict[str, Any]]) -> dict[str, Any]:

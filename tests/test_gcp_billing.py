@@ -13,14 +13,14 @@ from typing import Any
 
 import pytest
 
-from exporter.config import GcpBigQuerySettings
 from exporter.health import Health, Reason
 from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.pricing.quote import Basis
 from exporter.pricing.sources.gcp.bigquery import GcpBigQueryBilling
+from exporter.pricing.sources.gcp.settings import GcpBigQuerySettings
 from fakes.bigquery_api import BILLING_COLUMNS, FakeBigQuery
 from fakes.gcp_api import FakeCatalogAPI
-from tests.conftest import Clock, node
+from tests.conftest import FakeClock, context, node
 
 TABLE = "billing-admin.billing_export.gcp_billing_export_resource_v1_010101_ABCDEF_123456"
 NOW = datetime(2024, 6, 6, 10, tzinfo=UTC)
@@ -126,7 +126,7 @@ def adc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 
 def make_source(bigquery: FakeBigQuery, adc: Path, monkeypatch: pytest.MonkeyPatch, health: Health,
-                clock: Clock, **settings: Any) -> GcpBigQueryBilling:
+                clock: FakeClock, **settings: Any) -> GcpBigQueryBilling:
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
     project, dataset, table = TABLE.split(".")
     options: dict[str, Any] = {"retries": 0, "backoff_seconds": 0.01, "backoff_max_seconds": 0.02,
@@ -135,7 +135,7 @@ def make_source(bigquery: FakeBigQuery, adc: Path, monkeypatch: pytest.MonkeyPat
     source = GcpBigQueryBilling(
         GcpBigQuerySettings(enabled=True, project=project, dataset=dataset, table=table,
                             endpoint_url=bigquery.url, **options),
-        health.integration("gcp_bigquery"), None, "USD", health, clock=clock,
+        context(clock, health=health),
     )
     source.wanted([CUD, SUD, SPOT, MISSING])
     return source
@@ -146,7 +146,7 @@ def test_billed_rate_includes_the_counted_credits(
     bigquery: FakeBigQuery, adc: Path, monkeypatch: pytest.MonkeyPatch, credit_types: tuple[str, ...]
 ) -> None:
     health = Health()
-    source = make_source(bigquery, adc, monkeypatch, health, Clock(NOW), credit_types=credit_types)
+    source = make_source(bigquery, adc, monkeypatch, health, FakeClock(NOW), credit_types=credit_types)
     assert source.refresh() is True, health.integration("gcp_bigquery").detail
     status = health.integration("gcp_bigquery")
     assert status.up and status.data_timestamp == datetime(2024, 6, 5, tzinfo=UTC).timestamp()
@@ -172,7 +172,7 @@ def test_faults_then_recovery(
     bigquery: FakeBigQuery, adc: Path, monkeypatch: pytest.MonkeyPatch, error: str, reason: Reason
 ) -> None:
     health = Health()
-    clock = Clock(NOW)
+    clock = FakeClock(NOW)
     source = make_source(bigquery, adc, monkeypatch, health, clock)
     bigquery.fail_next(error, count=1)
     source.refresh()
@@ -188,7 +188,7 @@ def test_transient_faults_are_retried(
     bigquery: FakeBigQuery, adc: Path, monkeypatch: pytest.MonkeyPatch, error: str
 ) -> None:
     health = Health()
-    source = make_source(bigquery, adc, monkeypatch, health, Clock(NOW))
+    source = make_source(bigquery, adc, monkeypatch, health, FakeClock(NOW))
     calls = len(bigquery.calls)
     bigquery.fail_next(error, count=1)
     source.refresh()

@@ -4,10 +4,12 @@ machine-type grammar, paging, currency, auth, failures and the cache."""
 from __future__ import annotations
 
 import dataclasses
+import email.utils
 import json
 import math
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -15,15 +17,15 @@ from typing import Any
 import pytest
 
 from exporter.cache import PriceCache
-from exporter.config import GcpCatalogSettings
 from exporter.health import IntegrationStatus, Reason
 from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.pricing.quote import Basis, Quote
 from exporter.pricing.sources.gcp.catalog import GcpCatalogPrices, sku_resource
 from exporter.pricing.sources.gcp.json_scan import scan_page
 from exporter.pricing.sources.gcp.machine_shapes import MachineShape, gpu_id, machine_shape
+from exporter.pricing.sources.gcp.settings import GcpCatalogSettings
 from fakes.gcp_api import BELGIUM, FINLAND, FakeCatalogAPI, compute_catalog, sku
-from tests.conftest import node
+from tests.conftest import context, node
 
 KEY = "AIzaSy-test-key"
 FAST = GcpCatalogSettings(
@@ -42,7 +44,7 @@ def source(
     api: FakeCatalogAPI, *, currency: str = "USD", cache: PriceCache | None = None, **settings: Any
 ) -> GcpCatalogPrices:
     config = dataclasses.replace(FAST, endpoint_url=api.url, **settings)
-    return GcpCatalogPrices(config, IntegrationStatus("gcp_catalog"), cache, currency)
+    return GcpCatalogPrices(config, context(cache=cache, currency=currency))
 
 
 def gke(
@@ -353,11 +355,11 @@ def test_the_sqlite_cache_serves_a_second_source_with_no_calls(api: FakeCatalogA
 
 
 def test_throttling_is_retried_after_retry_after(api: FakeCatalogAPI) -> None:
-    api.fail(429, retry_after="0.3")
     src = source(api)
-    started = time.monotonic()
+    in_30s = datetime.fromtimestamp(src.clock.time() + 30, UTC)
+    api.fail(429, retry_after=email.utils.format_datetime(in_30s, usegmt=True))  # the HTTP-date form
     assert hourly(src, gke("e2-standard-2")) == D("0.067006")
-    assert time.monotonic() - started >= 0.3
+    assert len(src.clock.sleeps) == 1 and 29 <= src.clock.sleeps[0] <= 30  # the backoff alone: ≤ 0.01 s
     assert [c.status for c in api.sku_calls] == [429, 200]
     assert src.status.up and src.status.requests == 2 and src.status.errors[Reason.THROTTLED] == 1
 
@@ -365,7 +367,7 @@ def test_throttling_is_retried_after_retry_after(api: FakeCatalogAPI) -> None:
 def test_server_errors_keep_the_last_good_prices(api: FakeCatalogAPI) -> None:
     src = source(api, ttl_seconds=0.2, retries=2)
     good = hourly(src, gke("e2-standard-2"))
-    time.sleep(0.25)
+    src.clock.advance(0.25)
     api.fail(500, times=10)
     priced(src, gke("e2-standard-2"))
     assert (src.status.up, src.status.reason) == (False, Reason.UNAVAILABLE)
@@ -406,7 +408,7 @@ def test_malformed_json_is_a_bad_response_and_not_retried(api: FakeCatalogAPI) -
 def test_an_empty_catalog_is_no_data_and_does_not_erase_prices(api: FakeCatalogAPI) -> None:
     src = source(api, ttl_seconds=0.2)
     good = hourly(src, gke("e2-standard-2"))
-    time.sleep(0.25)
+    src.clock.advance(0.25)
     api.skus = []
     priced(src, gke("e2-standard-2"))
     assert (src.status.up, src.status.reason) == (False, Reason.NO_DATA)
@@ -472,7 +474,7 @@ def test_no_credentials_at_all_says_how_to_give_some(tmp_path: Path, monkeypatch
 
 
 def test_keys() -> None:
-    src = GcpCatalogPrices(FAST, IntegrationStatus("gcp_catalog"), None, "USD")
+    src = GcpCatalogPrices(FAST, context())
     assert src.key(gke("n2-standard-4")) == ("us-central1", "n2-standard-4", "on_demand", "", "0")
     assert src.key(gke("g2-standard-8", spot=True, gpus=1, accelerator="nvidia-l4")) == (
         "us-central1",

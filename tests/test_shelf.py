@@ -11,12 +11,12 @@ from pathlib import Path
 
 from exporter.cache import PriceCache
 from exporter.config import ShelfSettings
-from exporter.health import IntegrationStatus, Reason
+from exporter.health import Health, IntegrationStatus, Reason
 from exporter.inventory.node import Node
 from exporter.pricing.quote import Basis
 from exporter.pricing.sources.fetch import FetchError
 from exporter.pricing.sources.shelf import Key, ShelfPrice, ShelfSource
-from tests.conftest import node
+from tests.conftest import FakeClock, context, node
 
 FAST = ShelfSettings(enabled=True, backoff_seconds=0.01, backoff_max_seconds=0.05, concurrency=4)
 
@@ -29,13 +29,14 @@ class ListPrices(ShelfSource):
     def __init__(
         self, table: dict[Key, str], settings: ShelfSettings = FAST, cache: PriceCache | None = None
     ):
+        self.clock = FakeClock()
         self.table = table
         self.script: list[FetchError | Exception] = []
         self.calls: list[Key] = []
         self.in_flight = 0
         self.max_in_flight = 0
         self._count_lock = threading.Lock()
-        super().__init__(settings, IntegrationStatus("test_list"), cache, "USD")
+        super().__init__(settings, context(self.clock, health=Health(), cache=cache))
 
     def key(self, n: Node) -> Key | None:
         return (n.region, n.instance_type) if n.region else None
@@ -47,7 +48,7 @@ class ListPrices(ShelfSource):
             self.max_in_flight = max(self.max_in_flight, self.in_flight)
             error = self.script.pop(0) if self.script else None
         try:
-            time.sleep(0.02)
+            time.sleep(0.02)  # real time in flight, so concurrent batches overlap
             if error is not None:
                 raise error
             return {k: ShelfPrice(Decimal(self.table[k])) for k in keys if k in self.table}
@@ -92,7 +93,7 @@ def test_stale_prices_are_refetched_after_the_ttl() -> None:
     source.wanted([node()])
     source.refresh()
     source.table[M5] = "0.200"
-    time.sleep(0.06)
+    source.clock.advance(0.06)
     assert source.refresh() is True
     assert source.quote(node()).hourly == Decimal("0.200")  # type: ignore[union-attr]
 
@@ -104,9 +105,8 @@ def test_throttling_is_retried_honouring_retry_after() -> None:
         FetchError(Reason.UNAVAILABLE, "503"),
     ]
     source.wanted([node()])
-    started = time.monotonic()
     source.refresh()
-    assert time.monotonic() - started >= 0.2
+    assert len(source.clock.sleeps) == 2 and source.clock.sleeps[0] >= 0.2  # Retry-After, then backoff
     assert source.calls == [M5, M5, M5]
     assert source.status.up
 
@@ -115,14 +115,14 @@ def test_permission_is_not_retried_and_the_last_good_price_stays() -> None:
     source = ListPrices({M5: "0.192"}, ShelfSettings(enabled=True, ttl_seconds=0.01, backoff_seconds=0.01))
     source.wanted([node()])
     source.refresh()
-    time.sleep(0.02)
+    source.clock.advance(0.02)
     source.script = [FetchError(Reason.PERMISSION, "pricing:GetProducts denied")]
     assert source.refresh() is False
     assert (source.status.up, source.status.reason) == (False, Reason.PERMISSION)
     assert source.status.detail == "pricing:GetProducts denied"
     assert source.quote(node()).hourly == Decimal("0.192")  # type: ignore[union-attr]
     assert len(source.calls) == 2
-    time.sleep(0.02)
+    source.clock.advance(0.02)
     source.refresh()  # the fault cleared: recovers by itself
     assert source.status.up
 
@@ -133,6 +133,7 @@ def test_retries_are_bounded() -> None:
     source.wanted([node()])
     source.refresh()
     assert len(source.calls) == 3
+    assert len(source.clock.sleeps) == 2 and all(0.005 <= s <= 0.02 for s in source.clock.sleeps)
     assert source.status.reason is Reason.TIMEOUT
 
 
@@ -199,7 +200,7 @@ def test_a_failed_key_waits_for_the_interval_instead_of_hammering_the_api() -> N
     source.refresh()
     assert source.quote(node()) is None
     assert not source.pending()  # not re-queued at the next tick
-    time.sleep(0.11)  # the interval has passed
+    source.clock.advance(0.11)  # the interval has passed
     assert source.quote(node()) is None and source.pending()
     source.refresh()
     assert source.quote(node()).hourly == Decimal("0.192")  # type: ignore[union-attr]

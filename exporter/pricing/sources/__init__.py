@@ -1,1 +1,2 @@
-"""Price sources, one module each. Cloud SDKs are imported inside a source only when it is configured."""
+"""Price sources: the shelf and billing bases, the fetch layer, the custom and offline tables, and one package
+per cloud. Cloud sources register themselves (`registry.py`) and import their SDK only when built."""

@@ -21,20 +21,20 @@ import json
 import logging
 import math
 import sys
-import time
 from abc import ABC, abstractmethod
 from array import array
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Generic, TypeVar
 
-from exporter.cache import PriceCache
 from exporter.config import BillingSettings
-from exporter.health import Health, IntegrationStatus, Reason
+from exporter.health import Reason
 from exporter.inventory.node import Node
 from exporter.pricing.quote import Basis, BillFacts, Quote
-from exporter.pricing.sources.fetch import RETRYABLE, FetchError, retry_delay
+from exporter.pricing.sources.context import SourceContext
+from exporter.pricing.sources.fetch import FetchError
 from exporter.pricing.sources.presence import Presence
 
 log = logging.getLogger(__name__)
@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 # The scheduler calls `refresh` this often; the source decides itself when a query is due.
 TICK_SECONDS = 60.0
 _DAY = timedelta(days=1)
+S = TypeVar("S", bound=BillingSettings)
 
 
 def midnight(day: date) -> datetime:
@@ -112,40 +113,33 @@ class Bill:
         return DayTotals(columns[0][i], columns[1][i], columns[2][i], columns[3][i])
 
 
-class BillingSource(ABC):
-    """Base of the billing sources. Subclasses set `name` and `resource_kind` and implement `resource`,
-    `query` and `where` (and `billed_hours` when the bill has no usable hours)."""
+class BillingSource(ABC, Generic[S]):
+    """Base of the billing sources, generic over their settings type. Subclasses set `name` and
+    `resource_kind` and implement `resource`, `query` and `where` (and `billed_hours` when the bill has no
+    usable hours)."""
 
     kind = "billing"
     name: str
     resource_kind: str  # "EC2 instance id", … for messages
     attributes_network = True  # False where the bill cannot tell a node's network cost apart
 
-    def __init__(
-        self,
-        settings: BillingSettings,
-        status: IntegrationStatus,
-        cache: PriceCache | None,
-        currency: str,
-        health: Health,
-        *,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
+    def __init__(self, settings: S, context: SourceContext) -> None:
         self.settings = settings
         self.refresh_interval_seconds: float | None = TICK_SECONDS
-        self.status = status
-        self.currency = currency
+        self.status = context.status(self.name)
+        self.currency = context.currency
+        self.clock = context.clock
         self.scanned_bytes = 0  # query cost: bytes scanned (Athena) or billed (BigQuery)
         self.rows_ingested = 0
-        self._health = health
-        self._cache = cache
-        self._clock = clock
+        self._health = context.health
+        self._cache = context.cache
+        self._fetcher = context.fetcher(self.name, settings, count_calls=True)
         self._billed: dict[str, BillFacts] = {}
         self._resources: set[str] = set()
         self._last_success: float | None = None
         self._next_query = 0.0
         self._served_fresh = False
-        self._presence = Presence(cache, f"{self.name}.presence", settings.presence_retention_days)
+        self._presence = Presence(context.cache, f"{self.name}.presence", settings.presence_retention_days)
         self._load_cache()
 
     # -- what a cloud module implements ---------------------------------------------------------------
@@ -173,7 +167,7 @@ class BillingSource(ABC):
     # -- PriceSource ----------------------------------------------------------------------------------
 
     def quote(self, node: Node) -> Quote | None:
-        if not self._fresh(self._clock()):
+        if not self._fresh(self.clock.time()):
             return None
         resource = self.resource(node)
         facts = self._billed.get(resource) if resource is not None else None
@@ -194,31 +188,31 @@ class BillingSource(ABC):
     def wanted(self, nodes: Iterable[Node]) -> None:
         seen = [(node.name, r) for node in nodes if (r := self.resource(node)) is not None]
         self._resources = {r for _, r in seen}
-        self._presence.mark(seen, self._clock())
+        self._presence.mark(seen, self.clock.time())
 
     def pending(self) -> bool:
         return False  # a new node cannot be on a bill that lands hours late: nothing to fetch at once
 
     def refresh(self) -> bool:
         """Query the bill when due; True when quotes changed (new rates, or staleness crossed)."""
-        now = self._clock()
+        now = self.clock.time()
         self._presence.flush(now)
         fresh = self._fresh(now)
         changed, self._served_fresh = fresh != self._served_fresh, fresh
         if now < self._next_query:
             return changed
         self._next_query = now + self.settings.retry_interval_seconds
-        started = time.monotonic()
+        started = self.clock.monotonic()
         try:
             billed, newest = self._fetch(sorted(self._resources), now)
         except FetchError as err:
-            self.status.failed(err.reason, err.detail, duration=time.monotonic() - started, count=False)
+            self.status.failed(err.reason, err.detail, duration=self.clock.monotonic() - started, count=False)
             return changed
         self._next_query = now + self.settings.refresh_interval_seconds
         changed |= billed != self._billed or not self._served_fresh
         self._billed, self._last_success, self._served_fresh = billed, now, True
         self._persist(newest)
-        self.status.succeeded(duration=time.monotonic() - started, data_timestamp=newest, count=False)
+        self.status.succeeded(duration=self.clock.monotonic() - started, data_timestamp=newest, count=False)
         return changed
 
     # -- presence -------------------------------------------------------------------------------------
@@ -242,23 +236,7 @@ class BillingSource(ABC):
 
     def bill(self, resources: Sequence[str], start: datetime, end: datetime) -> Bill:
         """The bill for [start, end), folded per (resource, day), with retries of transient failures."""
-        attempt = 0
-        while True:
-            try:
-                bill = self._fold(self.query(resources, start, end), resources)
-            except FetchError as err:
-                self.status.record_request(err.reason)
-                if err.reason not in RETRYABLE or attempt >= self.settings.retries:
-                    raise
-                delay = retry_delay(
-                    err, attempt, self.settings.backoff_seconds, self.settings.backoff_max_seconds
-                )
-                log.info("%s: %s; retrying in %.1fs", self.name, err.detail, delay)
-                time.sleep(delay)
-                attempt += 1
-            else:
-                self.status.record_request()
-                return bill
+        return self._fetcher.run(lambda: self._fold(self.query(resources, start, end), resources))
 
     def complete(self, day: date, watermark: datetime, now: float) -> bool:
         """A day is trusted once the bill holds later usage and it ended `settle_hours` ago."""

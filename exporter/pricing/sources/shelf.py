@@ -16,24 +16,25 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
+from typing import Generic, TypeVar
 
-from exporter.cache import PriceCache
 from exporter.config import ShelfSettings
-from exporter.health import IntegrationStatus, Reason
+from exporter.health import Reason
 from exporter.inventory.node import Node
 from exporter.pricing.money import parse_money
 from exporter.pricing.quote import Basis, Quote
-from exporter.pricing.sources.fetch import RETRYABLE, FetchError, retry_delay
+from exporter.pricing.sources.context import SourceContext
+from exporter.pricing.sources.fetch import FetchError
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, ...]
+S = TypeVar("S", bound=ShelfSettings)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,22 +63,24 @@ class ShelfPrice:
         }
 
 
-class ShelfSource(ABC):
-    """Base of the AWS, GCP and Azure list-price sources. Subclasses set `name` and `basis` and implement
-    `key` and `fetch` (and `batches` when the API prices many keys per call)."""
+class ShelfSource(ABC, Generic[S]):
+    """Base of the AWS, GCP and Azure list-price sources, generic over their settings type. Subclasses set
+    `name` and `basis` and implement `key` and `fetch` (and `batches` when the API prices many keys per
+    call)."""
 
     kind = "shelf"
     name: str
     basis: Basis = Basis.ON_DEMAND
 
-    def __init__(
-        self, settings: ShelfSettings, status: IntegrationStatus, cache: PriceCache | None, currency: str
-    ) -> None:
+    def __init__(self, settings: S, context: SourceContext) -> None:
         self.settings = settings
         self.refresh_interval_seconds: float | None = settings.refresh_interval_seconds
-        self.status = status
-        self.currency = currency
-        self._cache = cache
+        self.status = context.status(self.name)
+        self.currency = context.currency
+        self.clock = context.clock
+        # Each HTTP call is counted by the cloud module; retries of many batches at once log at debug.
+        self._fetcher = context.fetcher(self.name, settings, count_calls=False, retry_log_level=logging.DEBUG)
+        self._cache = context.cache
         self._lock = threading.Lock()
         self._prices: dict[Key, ShelfPrice | None] = {}
         self._fetched_at: dict[Key, float] = {}
@@ -116,7 +119,7 @@ class ShelfSource(ABC):
         try:
             price = self._prices[key]
         except KeyError:
-            if self._failed_until.get(key, 0.0) <= time.monotonic():
+            if self._failed_until.get(key, 0.0) <= self.clock.monotonic():
                 with self._lock:
                     self._pending.add(key)  # first sight: the scheduler fetches it at its next tick
             return None
@@ -142,7 +145,7 @@ class ShelfSource(ABC):
 
     def refresh(self) -> bool:
         """Fetch keys never fetched or older than the TTL; True when any price changed."""
-        now = time.time()
+        now = self.clock.time()
         with self._lock:
             keys = self._wanted | self._pending
             self._pending = set()
@@ -151,7 +154,7 @@ class ShelfSource(ABC):
             if keys and self.status.last_attempt is None:
                 self.status.succeeded(data_timestamp=self._oldest(keys), count=False)  # all from the cache
             return False
-        started = time.monotonic()
+        started = self.clock.monotonic()
         results: dict[Key, ShelfPrice | None] = {}
         failures: list[FetchError] = []
         batches = self.batches(due)
@@ -159,12 +162,12 @@ class ShelfSource(ABC):
             for batch, outcome in zip(batches, pool.map(self._fetch_with_retries, batches), strict=True):
                 if isinstance(outcome, FetchError):
                     failures.append(outcome)
-                    retry_at = time.monotonic() + (self.refresh_interval_seconds or 0.0)
+                    retry_at = self.clock.monotonic() + (self.refresh_interval_seconds or 0.0)
                     self._failed_until.update(dict.fromkeys(batch, retry_at))
                 else:
                     results.update({key: outcome.get(key) for key in batch})
         changed = self._store(results)
-        duration = time.monotonic() - started
+        duration = self.clock.monotonic() - started
         if failures:
             first = failures[0]
             detail = first.detail if len(failures) == 1 else f"{first.detail} (and {len(failures) - 1} more)"
@@ -176,27 +179,16 @@ class ShelfSource(ABC):
     # -- internals ------------------------------------------------------------------------------------
 
     def _fetch_with_retries(self, batch: list[Key]) -> Mapping[Key, ShelfPrice | None] | FetchError:
-        attempt = 0
-        while True:
-            try:
-                result = self.fetch(batch)
-            except FetchError as err:
-                if err.reason not in RETRYABLE or attempt >= self.settings.retries:
-                    return err
-                delay = retry_delay(
-                    err, attempt, self.settings.backoff_seconds, self.settings.backoff_max_seconds
-                )
-                log.debug("%s: %s; retrying in %.2fs", self.name, err.detail, delay)
-                time.sleep(delay)
-                attempt += 1
-            except Exception as err:  # a bug or an unforeseen payload must not stop the other batches
-                log.exception("%s: fetching %s failed unexpectedly", self.name, batch[:3])
-                return FetchError(Reason.BAD_RESPONSE, f"unexpected error: {err!r}")
-            else:
-                return result
+        try:
+            return self._fetcher.run(lambda: self.fetch(batch))
+        except FetchError as err:
+            return err
+        except Exception as err:  # a bug or an unforeseen payload must not stop the other batches
+            log.exception("%s: fetching %s failed unexpectedly", self.name, batch[:3])
+            return FetchError(Reason.BAD_RESPONSE, f"unexpected error: {err!r}")
 
     def _store(self, results: Mapping[Key, ShelfPrice | None]) -> bool:
-        now = time.time()
+        now = self.clock.time()
         changed = False
         with self._lock:
             for key, price in results.items():

@@ -1,6 +1,7 @@
 """AWS public prices: on-demand from the Price List Query API, spot from EC2's spot price history.
 
-The only module that imports boto3; the app imports it only when AWS is configured. The SDK's own retries
+The AWS sources import boto3 only when they build a client (`_session`, `_client`) or map its errors: the
+registry imports this module even when AWS is not configured. The SDK's own retries
 are switched off (`total_max_attempts=1`): `ShelfSource` retries with jittered backoff, and every HTTP call
 is counted once in the integration's health. Filters sent to the APIs are re-checked on every row returned:
 a price list holds BYOL, Dedicated/Host, capacity-reservation and Capacity Block rows for the same type,
@@ -13,27 +14,12 @@ import logging
 import re
 import threading
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
-import boto3
-from botocore.config import Config as BotoConfig
-from botocore.exceptions import (
-    ClientError,
-    ConnectTimeoutError,
-    CredentialRetrievalError,
-    HTTPClientError,
-    NoCredentialsError,
-    PartialCredentialsError,
-    ReadTimeoutError,
-    TokenRetrievalError,
-)
-from botocore.exceptions import ConnectionError as BotoConnectionError
-from botocore.parsers import ResponseParserError  # not re-exported by botocore.exceptions
-
-from exporter.cache import PriceCache
 from exporter.config import ShelfSettings
-from exporter.health import IntegrationStatus, Reason
-from exporter.pricing.sources.fetch import FetchError
+from exporter.health import Reason
+from exporter.pricing.sources.context import SourceContext
+from exporter.pricing.sources.fetch import FetchError, parse_retry_after
 from exporter.pricing.sources.shelf import ShelfSource
 
 log = logging.getLogger(__name__)
@@ -61,13 +47,16 @@ def region_of_zone(zone: str) -> str | None:
     return match.group(0) if match and len(zone) > match.end() else None
 
 
-class AwsSource(ShelfSource):
+S = TypeVar("S", bound=ShelfSettings)
+
+
+class AwsSource(ShelfSource[S]):
     """What both AWS sources share: SDK clients without SDK retries, one error mapping."""
 
-    def __init__(
-        self, settings: ShelfSettings, status: IntegrationStatus, cache: PriceCache | None, currency: str
-    ) -> None:
-        super().__init__(settings, status, cache, currency)  # USD only: config validation sees to it
+    def __init__(self, settings: S, context: SourceContext) -> None:
+        super().__init__(settings, context)  # USD only: config validation sees to it
+        import boto3
+
         self._session = boto3.session.Session()
         self._clients: dict[str, Any] = {}
         self._client_lock = threading.Lock()  # boto3 sessions are not thread-safe; clients are
@@ -75,6 +64,8 @@ class AwsSource(ShelfSource):
         self._warned: set[str] = set()
 
     def _client(self, service: str, region: str) -> Any:
+        from botocore.config import Config as BotoConfig
+
         with self._client_lock:
             client = self._clients.get(region)
             if client is None:
@@ -97,7 +88,9 @@ class AwsSource(ShelfSource):
         try:
             response: dict[str, Any] = getattr(client, operation)(**params)
         except Exception as err:
-            failure = _fetch_error(err, action, client.meta.endpoint_url, self.settings.timeout_seconds)
+            failure = _fetch_error(
+                err, action, client.meta.endpoint_url, self.settings.timeout_seconds, self.clock.time()
+            )
             self.status.record_request(failure.reason if failure else Reason.BAD_RESPONSE)
             if failure is None:
                 raise
@@ -129,8 +122,21 @@ class AwsSource(ShelfSource):
         log.warning("%s: " + message, self.name, *args)
 
 
-def _fetch_error(err: Exception, action: str, endpoint: str, timeout: float) -> FetchError | None:
+def _fetch_error(err: Exception, action: str, endpoint: str, timeout: float, now: float) -> FetchError | None:
     """The FetchError for an SDK exception, or None for one we do not expect (a bug: let it surface)."""
+    from botocore.exceptions import (
+        ClientError,
+        ConnectTimeoutError,
+        CredentialRetrievalError,
+        HTTPClientError,
+        NoCredentialsError,
+        PartialCredentialsError,
+        ReadTimeoutError,
+        TokenRetrievalError,
+    )
+    from botocore.exceptions import ConnectionError as BotoConnectionError
+    from botocore.parsers import ResponseParserError  # not re-exported by botocore.exceptions
+
     if isinstance(err, ClientError):
         error = err.response.get("Error", {})
         meta = err.response.get("ResponseMetadata", {})
@@ -142,7 +148,7 @@ def _fetch_error(err: Exception, action: str, endpoint: str, timeout: float) -> 
             return FetchError(
                 Reason.THROTTLED,
                 f"{action} throttled ({said}); lower concurrency or raise ttl_seconds",
-                retry_after=_retry_after(meta.get("HTTPHeaders", {})),
+                retry_after=_retry_after(meta.get("HTTPHeaders", {}), now),
             )
         if code in _DENIED:
             return FetchError(Reason.PERMISSION, f"{action} denied: grant the {action} IAM action ({said})")
@@ -156,7 +162,7 @@ def _fetch_error(err: Exception, action: str, endpoint: str, timeout: float) -> 
             return FetchError(
                 Reason.UNAVAILABLE,
                 f"{action} failed at {endpoint} with HTTP {http} ({said}): an AWS-side error",
-                retry_after=_retry_after(meta.get("HTTPHeaders", {})),
+                retry_after=_retry_after(meta.get("HTTPHeaders", {}), now),
             )
         return FetchError(Reason.BAD_RESPONSE, f"{action} refused with HTTP {http} ({said})")
     if isinstance(err, NoCredentialsError | PartialCredentialsError):
@@ -184,9 +190,6 @@ def _fetch_error(err: Exception, action: str, endpoint: str, timeout: float) -> 
     return None
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    """Seconds from a Retry-After header (botocore lower-cases header names); None if absent or a date."""
-    try:
-        return max(0.0, float(headers["retry-after"]))
-    except (KeyError, ValueError):
-        return None
+def _retry_after(headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds from a Retry-After header (botocore lower-cases header names); None if absent."""
+    return parse_retry_after(headers.get("retry-after"), now)

@@ -12,21 +12,18 @@ items themselves are never summed (that would count them twice).
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import boto3
-from botocore.config import Config as BotoConfig
-
-from exporter.cache import PriceCache
-from exporter.config import AwsCurSettings
-from exporter.health import Health, IntegrationStatus, Reason
+from exporter.health import Reason
 from exporter.inventory.node import Node
 from exporter.pricing.sources.aws.client import _fetch_error
+from exporter.pricing.sources.aws.settings import AwsCurSettings
 from exporter.pricing.sources.billing import BillingSource, BillRow, midnight
+from exporter.pricing.sources.context import SourceContext
 from exporter.pricing.sources.fetch import FetchError
+from exporter.pricing.sources.registry import register
 
 log = logging.getLogger(__name__)
 
@@ -137,21 +134,16 @@ def _days(start: datetime, end: datetime) -> Iterator[date]:
         day += timedelta(days=1)
 
 
-class AwsCurBilling(BillingSource):
+@register("aws.cur", settings=AwsCurSettings, extra="aws", sdk=("boto3",))
+class AwsCurBilling(BillingSource[AwsCurSettings]):
     name = "aws_cur"
     resource_kind = "EC2 instance id"
 
-    def __init__(
-        self,
-        settings: AwsCurSettings,
-        status: IntegrationStatus,
-        cache: PriceCache | None,
-        currency: str,
-        health: Health,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(settings, status, cache, currency, health, **kwargs)
-        self.cur = settings
+    def __init__(self, settings: AwsCurSettings, context: SourceContext) -> None:
+        super().__init__(settings, context)
+        import boto3
+        from botocore.config import Config as BotoConfig
+
         self._client = boto3.session.Session().client(
             "athena",
             region_name=settings.region,
@@ -169,10 +161,10 @@ class AwsCurBilling(BillingSource):
         return instance if node.provider == "aws" and instance.startswith("i-") else None
 
     def where(self) -> str:
-        return f"Athena table {self.cur.database}.{self.cur.table} in {self.cur.region}"
+        return f"Athena table {self.settings.database}.{self.settings.table} in {self.settings.region}"
 
     def query(self, resources: Sequence[str], start: datetime, end: datetime) -> Iterator[BillRow]:
-        execution = self._start(cur_query(self.cur, resources, start, end))
+        execution = self._start(cur_query(self.settings, resources, start, end))
         yield from self._rows(execution)
 
     # -- Athena ---------------------------------------------------------------------------------------
@@ -182,7 +174,9 @@ class AwsCurBilling(BillingSource):
         try:
             response: dict[str, Any] = getattr(self._client, operation)(**params)
         except Exception as err:
-            failure = _fetch_error(err, action, self._client.meta.endpoint_url, self.cur.timeout_seconds)
+            failure = _fetch_error(
+                err, action, self._client.meta.endpoint_url, self.settings.timeout_seconds, self.clock.time()
+            )
             if failure is None:
                 raise
             if failure.reason is Reason.PERMISSION:
@@ -195,27 +189,27 @@ class AwsCurBilling(BillingSource):
     def _start(self, sql: str) -> str:
         params: dict[str, Any] = {
             "QueryString": sql,
-            "QueryExecutionContext": {"Database": self.cur.database},
-            "WorkGroup": self.cur.workgroup,
+            "QueryExecutionContext": {"Database": self.settings.database},
+            "WorkGroup": self.settings.workgroup,
         }
-        if self.cur.output_location:
-            params["ResultConfiguration"] = {"OutputLocation": self.cur.output_location}
+        if self.settings.output_location:
+            params["ResultConfiguration"] = {"OutputLocation": self.settings.output_location}
         execution = str(self._call("start_query_execution", **params)["QueryExecutionId"])
-        deadline = time.monotonic() + self.cur.timeout_seconds
+        deadline = self.clock.monotonic() + self.settings.timeout_seconds
         while True:
             info = self._call("get_query_execution", QueryExecutionId=execution)["QueryExecution"]
             status = info.get("Status", {})
             state = status.get("State")
             if state in ("SUCCEEDED", "FAILED", "CANCELLED"):
                 break
-            if time.monotonic() > deadline:
+            if self.clock.monotonic() > deadline:
                 self._call("stop_query_execution", QueryExecutionId=execution)
                 raise FetchError(
                     Reason.TIMEOUT,
-                    f"Athena query {execution} still {state} after {self.cur.timeout_seconds:g}s; "
+                    f"Athena query {execution} still {state} after {self.settings.timeout_seconds:g}s; "
                     "cancelled it (raise aws.cur.timeout_seconds, or check the workgroup's capacity)",
                 )
-            time.sleep(self.cur.poll_interval_seconds)
+            self.clock.sleep(self.settings.poll_interval_seconds)
         self.scanned_bytes += int(info.get("Statistics", {}).get("DataScannedInBytes") or 0)
         if state != "SUCCEEDED":
             raise _query_failure(execution, status, self.where())
@@ -250,7 +244,7 @@ class AwsCurBilling(BillingSource):
         resource = values.get("resource") or ""
         try:
             tags = tuple(
-                (key, value) for i, key in enumerate(self.cur.tags) if (value := values.get(f"tag_{i}"))
+                (key, value) for i, key in enumerate(self.settings.tags) if (value := values.get(f"tag_{i}"))
             )
             return BillRow(
                 resource,

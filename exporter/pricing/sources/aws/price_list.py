@@ -8,21 +8,22 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from exporter.cache import PriceCache
-from exporter.config import AwsPricingSettings
-from exporter.health import IntegrationStatus, Reason
+from exporter.health import Reason
 from exporter.inventory.node import Node
 from exporter.pricing.money import parse_money
 from exporter.pricing.quote import Basis
 from exporter.pricing.sources.aws.client import AwsSource
+from exporter.pricing.sources.aws.settings import AwsPricingSettings
 from exporter.pricing.sources.fetch import FetchError
+from exporter.pricing.sources.registry import register
 from exporter.pricing.sources.shelf import Key, ShelfPrice
 
 log = logging.getLogger(__name__)
 _PRICE_LIST_OS = {"linux": ("Linux", "RunInstances"), "windows": ("Windows", "RunInstances:0002")}
 
 
-class AwsOnDemandPrices(AwsSource):
+@register("aws.pricing", settings=AwsPricingSettings, extra="aws", sdk=("boto3",))
+class AwsOnDemandPrices(AwsSource[AwsPricingSettings]):
     """On-demand list price per (region, instance type, OS), one GetProducts query per key.
 
     Spot nodes get a key too: their on-demand price is the fallback when no spot price is known.
@@ -30,12 +31,6 @@ class AwsOnDemandPrices(AwsSource):
 
     name = "aws_pricing"
     basis = Basis.ON_DEMAND
-
-    def __init__(
-        self, settings: AwsPricingSettings, status: IntegrationStatus, cache: PriceCache | None, currency: str
-    ) -> None:
-        super().__init__(settings, status, cache, currency)
-        self._endpoint_region = settings.region
 
     def key(self, node: Node) -> Key | None:
         if (
@@ -67,7 +62,7 @@ class AwsOnDemandPrices(AwsSource):
             "licenseModel": "No License required",
             "operation": operation,
         }
-        client = self._client("pricing", self._endpoint_region)
+        client = self._client("pricing", self.settings.region)
         params: dict[str, Any] = {
             "ServiceCode": "AmazonEC2",
             "Filters": [{"Type": "TERM_MATCH", "Field": f, "Value": v} for f, v in wanted.items()],

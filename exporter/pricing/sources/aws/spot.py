@@ -8,21 +8,24 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from exporter.cache import PriceCache
-from exporter.config import AwsSpotSettings
-from exporter.health import IntegrationStatus, Reason
+from exporter.health import Reason
 from exporter.inventory.node import CapacityType, Node
 from exporter.pricing.money import parse_money
 from exporter.pricing.quote import Basis
 from exporter.pricing.sources.aws.client import AwsSource, region_of_zone
+from exporter.pricing.sources.aws.settings import AwsSpotSettings
+from exporter.pricing.sources.context import SourceContext
 from exporter.pricing.sources.fetch import FetchError
+from exporter.pricing.sources.registry import register
 from exporter.pricing.sources.shelf import Key, ShelfPrice
 
 log = logging.getLogger(__name__)
 _SPOT_WINDOWS = "Windows (Amazon VPC)"
 
 
-class AwsSpotPrices(AwsSource):
+# Rank -1: a spot node takes its zone's spot price before aws.pricing's on-demand one.
+@register("aws.spot", settings=AwsSpotSettings, extra="aws", sdk=("boto3",), rank=-1)
+class AwsSpotPrices(AwsSource[AwsSpotSettings]):
     """Current spot price per (zone, instance type, OS): spot prices differ by availability zone.
 
     One DescribeSpotPriceHistory sequence per region, for every type and OS wanted there; StartTime=now
@@ -32,10 +35,8 @@ class AwsSpotPrices(AwsSource):
     name = "aws_spot"
     basis = Basis.SPOT
 
-    def __init__(
-        self, settings: AwsSpotSettings, status: IntegrationStatus, cache: PriceCache | None, currency: str
-    ) -> None:
-        super().__init__(settings, status, cache, currency)
+    def __init__(self, settings: AwsSpotSettings, context: SourceContext) -> None:
+        super().__init__(settings, context)
         self._descriptions = {"linux": settings.product_description, "windows": _SPOT_WINDOWS}
 
     def key(self, node: Node) -> Key | None:
@@ -61,7 +62,7 @@ class AwsSpotPrices(AwsSource):
         params: dict[str, Any] = {
             "InstanceTypes": sorted({key[1] for key in keys}),
             "ProductDescriptions": sorted({self._descriptions[key[2]] for key in keys}),
-            "StartTime": datetime.now(UTC),
+            "StartTime": datetime.fromtimestamp(self.clock.time(), UTC),
             "MaxResults": 1000,
         }
         latest: dict[tuple[str, str, str], tuple[datetime, Decimal]] = {}

@@ -19,23 +19,18 @@ import logging
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from azure.core.exceptions import (
-    ClientAuthenticationError,
-    HttpResponseError,
-    ResourceNotFoundError,
-    ServiceRequestError,
-    ServiceResponseError,
-)
-from azure.core.rest import HttpRequest
-
-from exporter.cache import PriceCache
-from exporter.config import AzureCostSettings
-from exporter.health import Health, IntegrationStatus, Reason
+from exporter.health import Reason
 from exporter.inventory.node import Node
+from exporter.pricing.sources.azure.settings import AzureCostSettings
 from exporter.pricing.sources.billing import BillingSource, BillRow, midnight
-from exporter.pricing.sources.fetch import MAX_RETRY_AFTER, FetchError
+from exporter.pricing.sources.context import SourceContext
+from exporter.pricing.sources.fetch import MAX_RETRY_AFTER, FetchError, parse_retry_after
+from exporter.pricing.sources.registry import register
+
+if TYPE_CHECKING:  # azure-core is imported when a query is sent: discovery must stay SDK-free
+    from azure.core.exceptions import HttpResponseError
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +46,13 @@ _MAX_PAGES = 1_000
 API_VERSION = "2025-03-01"  # azure-mgmt-costmanagement 5's own
 
 
-class AzureCostBilling(BillingSource):
+@register(
+    "azure.cost_management",
+    settings=AzureCostSettings,
+    extra="azure",
+    sdk=("azure.core", "azure.mgmt.costmanagement", "azure.identity"),
+)
+class AzureCostBilling(BillingSource[AzureCostSettings]):
     name = "azure_cost_management"
     resource_kind = "VM or scale set"
     attributes_network = False
@@ -59,17 +60,12 @@ class AzureCostBilling(BillingSource):
     def __init__(
         self,
         settings: AzureCostSettings,
-        status: IntegrationStatus,
-        cache: PriceCache | None,
-        currency: str,
-        health: Health,
+        context: SourceContext,
         *,
-        credential: Any = None,
-        connection_verify: str | bool = True,
-        **kwargs: Any,
+        credential: Any = None,  # tests: a static token for the local fake; else DefaultAzureCredential
+        connection_verify: str | bool = True,  # tests: the local fake's CA file
     ) -> None:
-        super().__init__(settings, status, cache, currency, health, **kwargs)
-        self.cm = settings
+        super().__init__(settings, context)
         self._credential = credential
         self._verify = connection_verify
         self._client: Any = None
@@ -85,7 +81,7 @@ class AzureCostBilling(BillingSource):
         return f"{base}/virtualmachines/{ref.instance_id}".lower() if ref.instance_id else None
 
     def where(self) -> str:
-        return f"Cost Management scope {self.cm.scope}"
+        return f"Cost Management scope {self.settings.scope}"
 
     def billed_hours(self, resource: str, day: date, hours: float) -> float | None:
         """Instance-hours observed for the resource that day, scaled to the hours the exporter ran."""
@@ -93,7 +89,7 @@ class AzureCostBilling(BillingSource):
         if observed is None:
             observed = self._observed[day] = self._observed_hours(day)
         own, per_resource = observed
-        if own < self.cm.min_observed_hours:
+        if own < self.settings.min_observed_hours:
             return None
         return per_resource.get(resource, 0) * 24 / own
 
@@ -120,10 +116,10 @@ class AzureCostBilling(BillingSource):
                 credential = DefaultAzureCredential()
             self._client = CostManagementClient(
                 credential,
-                base_url=self.cm.endpoint_url or None,
+                base_url=self.settings.endpoint_url or None,
                 retry_total=0,  # retried by the billing base, honouring Cost Management's own headers
-                connection_timeout=min(60.0, self.cm.timeout_seconds),
-                read_timeout=self.cm.timeout_seconds,
+                connection_timeout=min(60.0, self.settings.timeout_seconds),
+                read_timeout=self.settings.timeout_seconds,
                 connection_verify=self._verify,
                 user_agent="node-cost-exporter",
             )
@@ -132,7 +128,7 @@ class AzureCostBilling(BillingSource):
     def definition(self, resources: Sequence[str], start: datetime, end: datetime) -> dict[str, Any]:
         last = end - timedelta(seconds=1)
         return {
-            "type": self.cm.cost_type,
+            "type": self.settings.cost_type,
             "timeframe": "Custom",
             "timePeriod": {"from": f"{start:%Y-%m-%dT%H:%M:%SZ}", "to": f"{last:%Y-%m-%dT%H:%M:%SZ}"},
             "dataset": {
@@ -160,7 +156,7 @@ class AzureCostBilling(BillingSource):
     def query(self, resources: Sequence[str], start: datetime, end: datetime) -> Iterator[BillRow]:
         self._observed = {}  # hours seen since the last query may have been added
         body = self.definition(resources, start, end)
-        scope = self.cm.scope.strip("/")
+        scope = self.settings.scope.strip("/")
         client = self._management()
         url: str | None = None
         for _ in range(_MAX_PAGES):
@@ -174,6 +170,15 @@ class AzureCostBilling(BillingSource):
         raise FetchError(Reason.BAD_RESPONSE, f"Cost Management nextLink did not end in {_MAX_PAGES} pages")
 
     def _post(self, client: Any, scope: str, body: dict[str, Any], url: str | None) -> dict[str, Any] | None:
+        from azure.core.exceptions import (
+            ClientAuthenticationError,
+            HttpResponseError,
+            ResourceNotFoundError,
+            ServiceRequestError,
+            ServiceResponseError,
+        )
+        from azure.core.rest import HttpRequest
+
         if url is None:  # relative: the SDK joins it to its endpoint
             url = f"/{scope}/providers/Microsoft.CostManagement/query?api-version={API_VERSION}"
         try:
@@ -194,7 +199,7 @@ class AzureCostBilling(BillingSource):
         except ServiceResponseError as err:
             raise FetchError(
                 Reason.TIMEOUT,
-                f"Cost Management did not answer within {self.cm.timeout_seconds:g}s ({err})",
+                f"Cost Management did not answer within {self.settings.timeout_seconds:g}s ({err})",
             ) from err
         except ServiceRequestError as err:
             raise FetchError(Reason.UNAVAILABLE, f"cannot reach Cost Management: {err}") from err
@@ -215,7 +220,8 @@ class AzureCostBilling(BillingSource):
         said = _said(err)
         if code == 429:
             headers: Any = getattr(err.response, "headers", None) or {}
-            delays = [float(v) for h in _RETRY_HEADERS if (v := headers.get(h)) and _is_number(v)]
+            now = self.clock.time()
+            delays = [d for h in _RETRY_HEADERS if (d := parse_retry_after(headers.get(h), now)) is not None]
             retry_after = min(max(delays), MAX_RETRY_AFTER) if delays else None
             return FetchError(
                 Reason.THROTTLED, f"Cost Management throttled the query ({said})", retry_after=retry_after
@@ -265,11 +271,3 @@ def _said(err: HttpResponseError) -> str:
     code, message = getattr(error, "code", None), getattr(error, "message", None)
     text = f"{code}: {message}" if code and message else str(err.message or err)
     return text.splitlines()[0][:400] if text else type(err).__name__
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True

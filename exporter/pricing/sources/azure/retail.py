@@ -28,7 +28,6 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urljoin, urlsplit
 
@@ -37,13 +36,14 @@ from urllib3.exceptions import HTTPError, NewConnectionError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from exporter import __version__
-from exporter.cache import PriceCache
-from exporter.config import ShelfSettings
-from exporter.health import IntegrationStatus, Reason
+from exporter.health import Reason
 from exporter.inventory.node import CapacityType, Node
 from exporter.pricing.money import parse_money
 from exporter.pricing.quote import Basis
-from exporter.pricing.sources.fetch import FetchError
+from exporter.pricing.sources.azure.settings import AzureRetailSettings
+from exporter.pricing.sources.context import SourceContext
+from exporter.pricing.sources.fetch import FetchError, parse_retry_after
+from exporter.pricing.sources.registry import register
 from exporter.pricing.sources.shelf import Key, ShelfPrice, ShelfSource
 
 log = logging.getLogger(__name__)
@@ -73,15 +73,15 @@ class _Candidate:
     ids: tuple[str, str]  # (meterId, skuId): the tie-break
 
 
-class AzureRetailPrices(ShelfSource):
+# No extra: plain HTTPS through urllib3, which the core dependencies already bring.
+@register("azure.retail", settings=AzureRetailSettings)
+class AzureRetailPrices(ShelfSource[AzureRetailSettings]):
     """On-demand and Spot hourly list prices of AKS and other Azure VM nodes, Linux or Windows."""
 
     name = "azure_retail"
 
-    def __init__(
-        self, settings: ShelfSettings, status: IntegrationStatus, cache: PriceCache | None, currency: str
-    ) -> None:
-        super().__init__(settings, status, cache, currency)
+    def __init__(self, settings: AzureRetailSettings, context: SourceContext) -> None:
+        super().__init__(settings, context)
         self._base = (settings.endpoint_url or PUBLIC_ENDPOINT).rstrip("/")
         self._http = _pool(self._base, max(1, settings.concurrency))
 
@@ -116,7 +116,7 @@ class AzureRetailPrices(ShelfSource):
     def fetch(self, keys: Sequence[Key]) -> Mapping[Key, ShelfPrice | None]:
         wanted = set(keys)
         region = keys[0][0]
-        now = datetime.now(UTC)
+        now = datetime.fromtimestamp(self.clock.time(), UTC)
         found: dict[Key, list[_Candidate]] = defaultdict(list)
         url: str | None = self._first_url(region, sorted({key[1] for key in keys}))
         seen: set[str] = set()
@@ -176,7 +176,7 @@ class AzureRetailPrices(ShelfSource):
             except (HTTPError, OSError) as err:
                 raise FetchError(Reason.UNAVAILABLE, f"GET {_short(url)}: {err}") from err
             if resp.status != 200:
-                raise _status_error(resp, url)
+                raise _status_error(resp, url, self.clock.time())
             page = _parse_page(resp.data, url, self.currency)
         except FetchError as err:
             self.status.record_request(err.reason)
@@ -274,14 +274,14 @@ def _pool(base: str, connections: int) -> urllib3.PoolManager:
     return urllib3.PoolManager(num_pools=2, maxsize=connections, headers=headers)
 
 
-def _status_error(resp: urllib3.BaseHTTPResponse, url: str) -> FetchError:
+def _status_error(resp: urllib3.BaseHTTPResponse, url: str, now: float) -> FetchError:
     """A non-200 answer as FetchError; a 400 names the API's message (a filter the API refused)."""
     code = resp.status
     reason = _STATUS_REASONS.get(code, Reason.UNAVAILABLE if code >= 500 else Reason.BAD_RESPONSE)
     return FetchError(
         reason,
         f"GET {_short(url)}: HTTP {code}: {_error_message(resp.data)}",
-        retry_after=_retry_after(resp.headers),
+        retry_after=_retry_after(resp.headers, now),
     )
 
 
@@ -298,7 +298,7 @@ def _error_message(data: bytes) -> str:
     return data[:200].decode("utf-8", "replace").strip() or "(empty body)"
 
 
-def _retry_after(headers: Mapping[str, str]) -> float | None:
+def _retry_after(headers: Mapping[str, str], now: float) -> float | None:
     """Seconds to wait from `Retry-After` (seconds or an HTTP date) or Azure's
     `x-ms-ratelimit-…-retry-after` headers; the longest when several are sent."""
     values = [
@@ -307,22 +307,8 @@ def _retry_after(headers: Mapping[str, str]) -> float | None:
         if name.lower() == "retry-after"
         or (name.lower().startswith("x-ms-ratelimit") and name.lower().endswith("retry-after"))
     ]
-    delays = [delay for value in values if (delay := _seconds(value)) is not None]
+    delays = [delay for value in values if (delay := parse_retry_after(value, now)) is not None]
     return max(delays) if delays else None
-
-
-def _seconds(value: str) -> float | None:
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
 def _time(value: Any) -> datetime | None:

@@ -13,19 +13,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from google.api_core import exceptions as google_errors
-from google.api_core.client_options import ClientOptions
-from google.auth.exceptions import DefaultCredentialsError, RefreshError
-from google.cloud import bigquery
-
-from exporter.cache import PriceCache
-from exporter.config import GcpBigQuerySettings
-from exporter.health import Health, IntegrationStatus, Reason
+from exporter.health import Reason
 from exporter.inventory.node import Node
 from exporter.pricing.sources.billing import BillingSource, BillRow
+from exporter.pricing.sources.context import SourceContext
 from exporter.pricing.sources.fetch import FetchError
+from exporter.pricing.sources.gcp.settings import GcpBigQuerySettings
+from exporter.pricing.sources.registry import register
+
+if TYPE_CHECKING:  # the SDK itself is imported when a client is built: discovery must stay SDK-free
+    from google.api_core import exceptions as google_errors
+    from google.cloud import bigquery
 
 log = logging.getLogger(__name__)
 
@@ -66,21 +66,18 @@ FROM (
 GROUP BY project_id, zone, vm, usage_day"""
 
 
-class GcpBigQueryBilling(BillingSource):
+@register(
+    "gcp.bigquery",
+    settings=GcpBigQuerySettings,
+    extra="gcp",
+    sdk=("google.cloud.bigquery", "google.auth", "google.api_core"),
+)
+class GcpBigQueryBilling(BillingSource[GcpBigQuerySettings]):
     name = "gcp_bigquery"
     resource_kind = "Compute Engine VM"
 
-    def __init__(
-        self,
-        settings: GcpBigQuerySettings,
-        status: IntegrationStatus,
-        cache: PriceCache | None,
-        currency: str,
-        health: Health,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(settings, status, cache, currency, health, **kwargs)
-        self.bq = settings
+    def __init__(self, settings: GcpBigQuerySettings, context: SourceContext) -> None:
+        super().__init__(settings, context)
         self._client: bigquery.Client | None = None
 
     def resource(self, node: Node) -> str | None:
@@ -90,15 +87,21 @@ class GcpBigQueryBilling(BillingSource):
         return f"{ref.account}/{ref.zone}/{ref.instance_id}"
 
     def where(self) -> str:
-        return f"BigQuery table {self.bq.project}.{self.bq.dataset}.{self.bq.table}"
+        return f"BigQuery table {self.settings.project}.{self.settings.dataset}.{self.settings.table}"
 
     def _bigquery(self) -> bigquery.Client:
+        from google.api_core.client_options import ClientOptions
+        from google.auth.exceptions import DefaultCredentialsError
+        from google.cloud import bigquery
+
         if self._client is None:
-            options = ClientOptions(api_endpoint=self.bq.endpoint_url) if self.bq.endpoint_url else None
+            options = (
+                ClientOptions(api_endpoint=self.settings.endpoint_url) if self.settings.endpoint_url else None
+            )
             try:
                 self._client = bigquery.Client(
-                    project=self.bq.job_project or self.bq.project,
-                    location=self.bq.location or None,
+                    project=self.settings.job_project or self.settings.project,
+                    location=self.settings.location or None,
                     client_options=options,
                 )
             except DefaultCredentialsError as err:
@@ -110,6 +113,10 @@ class GcpBigQueryBilling(BillingSource):
         return self._client
 
     def query(self, resources: Sequence[str], start: datetime, end: datetime) -> Iterator[BillRow]:
+        from google.api_core import exceptions as google_errors
+        from google.auth.exceptions import RefreshError
+        from google.cloud import bigquery
+
         vms = sorted({r.rsplit("/", 1)[-1] for r in resources})
         params: list[Any] = [
             bigquery.ScalarQueryParameter("partition_start", "TIMESTAMP", start - timedelta(days=1)),
@@ -117,15 +124,19 @@ class GcpBigQueryBilling(BillingSource):
             bigquery.ScalarQueryParameter("end", "TIMESTAMP", end),
             bigquery.ArrayQueryParameter("vms", "STRING", vms),
         ]
-        if self.bq.credit_types:
-            params.append(bigquery.ArrayQueryParameter("credit_types", "STRING", list(self.bq.credit_types)))
-        params += [bigquery.ScalarQueryParameter(f"tag_{i}", "STRING", k) for i, k in enumerate(self.bq.tags)]
+        if self.settings.credit_types:
+            params.append(
+                bigquery.ArrayQueryParameter("credit_types", "STRING", list(self.settings.credit_types))
+            )
+        params += [
+            bigquery.ScalarQueryParameter(f"tag_{i}", "STRING", k) for i, k in enumerate(self.settings.tags)
+        ]
         config = bigquery.QueryJobConfig(
             query_parameters=params, labels={"app": "node-cost-exporter"}, use_query_cache=True
         )
         try:
-            job = self._bigquery().query(bigquery_query(self.bq), job_config=config)
-            rows = job.result(page_size=10_000, timeout=self.bq.timeout_seconds)
+            job = self._bigquery().query(bigquery_query(self.settings), job_config=config)
+            rows = job.result(page_size=10_000, timeout=self.settings.timeout_seconds)
             self.scanned_bytes += int(job.total_bytes_billed or 0)
             for raw in rows:
                 row = self._row(raw)
@@ -138,7 +149,7 @@ class GcpBigQueryBilling(BillingSource):
         except (TimeoutError, google_errors.RetryError) as err:
             raise FetchError(
                 Reason.TIMEOUT,
-                f"the BigQuery job did not finish within {self.bq.timeout_seconds:g}s "
+                f"the BigQuery job did not finish within {self.settings.timeout_seconds:g}s "
                 "(raise gcp.bigquery.timeout_seconds)",
             ) from err
         except OSError as err:  # requests' connection errors are OSErrors
@@ -152,7 +163,7 @@ class GcpBigQueryBilling(BillingSource):
             day, end = raw["usage_day"], raw["usage_end"]
             if not isinstance(day, date) or not isinstance(end, datetime):
                 raise TypeError(f"usage_day {day!r} / usage_end {end!r}")
-            tags = tuple((k, str(v)) for i, k in enumerate(self.bq.tags) if (v := raw.get(f"tag_{i}")))
+            tags = tuple((k, str(v)) for i, k in enumerate(self.settings.tags) if (v := raw.get(f"tag_{i}")))
             return BillRow(
                 key,
                 day,
@@ -169,6 +180,8 @@ class GcpBigQueryBilling(BillingSource):
             return None
 
     def _error(self, err: google_errors.GoogleAPICallError) -> FetchError:
+        from google.api_core import exceptions as google_errors
+
         said = str(getattr(err, "message", "") or err)[:400]
         reasons = {
             str(e.get("reason", "")) for e in (getattr(err, "errors", None) or []) if isinstance(e, dict)

@@ -19,28 +19,27 @@ Why it is built this way:
 
 from __future__ import annotations
 
-import email.utils
 import logging
 import re
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
-from google.auth.exceptions import DefaultCredentialsError, GoogleAuthError, RefreshError
-
-from exporter.cache import PriceCache
-from exporter.config import GcpCatalogSettings
-from exporter.health import IntegrationStatus, Reason
+from exporter.health import Reason
 from exporter.inventory.node import CapacityType, Node
 from exporter.pricing.money import parse_money
 from exporter.pricing.quote import Basis
-from exporter.pricing.sources.fetch import FetchError
+from exporter.pricing.sources.context import SourceContext
+from exporter.pricing.sources.fetch import FetchError, parse_retry_after
 from exporter.pricing.sources.gcp.json_scan import scan_page
 from exporter.pricing.sources.gcp.machine_shapes import gpu_id, implied_gpus, machine_shape
+from exporter.pricing.sources.gcp.settings import GcpCatalogSettings
+from exporter.pricing.sources.registry import register
 from exporter.pricing.sources.shelf import Key, ShelfPrice, ShelfSource
+
+if TYPE_CHECKING:  # requests and google-auth are imported when a listing starts
+    import requests
 
 log = logging.getLogger(__name__)
 
@@ -175,18 +174,16 @@ class _Catalog:
     listed_at: float
 
 
-class GcpCatalogPrices(ShelfSource):
+@register("gcp.catalog", settings=GcpCatalogSettings, extra="gcp", sdk=("requests", "google.auth"))
+class GcpCatalogPrices(ShelfSource[GcpCatalogSettings]):
     """Compute Engine list prices. Key: (region, machine type, "spot"|"on_demand", GPU model, GPU count)."""
 
     name = "gcp_catalog"
 
-    def __init__(
-        self, settings: GcpCatalogSettings, status: IntegrationStatus, cache: PriceCache | None, currency: str
-    ) -> None:
-        self._api_key = settings.api_key
+    def __init__(self, settings: GcpCatalogSettings, context: SourceContext) -> None:
         self._endpoint = (settings.endpoint_url or DEFAULT_ENDPOINT).rstrip("/")
         self._catalog: _Catalog | None = None
-        super().__init__(settings, status, cache, currency)
+        super().__init__(settings, context)
 
     def key(self, node: Node) -> Key | None:
         if node.provider != "gcp" or not node.region or not node.instance_type:
@@ -214,7 +211,7 @@ class GcpCatalogPrices(ShelfSource):
 
     def _catalog_for(self, regions: frozenset[str]) -> _Catalog:
         catalog = self._catalog
-        fresh = catalog is not None and time.time() - catalog.listed_at < self.settings.ttl_seconds
+        fresh = catalog is not None and self.clock.time() - catalog.listed_at < self.settings.ttl_seconds
         if catalog is not None and fresh and regions <= catalog.regions:
             return catalog
         if catalog is not None and fresh:
@@ -260,12 +257,15 @@ class GcpCatalogPrices(ShelfSource):
                 f"the Cloud Billing Catalog has no Compute Engine prices in {self.currency} for "
                 f"{', '.join(sorted(regions))} ({table.other_currency} SKUs came in another currency)",
             )
-        return _Catalog(table.prices, regions, time.time())
+        return _Catalog(table.prices, regions, self.clock.time())
 
     def _session(self) -> tuple[requests.Session, dict[str, str]]:
         """A session for one listing: an API key header, or ADC (tokens refreshed by google-auth)."""
-        if self._api_key:
-            return requests.Session(), {"x-goog-api-key": self._api_key}
+        import requests
+        from google.auth.exceptions import DefaultCredentialsError
+
+        if self.settings.api_key:
+            return requests.Session(), {"x-goog-api-key": self.settings.api_key}
         import google.auth  # ~14 MiB: only when there is no API key
         from google.auth.transport.requests import AuthorizedSession
 
@@ -282,6 +282,9 @@ class GcpCatalogPrices(ShelfSource):
 
     def _get(self, session: requests.Session, headers: dict[str, str], params: dict[str, str]) -> str:
         """One page's text; the bytes are dropped on return, so a page is held once while it is scanned."""
+        import requests
+        from google.auth.exceptions import GoogleAuthError, RefreshError
+
         url = f"{self._endpoint}/v1/services/{SERVICE}/skus"
         timeout = self.settings.timeout_seconds
         try:
@@ -328,7 +331,11 @@ class GcpCatalogPrices(ShelfSource):
         if status == 404:
             return self._failed(Reason.NOT_FOUND, f"{what}: check gcp.catalog.endpoint_url")
         if status == 429:
-            return self._failed(Reason.THROTTLED, what, _retry_after(response.headers.get("Retry-After")))
+            return self._failed(
+                Reason.THROTTLED,
+                what,
+                parse_retry_after(response.headers.get("Retry-After"), self.clock.time()),
+            )
         if status == 408:
             return self._failed(Reason.TIMEOUT, what)
         if status >= 500:
@@ -371,18 +378,3 @@ def _google_error(response: requests.Response) -> tuple[str, str]:
     except (ValueError, AttributeError, TypeError):
         return "", ""
     return message, reasons
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Retry-After in seconds, from delta-seconds or an HTTP date."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())

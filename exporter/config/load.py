@@ -1,0 +1,241 @@
+"""Loading the configuration: YAML file, then `NODECOST_SECTION__KEY` environment variables, then flags
+(later wins), coerced into the typed model and validated at start. A bad value raises `ConfigError` naming
+the dotted key, so a typo in a ConfigMap fails the rollout instead of silently pricing with defaults.
+
+The cloud sources' sections come from the source registry (each entry's key and settings type), imported
+when `load_config` runs rather than at module level: the registry imports the source modules, which import
+this package for their settings bases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from collections.abc import Mapping
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from exporter.config.errors import ConfigError
+from exporter.config.model import PROVIDERS, SOURCE_KINDS, Config, billing_tag_keys, tag_label
+from exporter.config.settings import SourceSettings
+
+ENV_PREFIX = "NODECOST_"
+
+
+def load_config(
+    path: str | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the config: YAML file, then `NODECOST_SECTION__KEY` environment variables, then flag overrides.
+
+    `overrides` maps dotted keys (`web.listen_address`) to values, as the CLI flags produce them.
+    """
+    tree: dict[str, Any] = {}
+    if path:
+        tree = _read_yaml(path)
+    for dotted, raw in _env_overrides(os.environ if env is None else env).items():
+        _set_dotted(tree, dotted, _yaml_scalar(dotted, raw))
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(tree, dotted, value)
+    config = _build_root(tree)
+    _validate(config)
+    return config
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise ConfigError("config.file", f"cannot read {path}: {err.strerror}") from err
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        raise ConfigError("config.file", f"{path} is not valid YAML: {err}") from err
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError("config.file", f"{path} must hold a mapping at the top level")
+    return data
+
+
+def _env_overrides(env: Mapping[str, str]) -> dict[str, str]:
+    out = {}
+    for name, value in env.items():
+        if name.startswith(ENV_PREFIX) and "__" in name:
+            out[name[len(ENV_PREFIX) :].lower().replace("__", ".")] = value
+    return out
+
+
+def _yaml_scalar(key: str, raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(key, f"environment value {raw!r} is not valid YAML") from err
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for i, part in enumerate(parents):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(".".join(parents[: i + 1]), "must be a mapping")
+        node = child
+    node[leaf] = value
+
+
+def _build_root(tree: dict[str, Any]) -> Config:
+    """The core sections as their dataclasses; each source's section as its registered settings type."""
+    from exporter.pricing.sources.registry import entries
+
+    clouds: dict[str, dict[str, type[SourceSettings]]] = {}
+    for entry in entries():
+        cloud, _, section = entry.key.partition(".")
+        clouds.setdefault(cloud, {})[section] = entry.settings
+    core = {f.name for f in dataclasses.fields(Config)} - {"sources"}
+    known = core | set(clouds)
+    for key in tree:
+        if key not in known:
+            raise ConfigError(key, f"unknown key (known: {', '.join(sorted(known))})")
+    sources: dict[str, SourceSettings] = {}
+    for cloud, sections in clouds.items():
+        data = tree.get(cloud)
+        data = {} if data is None else data
+        if not isinstance(data, dict):
+            raise ConfigError(cloud, f"must be a mapping, got {type(data).__name__}")
+        for key in data:
+            if key not in sections:
+                raise ConfigError(f"{cloud}.{key}", f"unknown key (known: {', '.join(sorted(sections))})")
+        for section, settings_type in sections.items():
+            key = f"{cloud}.{section}"
+            sources[key] = _coerce(settings_type, data.get(section), key)
+    config: Config = _build(Config, {k: v for k, v in tree.items() if k in core}, "")
+    return dataclasses.replace(config, sources=types.MappingProxyType(sources))
+
+
+def _build(cls: type[Any], data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(prefix.rstrip(".") or "config", f"must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in known:
+            dotted = f"{prefix}{key}"
+            raise ConfigError(dotted, f"unknown key (known: {', '.join(sorted(known))})")
+    kwargs = {}
+    for name in known:
+        if name in data:
+            kwargs[name] = _coerce(hints[name], data[name], f"{prefix}{name}")
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, key: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(typing.cast(type[Any], hint), value if value is not None else {}, f"{key}.")
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list):
+            raise ConfigError(key, f"must be a list, got {type(value).__name__}")
+        return tuple(_coerce(str, v, f"{key}[{i}]") for i, v in enumerate(value))
+    if origin in (types.UnionType, typing.Union):
+        raise TypeError(f"unsupported config type for {key}")
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"must be true or false, got {value!r}")
+    if hint is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"must be a whole number, got {value!r}")
+    if hint is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(key, f"must be a number, got {value!r}")
+    if hint is Decimal:
+        if isinstance(value, bool) or not isinstance(value, int | float | str):
+            raise ConfigError(key, f"must be a decimal number, got {value!r}")
+        try:
+            number = Decimal(str(value))
+        except InvalidOperation as err:
+            raise ConfigError(key, f"must be a decimal number, got {value!r}") from err
+        if not number.is_finite():
+            raise ConfigError(key, f"must be a finite number, got {value!r}")
+        return number
+    if hint is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(key, f"must be a string, got {value!r}")
+    raise TypeError(f"unsupported config type {hint!r} for {key}")
+
+
+def _validate(config: Config) -> None:
+    _host, sep, port = config.web.listen_address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ConfigError("web.listen_address", f"must be [host]:port, got {config.web.listen_address!r}")
+    if not config.web.telemetry_path.startswith("/"):
+        raise ConfigError("web.telemetry_path", "must start with /")
+    if config.log.level.lower() not in ("debug", "info", "warn", "warning", "error"):
+        raise ConfigError("log.level", f"must be one of debug, info, warn, error; got {config.log.level!r}")
+    if config.log.format not in ("logfmt", "json"):
+        raise ConfigError("log.format", f"must be logfmt or json; got {config.log.format!r}")
+    kube = config.kubernetes
+    if not 1 <= kube.page_size <= 10_000:
+        raise ConfigError("kubernetes.page_size", "must be between 1 and 10000")
+    if kube.watch_timeout_seconds < 1:
+        raise ConfigError("kubernetes.watch_timeout_seconds", "must be at least 1")
+    for i, label in enumerate(kube.spot_labels):
+        if not label or label.startswith("="):
+            raise ConfigError(f"kubernetes.spot_labels[{i}]", f"must be 'key' or 'key=value', got {label!r}")
+    if kube.nodes_file and not Path(kube.nodes_file).exists():
+        raise ConfigError("kubernetes.nodes_file", f"{kube.nodes_file} does not exist")
+    if config.cache.enabled and not config.cache.path:
+        raise ConfigError("cache.path", "must be set when the cache is enabled")
+    pricing = config.pricing
+    seen: set[str] = set()
+    for i, kind in enumerate(pricing.precedence):
+        if kind not in SOURCE_KINDS:
+            raise ConfigError(f"pricing.precedence[{i}]", f"must be one of {', '.join(SOURCE_KINDS)}")
+        if kind in seen:
+            raise ConfigError(f"pricing.precedence[{i}]", f"{kind} is listed twice")
+        seen.add(kind)
+    if len(pricing.currency) != 3 or not pricing.currency.isalpha() or not pricing.currency.isupper():
+        raise ConfigError("pricing.currency", f"must be an ISO 4217 code like USD, got {pricing.currency!r}")
+    for provider in PROVIDERS:
+        discount = getattr(pricing.discounts, provider)
+        if not Decimal(0) <= discount < Decimal(1):
+            raise ConfigError(
+                f"pricing.discounts.{provider}", f"must be a fraction in [0, 1), got {discount}"
+            )
+    for unit in ("cpu_core", "memory_gib", "gpu"):
+        if getattr(pricing.split, unit) < 0:
+            raise ConfigError(f"pricing.split.{unit}", "must not be negative")
+    if pricing.custom.reload_interval_seconds <= 0:
+        raise ConfigError("pricing.custom.reload_interval_seconds", "must be positive")
+    if pricing.split.cpu_core + pricing.split.memory_gib == 0:
+        raise ConfigError("pricing.split", "cpu_core and memory_gib cannot both be 0")
+    for key, settings in config.sources.items():
+        settings.validate(key, config)
+    labels: dict[str, str] = {}
+    for tag in billing_tag_keys(config):
+        other = labels.setdefault(tag_label(tag), tag)
+        if other != tag:
+            raise ConfigError(
+                "tags", f"{other!r} and {tag!r} both become the label {tag_label(tag)}; keep one"
+            )
+    for key, path in (
+        ("pricing.custom.file", pricing.custom.file),
+        ("pricing.offline.file", pricing.offline.file),
+    ):
+        if path and not Path(path).is_file():
+            raise ConfigError(key, f"{path} does not exist")

@@ -1,0 +1,77 @@
+"""Settings of the AWS sources (`aws.pricing`, `aws.spot`, `aws.cur`), with their own checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from exporter.config import BillingSettings, Config, ConfigError, ShelfSettings
+from exporter.config.settings import SQL_NAME
+
+PRICE_LIST_REGIONS = ("us-east-1", "ap-south-1", "eu-central-1", "cn-northwest-1")
+CUR_VERSIONS = ("2.0", "legacy")
+COST_BASES = ("amortized", "amortized_net", "unblended", "net_unblended")
+
+
+def _usd_only(shelf: ShelfSettings, config: Config) -> None:
+    if shelf.enabled and config.pricing.currency != "USD":
+        raise ConfigError(
+            "pricing.currency",
+            "AWS publishes list and spot prices in USD only; "
+            f"set USD or disable aws.pricing and aws.spot (got {config.pricing.currency})",
+        )
+
+
+@dataclass(frozen=True)
+class AwsPricingSettings(ShelfSettings):
+    region: str = "us-east-1"  # the Price List API's endpoint region: us-east-1, ap-south-1 or eu-central-1
+
+    def validate(self, key: str, config: Config) -> None:
+        super().validate(key, config)
+        _usd_only(self, config)
+        if self.region not in PRICE_LIST_REGIONS:
+            raise ConfigError(
+                f"{key}.region",
+                "the Price List API is served from us-east-1, ap-south-1, "
+                f"eu-central-1 (or cn-northwest-1); got {self.region!r}",
+            )
+
+
+@dataclass(frozen=True)
+class AwsSpotSettings(ShelfSettings):
+    ttl_seconds: float = 300.0  # spot prices move: refetched every 5 minutes
+    product_description: str = "Linux/UNIX (Amazon VPC)"
+
+    def validate(self, key: str, config: Config) -> None:
+        super().validate(key, config)
+        _usd_only(self, config)
+
+
+@dataclass(frozen=True)
+class AwsCurSettings(BillingSettings):
+    region: str = "us-east-1"  # region of the Athena workgroup and the CUR table
+    database: str = ""  # Glue database of the CUR table
+    table: str = ""
+    workgroup: str = "primary"
+    output_location: str = ""  # s3://bucket/prefix/ for query results; empty: the workgroup's setting
+    cur_version: str = "2.0"  # "2.0" (Data Exports, billing_period partitions) or "legacy"
+    cost_basis: str = "amortized"  # amortized, amortized_net, unblended or net_unblended
+    poll_interval_seconds: float = 2.0  # between GetQueryExecution calls
+
+    def validate(self, key: str, config: Config) -> None:
+        super().validate(key, config)
+        if not self.enabled:
+            return
+        for name in ("database", "table"):
+            if not getattr(self, name):
+                raise ConfigError(f"{key}.{name}", f"must be set when {key} is enabled")
+        if self.cur_version not in CUR_VERSIONS:
+            raise ConfigError(f"{key}.cur_version", f"must be one of {', '.join(CUR_VERSIONS)}")
+        if self.cost_basis not in COST_BASES:
+            raise ConfigError(f"{key}.cost_basis", f"must be one of {', '.join(COST_BASES)}")
+        if self.output_location and not self.output_location.startswith("s3://"):
+            raise ConfigError(f"{key}.output_location", "must be an s3:// URL")
+        if config.pricing.currency != "USD":
+            raise ConfigError("pricing.currency", f"the AWS CUR is in USD; set USD or disable {key}")
+        for name in ("database", "table", "workgroup"):
+            if not SQL_NAME.fullmatch(getattr(self, name)):
+                raise ConfigError(f"{key}.{name}", "must be letters, digits, _ or - only")

@@ -1,0 +1,38 @@
+"""Settings of the Azure sources (`azure.retail`, `azure.cost_management`), with their own checks."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from exporter.config import BillingSettings, Config, ConfigError, ShelfSettings
+
+AZURE_SCOPE = re.compile(r"/subscriptions/[0-9A-Fa-f-]{36}(/resourceGroups/[-\w.()]+)?/?")
+COST_TYPES = ("AmortizedCost", "ActualCost")
+
+
+@dataclass(frozen=True)
+class AzureRetailSettings(ShelfSettings):
+    """The Retail Prices API needs nothing beyond the common shelf settings (it takes no credentials)."""
+
+
+@dataclass(frozen=True)
+class AzureCostSettings(BillingSettings):
+    scope: str = ""  # /subscriptions/<id>, or the AKS node resource group …/resourceGroups/MC_…
+    cost_type: str = "AmortizedCost"  # or ActualCost
+    min_observed_hours: int = 12  # a day's scale-set cost is apportioned only if the exporter ran this long
+
+    def validate(self, key: str, config: Config) -> None:
+        super().validate(key, config)
+        if not self.enabled:
+            return
+        if not AZURE_SCOPE.fullmatch(self.scope):
+            raise ConfigError(
+                f"{key}.scope",
+                "must be /subscriptions/<id> or /subscriptions/<id>/resourceGroups/<name>, "
+                f"got {self.scope!r}",
+            )
+        if self.cost_type not in COST_TYPES:
+            raise ConfigError(f"{key}.cost_type", f"must be one of {', '.join(COST_TYPES)}")
+        if not 1 <= self.min_observed_hours <= 24:
+            raise ConfigError(f"{key}.min_observed_hours", "must be between 1 and 24")

@@ -1,0 +1,34 @@
+"""What every registered source is built with besides its own settings: `Source(settings, context)`."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from exporter.cache import PriceCache
+from exporter.clock import SYSTEM_CLOCK, Clock
+from exporter.health import Health, IntegrationStatus
+from exporter.pricing.sources.fetch import Fetcher, RetryPolicy
+
+
+@dataclass(frozen=True)
+class SourceContext:
+    """The app's shared machinery, handed to each source: one place to add the next thing a source
+    needs, instead of one more constructor argument in seven classes and their tests."""
+
+    health: Health = field(default_factory=Health)
+    cache: PriceCache | None = None
+    currency: str = "USD"
+    clock: Clock = SYSTEM_CLOCK
+
+    def status(self, name: str) -> IntegrationStatus:
+        """The integration status a source reports on, by its name (the `integration` label)."""
+        return self.health.integration(name)
+
+    def fetcher(
+        self, name: str, policy: RetryPolicy, *, count_calls: bool, retry_log_level: int = logging.INFO
+    ) -> Fetcher:
+        """The fetch layer of one source: its retry policy, on this clock, counting on its status."""
+        return Fetcher(
+            self.status(name), self.clock, policy, count_calls=count_calls, retry_log_level=retry_log_level
+        )

@@ -1,0 +1,33 @@
+"""Settings of the GCP sources (`gcp.catalog`, `gcp.bigquery`), with their own checks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from exporter.config import BillingSettings, Config, ConfigError, ShelfSettings
+from exporter.config.settings import SQL_NAME
+
+
+@dataclass(frozen=True)
+class GcpCatalogSettings(ShelfSettings):
+    api_key: str = ""  # empty: Application Default Credentials (Workload Identity)
+
+
+@dataclass(frozen=True)
+class GcpBigQuerySettings(BillingSettings):
+    project: str = ""  # project of the billing export dataset
+    dataset: str = ""
+    table: str = ""  # the detailed export: gcp_billing_export_resource_v1_<BILLING_ACCOUNT>
+    job_project: str = ""  # project that runs (and pays for) the query; empty: `project`
+    location: str = ""  # dataset location (US, EU, …); empty: BigQuery decides
+    credit_types: tuple[str, ...] = ()  # credit types subtracted from cost; empty: all
+
+    def validate(self, key: str, config: Config) -> None:
+        super().validate(key, config)
+        if not self.enabled:
+            return
+        for name in ("project", "dataset", "table"):  # spliced into the query's table name
+            if not getattr(self, name):
+                raise ConfigError(f"{key}.{name}", f"must be set when {key} is enabled")
+            if not SQL_NAME.fullmatch(getattr(self, name)):
+                raise ConfigError(f"{key}.{name}", "must be letters, digits, _ or - only")
