@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -43,18 +42,12 @@ from typing import Any
 import pytest
 
 from exporter.cache import PriceCache
-from exporter.config import (
-    AwsCurSettings,
-    AwsPricingSettings,
-    AwsSpotSettings,
-    AzureCostSettings,
-    GcpBigQuerySettings,
-    GcpCatalogSettings,
-    ShelfSettings,
-)
 from exporter.health import Health, IntegrationStatus, Reason
 from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.pricing.quote import Quote
+from exporter.pricing.sources.aws.settings import AwsCurSettings, AwsPricingSettings, AwsSpotSettings
+from exporter.pricing.sources.azure.settings import AzureCostSettings, AzureRetailSettings
+from exporter.pricing.sources.gcp.settings import GcpBigQuerySettings, GcpCatalogSettings
 from fakes.athena_api import FakeAthena
 from fakes.aws_api import Ec2Api, PricingApi, ec2_product
 from fakes.azure_api import FakeRetailPricesAPI, vm_items
@@ -62,7 +55,7 @@ from fakes.bigquery_api import BILLING_COLUMNS, FakeBigQuery
 from fakes.cost_management_api import FakeCostManagement, StaticToken, UsageRecord
 from fakes.gcp_api import FakeCatalogAPI
 from fakes.server import FakeServer, Fault
-from tests.conftest import Clock, node
+from tests.conftest import FakeClock, context, node
 
 TIMEOUT = 0.3  # every client's timeout, seconds
 RETRY_AFTER = 0.3  # what a throttled answer asks the client to wait, seconds
@@ -80,14 +73,13 @@ class Harness:
     source: Any  # a ShelfSource or a BillingSource
     status: IntegrationStatus
     node: Node
-    clock: Clock | None = None  # billing sources: the next query is made due by moving this clock
+    clock: FakeClock  # sleeps return at once and are recorded; moving it makes a billing query due
     sends_retry_after: bool = True  # the cloud tells a throttled client how long to wait
     no_data: Reason | None = Reason.NO_DATA  # None: an empty answer is a valid "no price"
 
     def refresh(self) -> None:
         """One refresh, due now (billing sources query only every refresh_interval_seconds)."""
-        if self.clock is not None:
-            self.clock.now += self.source.settings.refresh_interval_seconds
+        self.clock.advance(self.source.settings.refresh_interval_seconds)
         self.source.wanted([self.node])
         self.source.refresh()
 
@@ -119,9 +111,9 @@ def aws_pricing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Har
     aws_env(monkeypatch, tmp_path)
     with PricingApi() as fake:
         fake.add(ec2_product("us-east-1", "m5.xlarge", "0.1920000000"))  # the 2026 us-east-1 list price
-        status = IntegrationStatus("aws_pricing")
         settings = AwsPricingSettings(enabled=True, endpoint_url=fake.url, timeout_seconds=TIMEOUT, **SHELF)
-        yield Harness(fake, AwsOnDemandPrices(settings, status, None, "USD"), status, node(), no_data=None)
+        source = AwsOnDemandPrices(settings, context(clock := FakeClock()))
+        yield Harness(fake, source, source.status, node(), clock, no_data=None)
 
 
 @contextlib.contextmanager
@@ -131,10 +123,10 @@ def aws_spot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harnes
     aws_env(monkeypatch, tmp_path)
     with Ec2Api() as fake:
         fake.add("us-east-1a", "m5.xlarge", "0.071200", "2024-06-01T10:00:00.000Z")
-        status = IntegrationStatus("aws_spot")
         settings = AwsSpotSettings(enabled=True, endpoint_url=fake.url, timeout_seconds=TIMEOUT, **SHELF)
         spot = node(capacity_type=CapacityType.SPOT)
-        yield Harness(fake, AwsSpotPrices(settings, status, None, "USD"), status, spot, no_data=None)
+        source = AwsSpotPrices(settings, context(clock := FakeClock()))
+        yield Harness(fake, source, source.status, spot, clock, no_data=None)
 
 
 @contextlib.contextmanager
@@ -142,7 +134,6 @@ def gcp_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Har
     from exporter.pricing.sources.gcp.catalog import GcpCatalogPrices
 
     with FakeCatalogAPI(api_key="AIzaSy-test-key") as fake:  # the generated Compute Engine SKU set
-        status = IntegrationStatus("gcp_catalog")
         settings = GcpCatalogSettings(
             enabled=True, api_key="AIzaSy-test-key", endpoint_url=fake.url, timeout_seconds=TIMEOUT, **SHELF
         )
@@ -155,7 +146,8 @@ def gcp_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Har
             zone="us-central1-b",
             labels={"node.kubernetes.io/instance-type": "n2-standard-4"},
         )
-        yield Harness(fake, GcpCatalogPrices(settings, status, None, "USD"), status, gke)
+        source = GcpCatalogPrices(settings, context(clock := FakeClock()))
+        yield Harness(fake, source, source.status, gke, clock)
 
 
 @contextlib.contextmanager
@@ -164,11 +156,9 @@ def azure_retail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ha
 
     items = vm_items("eastus", "Standard_D4s_v3", "DSv3", linux="0.192", spot="0.0384")  # published prices
     with FakeRetailPricesAPI(items) as fake:
-        status = IntegrationStatus("azure_retail")
-        settings = ShelfSettings(enabled=True, endpoint_url=fake.url, timeout_seconds=TIMEOUT, **SHELF)
-        yield Harness(
-            fake, AzureRetailPrices(settings, status, None, "USD"), status, aks_node("Standard_D4s_v3"), no_data=None
-        )
+        settings = AzureRetailSettings(enabled=True, endpoint_url=fake.url, timeout_seconds=TIMEOUT, **SHELF)
+        source = AzureRetailPrices(settings, context(clock := FakeClock()))
+        yield Harness(fake, source, source.status, aks_node("Standard_D4s_v3"), clock, no_data=None)
 
 
 # -- billing --------------------------------------------------------------------------------------------------
@@ -218,7 +208,7 @@ def aws_cur(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness
     ]
     with FakeAthena() as fake:
         fake.create_table("cur", "data_exports", CUR_COLUMNS, rows)
-        health, clock = Health(), Clock(NOW)
+        health, clock = Health(), FakeClock(NOW)
         settings = AwsCurSettings(
             enabled=True,
             endpoint_url=fake.url,
@@ -228,7 +218,7 @@ def aws_cur(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness
             poll_interval_seconds=0.01,
             **BILLING,
         )
-        source = AwsCurBilling(settings, health.integration("aws_cur"), None, "USD", health, clock=clock)
+        source = AwsCurBilling(settings, context(clock, health=health))
         yield Harness(fake, source, health.integration("aws_cur"), node(), clock)
 
 
@@ -266,7 +256,7 @@ def gcp_bigquery(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ha
         )
         monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
         fake.create_table(f"{project}.{dataset}.{table}", BILLING_COLUMNS, rows)
-        health, clock = Health(), Clock(NOW)
+        health, clock = Health(), FakeClock(NOW)
         settings = GcpBigQuerySettings(
             enabled=True,
             project=project,
@@ -276,7 +266,7 @@ def gcp_bigquery(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ha
             timeout_seconds=TIMEOUT,
             **BILLING,
         )
-        source = GcpBigQueryBilling(settings, health.integration("gcp_bigquery"), None, "USD", health, clock=clock)
+        source = GcpBigQueryBilling(settings, context(clock, health=health))
         gke = node(
             vm,
             provider_id=f"gce://shop-prod/{zone}/{vm}",
@@ -298,7 +288,7 @@ def azure_cost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harn
     with FakeCostManagement(tmp_path) as fake:
         fake.scopes.add(f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{group}")
         fake.records.extend(UsageRecord(day, scale_set, "OnDemand", 24 * 0.096, 24 * 0.096) for day in BILLED_DAYS)
-        health, clock = Health(), Clock(NOW)
+        health, clock = Health(), FakeClock(NOW)
         settings = AzureCostSettings(
             enabled=True,
             scope=f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{group}",
@@ -308,13 +298,10 @@ def azure_cost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harn
         )
         source = AzureCostBilling(
             settings,
-            health.integration("azure_cost_management"),
-            PriceCache(str(tmp_path / "cache.sqlite"), health.integration("cache")),  # observed hours
-            "USD",
-            health,
+            # the cache keeps the observed hours the scale set's cost is apportioned over
+            context(clock, health=health, cache=PriceCache(str(tmp_path / "cache.sqlite"), health.integration("cache"))),
             credential=StaticToken(fake.token),
             connection_verify=fake.ca_file,
-            clock=clock,
         )
         at = datetime(2024, 6, 1, tzinfo=UTC)
         while at < NOW:  # the exporter saw the node every hour: cost is apportioned over those hours
@@ -433,10 +420,9 @@ def params() -> list[Any]:
 def test_fault_then_recovery(harness: Harness, case: Case) -> None:
     good = harness.quote()
     harness.fake.inject(case.fault, None if case.persists else 1, retry_after=RETRY_AFTER)
-    asked = len(harness.fake.requests)
-    began = time.monotonic()
+    asked, slept = len(harness.fake.requests), len(harness.clock.sleeps)
     harness.refresh()
-    took = time.monotonic() - began
+    waits = harness.clock.sleeps[slept:]
     status = harness.status
     expected = harness.no_data if case.fault is Fault.NO_DATA else case.reason
     if case.fault is Fault.NO_DATA and expected is None:
@@ -445,7 +431,7 @@ def test_fault_then_recovery(harness: Harness, case: Case) -> None:
         assert status.up, status.detail
         assert harness.quote() == good
         if harness.sends_retry_after:
-            assert took >= RETRY_AFTER, "the retry waited less than the server's retry-after"
+            assert max(waits, default=0.0) >= RETRY_AFTER, "the retry waited less than the server's retry-after"
     else:
         assert (status.up, status.reason) == (False, expected), status.detail
         assert harness.quote() == good, "a failed refresh must keep the last good quote"
