@@ -40,21 +40,10 @@ class ShelfSettings(SourceSettings):
     timeout_seconds: float = 30.0  # per API call
 
     def validate(self, key: str, config: Config) -> None:
-        if self.endpoint_url and not self.endpoint_url.startswith(("http://", "https://")):
-            raise ConfigError(f"{key}.endpoint_url", f"must be an http(s) URL, got {self.endpoint_url!r}")
-        for name in (
-            "ttl_seconds",
-            "refresh_interval_seconds",
-            "timeout_seconds",
-            "backoff_seconds",
-            "backoff_max_seconds",
-        ):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{key}.{name}", "must be positive")
+        _check_endpoint_and_retries(key, self.endpoint_url, self.retries)
+        _check_positive(self, key, ("ttl_seconds", "refresh_interval_seconds", *_TIMING))
         if not 1 <= self.concurrency <= 64:
             raise ConfigError(f"{key}.concurrency", "must be between 1 and 64")
-        if not 0 <= self.retries <= 10:
-            raise ConfigError(f"{key}.retries", "must be between 0 and 10")
 
 
 @dataclass(frozen=True)
@@ -78,26 +67,31 @@ class BillingSettings(SourceSettings):
     presence_retention_days: int = 35  # hours each node was seen, kept for backfill and apportioning
 
     def validate(self, key: str, config: Config) -> None:
-        if self.endpoint_url and not self.endpoint_url.startswith(("http://", "https://")):
-            raise ConfigError(f"{key}.endpoint_url", f"must be an http(s) URL, got {self.endpoint_url!r}")
+        _check_endpoint_and_retries(key, self.endpoint_url, self.retries)
         if not 1 <= self.lookback_days <= 31:
             raise ConfigError(f"{key}.lookback_days", "must be between 1 and 31")
         if not self.lookback_days + 2 <= self.presence_retention_days <= 400:
             raise ConfigError(f"{key}.presence_retention_days", "must be between lookback_days + 2 and 400")
-        for name in (
-            "refresh_interval_seconds",
-            "retry_interval_seconds",
-            "max_staleness_seconds",
-            "timeout_seconds",
-            "backoff_seconds",
-            "backoff_max_seconds",
-        ):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"{key}.{name}", "must be positive")
+        intervals = ("refresh_interval_seconds", "retry_interval_seconds", "max_staleness_seconds")
+        _check_positive(self, key, (*intervals, *_TIMING))
         if self.settle_hours < 0:
             raise ConfigError(f"{key}.settle_hours", "must not be negative")
-        if not 0 <= self.retries <= 10:
-            raise ConfigError(f"{key}.retries", "must be between 0 and 10")
         for i, tag in enumerate(self.tags):
             if not tag:
                 raise ConfigError(f"{key}.tags[{i}]", "must not be empty")
+
+
+_TIMING = ("timeout_seconds", "backoff_seconds", "backoff_max_seconds")  # every source's call timing
+
+
+def _check_endpoint_and_retries(key: str, endpoint_url: str, retries: int) -> None:
+    if endpoint_url and not endpoint_url.startswith(("http://", "https://")):
+        raise ConfigError(f"{key}.endpoint_url", f"must be an http(s) URL, got {endpoint_url!r}")
+    if not 0 <= retries <= 10:
+        raise ConfigError(f"{key}.retries", "must be between 0 and 10")
+
+
+def _check_positive(settings: SourceSettings, key: str, names: tuple[str, ...]) -> None:
+    for name in names:
+        if getattr(settings, name) <= 0:
+            raise ConfigError(f"{key}.{name}", "must be positive")
