@@ -78,6 +78,7 @@ class App:
         """`clock`: the time every price source reads and sleeps on, and the scheduler's due times (tests
         pass a fake one and drive `scheduler.tick()`)."""
         self.config = config
+        self._clock = clock
         self.health = Health()
         self.store = NodeMetricsStore(tag_keys=billing_tag_keys(config))
         self.cache: PriceCache | None = None
@@ -112,7 +113,12 @@ class App:
             from exporter.inventory.nodes_file import NodesFileWatcher
 
             return NodesFileWatcher(
-                nodes_file, self, self.health.integration("nodes_file"), self.health, spot_labels=spot_labels
+                nodes_file,
+                self,
+                self.health.integration("nodes_file"),
+                self.health,
+                spot_labels=spot_labels,
+                clock=self._clock,
             )
         from exporter.inventory.kube import KubeNodeWatcher
 
