@@ -64,6 +64,7 @@ def build_sources(config: Config, context: SourceContext) -> list[PriceSource]:
                 health.integration("custom_prices"),
                 currency,
                 pricing.custom.reload_interval_seconds,
+                context.clock,
             )
         except (OSError, CustomTableError) as err:
             raise ConfigError("pricing.custom.file", str(err)) from err

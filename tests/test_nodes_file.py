@@ -75,7 +75,12 @@ def test_a_poll_reads_the_file_only_when_it_changed_and_stamps_the_clocks_time(p
     write(path, node_list(make_node("node-a"), make_node("node-b")))
     watcher.poll()
     assert sink.calls == [("replace_all", 1), ("replace_all", 2)]
-    assert status.data_timestamp == clock.time()
+    read_at = clock.time()
+    assert status.data_timestamp == status.last_success == read_at
+    clock.advance(60)
+    path.unlink()
+    watcher.poll()
+    assert (status.up, status.last_attempt, status.last_success) == (False, clock.time(), read_at)
 
 
 def test_changed_file_is_reread(path: Path) -> None:

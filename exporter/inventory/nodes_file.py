@@ -80,7 +80,8 @@ class NodesFileWatcher:
         try:
             items = self._read_items()
         except _BadFile as e:
-            self._status.failed(e.reason, e.detail, duration=self._clock.monotonic() - started)
+            duration = self._clock.monotonic() - started
+            self._status.failed(e.reason, e.detail, duration=duration, now=self._clock.time())
             return
         nodes: dict[str, Node] = {}
         for item in items:
@@ -92,7 +93,8 @@ class NodesFileWatcher:
             nodes[node.uid] = node
         self._sink.replace_all(list(nodes.values()))
         duration = self._clock.monotonic() - started
-        self._status.succeeded(duration=duration, data_timestamp=self._clock.time())
+        now = self._clock.time()
+        self._status.succeeded(duration=duration, data_timestamp=now, now=now)
         self.synced.set()
 
     def _read_items(self) -> list[Any]:
