@@ -1,15 +1,14 @@
 """Wires the data path: inventory → pricing engine → metrics store, plus the refresh scheduler.
 
 The app is the inventory's sink: each node change is priced at once (quotes come from memory) and
-rendered into the store. A scheduler thread refreshes sources off the request path and re-prices every
-node only when a refresh says quotes changed.
+rendered into the store. A scheduler thread (`exporter.scheduler`) refreshes sources off the request path
+and re-prices every node only when a refresh says quotes changed.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Iterable
 from importlib import resources
 from typing import Protocol
@@ -31,6 +30,7 @@ from exporter.pricing.sources.context import SourceContext
 from exporter.pricing.sources.custom import CustomPrices, CustomTableError
 from exporter.pricing.sources.offline import OfflinePrices
 from exporter.pricing.sources.registry import entries
+from exporter.scheduler import RefreshScheduler
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,7 @@ def build_sources(config: Config, context: SourceContext) -> list[PriceSource]:
                 health.integration("custom_prices"),
                 currency,
                 pricing.custom.reload_interval_seconds,
+                context.clock,
             )
         except (OSError, CustomTableError) as err:
             raise ConfigError("pricing.custom.file", str(err)) from err
@@ -75,8 +76,10 @@ def build_sources(config: Config, context: SourceContext) -> list[PriceSource]:
 
 class App:
     def __init__(self, config: Config, clock: Clock = SYSTEM_CLOCK) -> None:
-        """`clock`: the time every price source reads and sleeps on (tests pass a fake one)."""
+        """`clock`: the time every price source reads and sleeps on, and the scheduler's due times (tests
+        pass a fake one and drive `scheduler.tick()`)."""
         self.config = config
+        self._clock = clock
         self.health = Health()
         self.store = NodeMetricsStore(tag_keys=billing_tag_keys(config))
         self.cache: PriceCache | None = None
@@ -95,6 +98,13 @@ class App:
         )
         self.registry.register(ProcessMetrics())
         self._threads: list[threading.Thread] = []
+        self.scheduler = RefreshScheduler(
+            self.engine.sources,
+            lambda: self.engine.lookups(self.nodes()),
+            self.reprice_all,
+            self._priced,
+            clock,
+        )
 
     def _build_inventory(self) -> Inventory:
         kube = self.config.kubernetes
@@ -104,7 +114,12 @@ class App:
             from exporter.inventory.nodes_file import NodesFileWatcher
 
             return NodesFileWatcher(
-                nodes_file, self, self.health.integration("nodes_file"), self.health, spot_labels=spot_labels
+                nodes_file,
+                self,
+                self.health.integration("nodes_file"),
+                self.health,
+                spot_labels=spot_labels,
+                clock=self._clock,
             )
         from exporter.inventory.kube import KubeNodeWatcher
 
@@ -154,42 +169,14 @@ class App:
             self.store.set(node, self.engine.price(node))
 
     def start(self, stop: threading.Event) -> None:
-        for name, target in (("inventory", self.inventory.run), ("scheduler", self.run_scheduler)):
-            thread = threading.Thread(target=target, args=(stop,), name=name, daemon=True)
+        threads = (
+            ("inventory", self.inventory.run, (stop,)),
+            ("scheduler", self.scheduler.run, (stop, self.inventory.synced)),
+        )
+        for name, target, args in threads:
+            thread = threading.Thread(target=target, args=args, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
 
     def alive(self) -> bool:
         return all(thread.is_alive() for thread in self._threads)
-
-    def run_scheduler(self, stop: threading.Event, tick: float = 1.0) -> None:
-        """Refresh each source on its own interval, or at once when it saw a node it cannot price yet;
-        re-price everything only when quotes changed.
-
-        The first pass waits for the first full node list, so readiness means every node was priced
-        with what the sources could fetch for it (from the cache on a warm restart).
-        """
-        while not self.inventory.synced.wait(tick):
-            if stop.is_set():
-                return
-        due = {id(source): 0.0 for source in self.engine.sources}
-        while not stop.is_set():
-            changed = False
-            now = time.monotonic()
-            lookups: list[Node] | None = None  # built once a tick, and only when a source refreshes
-            for source in self.engine.sources:
-                interval = source.refresh_interval_seconds
-                if interval is None or (due[id(source)] > now and not source.pending()):
-                    continue
-                if lookups is None:
-                    lookups = self.engine.lookups(self.nodes())
-                source.wanted(lookups)
-                try:
-                    changed |= source.refresh()
-                except Exception:  # a bug in one source must not stop the others' refreshes
-                    log.exception("refresh of price source %s failed", source.name)
-                due[id(source)] = now + interval
-            if changed or not self._priced.is_set():
-                self.reprice_all()
-                self._priced.set()
-            stop.wait(tick)

@@ -62,10 +62,16 @@ class IntegrationStatus:
                 self.errors[reason] += 1
 
     def succeeded(
-        self, *, duration: float | None = None, data_timestamp: float | None = None, count: bool = True
+        self,
+        *,
+        duration: float | None = None,
+        data_timestamp: float | None = None,
+        count: bool = True,
+        now: float | None = None,
     ) -> None:
-        """The attempt worked. `count=False` when its calls were counted with `record_request`."""
-        now = time.time()
+        """The attempt worked. `count=False` when its calls were counted with `record_request`; `now`: the
+        caller's clock's epoch time (the real time when not given), so a fake clock's tests can assert it."""
+        now = time.time() if now is None else now
         if not self.up and self.reason is not None:
             self._log.info("integration recovered")
         self.up, self.reason, self.detail = True, None, ""
@@ -84,13 +90,20 @@ class IntegrationStatus:
             self.data_timestamp = data_timestamp
 
     def failed(
-        self, reason: Reason, detail: str, *, duration: float | None = None, count: bool = True
+        self,
+        reason: Reason,
+        detail: str,
+        *,
+        duration: float | None = None,
+        count: bool = True,
+        now: float | None = None,
     ) -> None:
-        """The attempt failed; logged when the state or reason changes, not on every retry."""
+        """The attempt failed; logged when the state or reason changes, not on every retry. `now` as for
+        `succeeded`."""
         if self.up or self.reason != reason:
             self._log.warning("integration failing (%s): %s", reason.value, detail)
         self.up, self.reason, self.detail = False, reason, detail
-        self.last_attempt = time.time()
+        self.last_attempt = time.time() if now is None else now
         if count:
             self.record_request(reason)
         if duration is not None:

@@ -8,7 +8,7 @@ What it models, because the watcher depends on each of these:
   requested resourceVersion out of an event log with increasing versions, `BOOKMARK` events when asked for,
   an `ERROR` event with a 410 `Expired` Status for a version older than the log, `timeoutSeconds`;
 - test controls: add/modify/delete nodes, bookmarks, versions bumped by "other resources", history
-  compaction, dropping open watches mid-stream, 5xx replies, going down (refused connections) and back up;
+  compaction, dropping open watches mid-stream, ending them early as at `timeoutSeconds`, 5xx replies, going down (refused connections) and back up;
   it is a `FakeServer`, so generic faults (`inject`) come as the API server's `Status` answers.
 
 Nodes are kept pre-serialized (each re-encoded only when it changes) so a 15,000-node list costs a join.
@@ -91,6 +91,7 @@ class _Stored:
 @dataclass
 class _Watch:
     dropped: bool = False
+    timed_out: bool = False
 
 
 class FakeKubeAPI(FakeServer):
@@ -208,6 +209,14 @@ class FakeKubeAPI(FakeServer):
         with self._cond:
             for w in self._watches:
                 w.dropped = True
+            self._cond.notify_all()
+
+    def time_out_watches(self) -> None:
+        """End every open watch cleanly (the terminating chunk), as the server does once a watch's
+        `timeoutSeconds` is up: a test need not wait that long."""
+        with self._cond:
+            for w in self._watches:
+                w.timed_out = True
             self._cond.notify_all()
 
     def active_watches(self) -> int:
@@ -387,7 +396,7 @@ class FakeKubeAPI(FakeServer):
         while True:
             with self._cond:
                 while True:
-                    if watch.dropped:
+                    if watch.dropped or watch.timed_out:
                         return
                     cursor = max(cursor, self._log_base)  # compacted under us: skip what is gone
                     pending = self._log[cursor - self._log_base :]

@@ -18,6 +18,7 @@ from exporter.app import App
 from exporter.cache import PriceCache
 from exporter.health import Health
 from exporter.inventory.node import CapacityType, Node, ProviderRef
+from exporter.inventory.nodes_file import NodesFileWatcher
 from exporter.metrics.store import NodeMetricsStore
 from exporter.pricing.sources.context import SourceContext
 
@@ -106,6 +107,13 @@ def node(name: str = "ip-10-0-12-87.ec2.internal", **overrides: Any) -> Node:
     return Node(**fields)
 
 
+def write(path: Path, text: str) -> None:
+    """Write and move mtime forward, so a rewrite within the clock's granularity still counts as a change."""
+    before = path.stat().st_mtime_ns if path.exists() else 0
+    path.write_text(text)
+    os.utime(path, ns=(before + 10**9, before + 10**9))
+
+
 def node_text(store: NodeMetricsStore, *, openmetrics: bool) -> str:
     """The store's node section as one string."""
     return b"".join(store.body(openmetrics=openmetrics)).decode()
@@ -122,6 +130,16 @@ def wait_until(condition: Callable[[], object], timeout: float = 15.0) -> None:
 def scrape(app: App) -> str:
     """What /metrics would serve (text format), without HTTP."""
     return node_text(app.store, openmetrics=False) + generate_latest(app.registry).decode()
+
+
+def turn(app: App) -> None:
+    """One turn of an app's inventory and scheduler threads, on the test's thread: re-read the nodes file
+    if it changed, then one refresh pass. On a FakeClock, a test moves time between turns instead of
+    waiting for the threads' next ones."""
+    inventory = app.inventory
+    assert isinstance(inventory, NodesFileWatcher), "turn() drives a nodes-file inventory"
+    inventory.poll()
+    app.scheduler.tick()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

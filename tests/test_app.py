@@ -13,7 +13,7 @@ import pytest
 
 from exporter.app import App, demo_nodes_path
 from exporter.config import ConfigError, load_config
-from tests.conftest import scrape, wait_until
+from tests.conftest import FakeClock, scrape, turn, wait_until, write
 
 
 def test_custom_table_edit_reprices_served_nodes_without_restart(tmp_path: Path) -> None:
@@ -25,34 +25,34 @@ def test_custom_table_edit_reprices_served_nodes_without_restart(tmp_path: Path)
         overrides={
             "demo": True,
             "pricing.custom.file": str(table),
-            "pricing.custom.reload_interval_seconds": 0.05,
+            "pricing.custom.reload_interval_seconds": 30,
         },
     )
-    app = App(config)
-    stop = threading.Event()
-    app.start(stop)
-    try:
-        wait_until(app.ready)
-        text = scrape(app)
-        assert (
-            'nodecost_node_hourly_cost{node="rack3-worker-07",source="custom",price_basis="custom",currency="USD"}'
-            in text
+    clock = FakeClock()
+    app = App(config, clock=clock)
+    turn(app)
+    assert app.ready()
+    text = scrape(app)
+    assert (
+        'nodecost_node_hourly_cost{node="rack3-worker-07",source="custom",price_basis="custom",currency="USD"}'
+        in text
+    )
+    assert 'nodecost_nodes{source="unpriced"} 0.0' in text
+    assert 'nodecost_integration_up{integration="custom_prices"} 1.0' in text
+
+    def cpu_core_line() -> str:
+        return next(
+            line
+            for line in scrape(app).splitlines()
+            if line.startswith('nodecost_node_cpu_core_hourly_cost{node="rack3-worker-07"')
         )
-        assert 'nodecost_nodes{source="unpriced"} 0.0' in text
-        assert 'nodecost_integration_up{integration="custom_prices"} 1.0' in text
-        table.write_text("prices:\n  - {provider: '', cpu_core_hourly: '0.02', memory_gib_hourly: '0.002'}\n")
-        wait_until(
-            lambda: (
-                "0.02"
-                in next(
-                    line
-                    for line in scrape(app).splitlines()
-                    if line.startswith('nodecost_node_cpu_core_hourly_cost{node="rack3-worker-07"')
-                )
-            )
-        )
-    finally:
-        stop.set()
+
+    write(table, "prices:\n  - {provider: '', cpu_core_hourly: '0.02', memory_gib_hourly: '0.002'}\n")
+    turn(app)
+    assert "0.01" in cpu_core_line()  # re-read at the reload interval, not on every pass
+    clock.advance(30)
+    turn(app)
+    assert "0.02" in cpu_core_line()
 
 
 def test_invalid_custom_table_at_start_is_a_config_error(tmp_path: Path) -> None:

@@ -1,5 +1,8 @@
 """The exporter with a cloud price list: shelf prices win over the offline table, a warm restart makes no
-price call, and an outage keeps serving (last prices, else the fallback) and heals by itself."""
+price call, and an outage keeps serving (last prices, else the fallback) and heals by itself.
+
+One test runs the app's real threads end to end; the others take its turns themselves (`turn`) on a
+fake clock, so refresh intervals and TTLs pass at once."""
 
 from __future__ import annotations
 
@@ -11,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from exporter.app import App, demo_nodes_path
-from exporter.config import load_config
+from exporter.config import Config, load_config
 from fakes.azure_api import FakeRetailPricesAPI, vm_items
-from tests.conftest import scrape, wait_until
+from tests.conftest import FakeClock, scrape, turn, wait_until, write
 
 
 def hourly(text: str, node: str) -> str:
@@ -22,12 +25,11 @@ def hourly(text: str, node: str) -> str:
     )
 
 
-@contextmanager
-def running(tmp_path: Path, endpoint: str, **overrides: Any) -> Iterator[App]:
+def configured(tmp_path: Path, endpoint: str, **overrides: Any) -> Config:
     nodes = tmp_path / "nodes.json"
     if not nodes.exists():
         nodes.write_text(Path(demo_nodes_path()).read_text())
-    config = load_config(
+    return load_config(
         None,
         env={},
         overrides={
@@ -40,7 +42,12 @@ def running(tmp_path: Path, endpoint: str, **overrides: Any) -> Iterator[App]:
             **overrides,
         },
     )
-    app = App(config)
+
+
+@contextmanager
+def running(tmp_path: Path, endpoint: str, **overrides: Any) -> Iterator[App]:
+    """The app with its real threads and clock, ready."""
+    app = App(configured(tmp_path, endpoint, **overrides))
     stop = threading.Event()
     app.start(stop)
     try:
@@ -48,6 +55,14 @@ def running(tmp_path: Path, endpoint: str, **overrides: Any) -> Iterator[App]:
         yield app
     finally:
         stop.set()
+
+
+def started(tmp_path: Path, endpoint: str, clock: FakeClock, **overrides: Any) -> App:
+    """The app on a fake clock after its first turn (nodes read, first refresh pass): ready."""
+    app = App(configured(tmp_path, endpoint, **overrides), clock=clock)
+    turn(app)
+    assert app.ready()
+    return app
 
 
 AKS = "aks-nodepool1-27184539-vmss000000"
@@ -84,53 +99,65 @@ def test_shelf_prices_win_and_a_warm_restart_makes_no_call(tmp_path: Path) -> No
 
 
 def test_an_outage_at_start_falls_back_then_heals(tmp_path: Path) -> None:
+    clock = FakeClock()
     with FakeRetailPricesAPI(azure_items()) as fake:
         fake.fail_next(4, 503)  # the first refresh: one call and its three retries
-        with running(tmp_path, fake.url, **{"azure.retail.refresh_interval_seconds": 0.2}) as app:
-            text = scrape(app)
-            assert 'nodecost_integration_up{integration="azure_retail"} 0.0' in text
-            assert (
-                'nodecost_integration_failure_info{integration="azure_retail",reason="unavailable"} 1.0'
-                in text
-            )
-            assert hourly(text, AKS).startswith(f'nodecost_node_hourly_cost{{node="{AKS}",source="offline"')
-            wait_until(lambda: 'source="azure_retail"' in hourly(scrape(app), AKS))
-            text = scrape(app)
-            assert 'nodecost_integration_up{integration="azure_retail"} 1.0' in text
-            assert (
-                'nodecost_integration_errors_total{integration="azure_retail",reason="unavailable"} 4.0'
-                in text
-            )
+        app = started(tmp_path, fake.url, clock, **{"azure.retail.refresh_interval_seconds": 3600})
+        text = scrape(app)
+        assert 'nodecost_integration_up{integration="azure_retail"} 0.0' in text
+        assert (
+            'nodecost_integration_failure_info{integration="azure_retail",reason="unavailable"} 1.0' in text
+        )
+        assert hourly(text, AKS).startswith(f'nodecost_node_hourly_cost{{node="{AKS}",source="offline"')
+        turn(app)
+        assert fake.calls == 4  # the failed keys wait for the interval, not the next pass
+        clock.advance(3600)
+        turn(app)
+        text = scrape(app)
+        assert 'source="azure_retail"' in hourly(text, AKS)
+        assert 'nodecost_integration_up{integration="azure_retail"} 1.0' in text
+        assert (
+            'nodecost_integration_errors_total{integration="azure_retail",reason="unavailable"} 4.0' in text
+        )
 
 
 def test_a_new_instance_type_is_fetched_on_first_sight(tmp_path: Path) -> None:
     nodes = tmp_path / "nodes.json"
     data = json.loads(Path(demo_nodes_path()).read_text())
     nodes.write_text(json.dumps(data))
-    with (
-        FakeRetailPricesAPI(
-            azure_items() + vm_items("eastus", "Standard_E4s_v5", "Esv5", linux="0.252")
-        ) as fake,
-        running(tmp_path, fake.url, **{"azure.retail.refresh_interval_seconds": 3600}) as app,
-    ):
+    with FakeRetailPricesAPI(
+        azure_items() + vm_items("eastus", "Standard_E4s_v5", "Esv5", linux="0.252")
+    ) as fake:
+        app = started(tmp_path, fake.url, FakeClock(), **{"azure.retail.refresh_interval_seconds": 3600})
         before = fake.calls
         new = json.loads(json.dumps(next(i for i in data["items"] if i["metadata"]["name"] == AKS)))
         new["metadata"].update(name="aks-mem-27184539-vmss000000", uid="5b1c3a52-0d6e-4b0e-9a57-3f2f1c9d8e11")
         new["metadata"]["labels"]["node.kubernetes.io/instance-type"] = "Standard_E4s_v5"
         data["items"].append(new)
-        nodes.write_text(json.dumps(data))
-        wait_until(lambda: 'node="aks-mem-27184539-vmss000000",source="azure_retail"' in scrape(app))
-        assert fake.calls == before + 1  # fetched at once, not at the hourly interval
+        write(nodes, json.dumps(data))
+        turn(app)  # the clock has not moved: the hourly interval is not what fetched it
+        assert 'node="aks-mem-27184539-vmss000000",source="azure_retail"' in scrape(app)
+        assert fake.calls == before + 1
 
 
 def test_a_spot_nodes_list_price_is_refreshed_like_its_own(tmp_path: Path) -> None:
     """The on-demand reference of a spot node is a wanted key too, so it follows the TTL, not just first sight."""
-    with FakeRetailPricesAPI(azure_items()) as fake, running(
-        tmp_path, fake.url, **{"azure.retail.ttl_seconds": 0.3, "azure.retail.refresh_interval_seconds": 0.1}
-    ) as app:
+    clock = FakeClock()
+    with FakeRetailPricesAPI(azure_items()) as fake:
+        app = started(
+            tmp_path,
+            fake.url,
+            clock,
+            **{"azure.retail.ttl_seconds": 86400, "azure.retail.refresh_interval_seconds": 3600},
+        )
         listed = f'nodecost_node_list_hourly_cost{{node="{AKS_SPOT}",source="azure_retail",currency="USD"}}'
-        wait_until(lambda: f"{listed} 0.384" in scrape(app))
+        assert f"{listed} 0.384" in scrape(app)
         fake.items = azure_items()[: len(azure_items()) // 2] + vm_items(
             "eastus", "Standard_D8s_v3", "DSv3", linux="0.4", windows="0.752", spot="0.0768"
         )
-        wait_until(lambda: f"{listed} 0.4" in scrape(app))
+        clock.advance(3600)
+        turn(app)
+        assert f"{listed} 0.384" in scrape(app)  # refreshed, but younger than the TTL: not fetched again
+        clock.advance(86400 - 3600)
+        turn(app)
+        assert f"{listed} 0.4" in scrape(app)

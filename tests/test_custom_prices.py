@@ -8,7 +8,7 @@ from exporter.health import IntegrationStatus, Reason
 from exporter.inventory.node import CapacityType, ProviderRef
 from exporter.pricing.quote import Basis
 from exporter.pricing.sources.custom import CustomPrices, CustomTableError, read_rules
-from tests.conftest import node
+from tests.conftest import FakeClock, node
 
 ROOT = Path(__file__).resolve().parents[1]
 ONPREM = ProviderRef("")
@@ -136,3 +136,18 @@ def test_edits_are_picked_up_and_a_broken_edit_keeps_the_last_good_table(tmp_pat
     assert source.refresh() is False
     assert status.reason is Reason.NOT_FOUND
     assert source.quote(node()).hourly == Decimal("0.16")  # type: ignore[union-attr]
+
+
+def test_the_status_is_stamped_with_the_clocks_time(tmp_path: Path) -> None:
+    path = table(tmp_path, "prices:\n  - {instance_type: m5.xlarge, hourly: '0.18'}\n")
+    clock, status = FakeClock(), IntegrationStatus("custom_prices")
+    source = CustomPrices(path, status, "USD", clock=clock)
+    assert status.last_success == clock.time()
+    clock.advance(30)
+    assert source.refresh() is False
+    checked_at = clock.time()
+    assert status.last_success == checked_at
+    clock.advance(30)
+    os.remove(path)
+    source.refresh()
+    assert (status.up, status.last_attempt, status.last_success) == (False, clock.time(), checked_at)

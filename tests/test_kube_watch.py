@@ -102,9 +102,9 @@ def test_paged_initial_list_then_watch_from_its_version(tmp_path: Path, api: Fak
 
 
 def test_continue_token_expired_restarts_the_list(tmp_path: Path, api: FakeKubeAPI) -> None:
-    api.load(small(f"node-{i:04d}") for i in range(1234))
+    api.load(small(f"node-{i:04d}") for i in range(12))
     api.expire_next_continue()
-    h = harness(tmp_path, api.url)
+    h = harness(tmp_path, api.url, page_size=5)  # three pages, as 1,234 nodes in pages of 500
     with running(h):
         assert h.watcher.synced.wait(10)
     lists = api.list_requests()
@@ -115,7 +115,7 @@ def test_continue_token_expired_restarts_the_list(tmp_path: Path, api: FakeKubeA
         (True, 200),
         (True, 200),
     ]
-    assert h.sink.calls == [("replace_all", 1234)]
+    assert h.sink.calls == [("replace_all", 12)]
 
 
 def test_watch_events_reach_the_sink(tmp_path: Path, api: FakeKubeAPI) -> None:
@@ -232,10 +232,12 @@ def test_dropped_watch_resumes_without_relist(tmp_path: Path, api: FakeKubeAPI) 
 
 def test_server_timeout_ends_watch_and_it_is_renewed(tmp_path: Path, api: FakeKubeAPI) -> None:
     api.load([small("node-a")])
-    h = harness(tmp_path, api.url, watch_timeout_seconds=1)
+    h = harness(tmp_path, api.url)
     with running(h):
         assert h.watcher.synced.wait(5)
-        wait_for(lambda: len(api.watch_requests()) >= 2, "a renewed watch", timeout=4)
+        wait_for(lambda: api.active_watches() == 1, "an open watch")
+        api.time_out_watches()
+        wait_for(lambda: len(api.watch_requests()) >= 2, "a renewed watch")
     first, second = api.watch_requests()[:2]
     assert first.query["resourceVersion"] == second.query["resourceVersion"]
     assert len(api.list_requests()) == 1

@@ -15,18 +15,11 @@ from exporter.health import Health, Reason
 from exporter.inventory.nodes_file import NodesFileWatcher
 from exporter.inventory.parse import DEFAULT_SPOT_LABELS
 from fakes.kube_api import RecordingSink, make_node, wait_for
-from tests.conftest import SHARED_REAL
+from tests.conftest import SHARED_REAL, FakeClock, write
 
 
 def node_list(*items: dict[str, Any]) -> str:
     return json.dumps({"kind": "NodeList", "apiVersion": "v1", "metadata": {"resourceVersion": ""}, "items": items})
-
-
-def write(path: Path, text: str) -> None:
-    """Write and move mtime forward, so a rewrite within the clock's granularity still counts as a change."""
-    before = path.stat().st_mtime_ns if path.exists() else 0
-    path.write_text(text)
-    os.utime(path, ns=(before + 10**9, before + 10**9))
 
 
 class Harness:
@@ -66,6 +59,28 @@ def test_valid_file(path: Path) -> None:
     assert b is not None and (b.provider, b.capacity_type.value, b.instance_type) == ("gcp", "spot", "e2-standard-4")
     assert h.status.up and h.status.name == "nodes_file"
     assert h.sink.count("replace_all") == 1  # an unchanged file is not re-read
+
+
+def test_a_poll_reads_the_file_only_when_it_changed_and_stamps_the_clocks_time(path: Path) -> None:
+    clock = FakeClock()
+    sink, health = RecordingSink(), Health()
+    status = health.integration("nodes_file")
+    watcher = NodesFileWatcher(str(path), sink, status, health, spot_labels=DEFAULT_SPOT_LABELS, clock=clock)
+    write(path, node_list(make_node("node-a")))
+    watcher.poll()
+    watcher.poll()
+    assert sink.calls == [("replace_all", 1)] and watcher.synced.is_set()
+    assert status.data_timestamp == clock.time()
+    clock.advance(60)
+    write(path, node_list(make_node("node-a"), make_node("node-b")))
+    watcher.poll()
+    assert sink.calls == [("replace_all", 1), ("replace_all", 2)]
+    read_at = clock.time()
+    assert status.data_timestamp == status.last_success == read_at
+    clock.advance(60)
+    path.unlink()
+    watcher.poll()
+    assert (status.up, status.last_attempt, status.last_success) == (False, clock.time(), read_at)
 
 
 def test_changed_file_is_reread(path: Path) -> None:

@@ -9,12 +9,12 @@ from __future__ import annotations
 import json
 import os
 import threading
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import yaml
 
+from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.health import Health, IntegrationStatus, Reason
 from exporter.inventory.node import Node
 from exporter.inventory.parse import InvalidNode, SpotLabel, describe_node, parse_node
@@ -42,7 +42,9 @@ class NodesFileWatcher:
         *,
         spot_labels: Sequence[SpotLabel],
         poll_interval: float = 2.0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        """`clock`: what durations and timestamps are read from (tests call `poll()` on a fake one)."""
         self.synced = threading.Event()
         self._path = path
         self._sink = sink
@@ -50,16 +52,21 @@ class NodesFileWatcher:
         self._health = health
         self._spot_labels = tuple(spot_labels)
         self._poll_interval = poll_interval
+        self._clock = clock
+        self._last: object = _UNREAD
 
     def run(self, stop: threading.Event) -> None:
-        """Read the file now and on every change until `stop` is set. Never raises."""
-        last: object = _UNREAD
+        """Poll every `poll_interval` seconds until `stop` is set. Never raises."""
         while not stop.is_set():
-            signature = self._signature()
-            if signature != last:
-                last = signature
-                self._load()
+            self.poll()
             stop.wait(self._poll_interval)
+
+    def poll(self) -> None:
+        """Read the file if it is new or changed since the last poll."""
+        signature = self._signature()
+        if signature != self._last:
+            self._last = signature
+            self._load()
 
     def _signature(self) -> tuple[int, int, int] | None:
         try:
@@ -69,11 +76,12 @@ class NodesFileWatcher:
         return st.st_mtime_ns, st.st_size, st.st_ino
 
     def _load(self) -> None:
-        started = time.monotonic()
+        started = self._clock.monotonic()
         try:
             items = self._read_items()
         except _BadFile as e:
-            self._status.failed(e.reason, e.detail, duration=time.monotonic() - started)
+            duration = self._clock.monotonic() - started
+            self._status.failed(e.reason, e.detail, duration=duration, now=self._clock.time())
             return
         nodes: dict[str, Node] = {}
         for item in items:
@@ -84,7 +92,9 @@ class NodesFileWatcher:
                 continue
             nodes[node.uid] = node
         self._sink.replace_all(list(nodes.values()))
-        self._status.succeeded(duration=time.monotonic() - started, data_timestamp=time.time())
+        duration = self._clock.monotonic() - started
+        now = self._clock.time()
+        self._status.succeeded(duration=duration, data_timestamp=now, now=now)
         self.synced.set()
 
     def _read_items(self) -> list[Any]:

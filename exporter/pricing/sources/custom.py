@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.health import IntegrationStatus, Reason
 from exporter.inventory.node import Node
 from exporter.pricing.money import parse_money
@@ -72,15 +73,23 @@ class CustomPrices:
     kind = "custom"
 
     def __init__(
-        self, path: str, status: IntegrationStatus, currency: str, reload_interval: float = 30.0
+        self,
+        path: str,
+        status: IntegrationStatus,
+        currency: str,
+        reload_interval: float = 30.0,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        """`reload_interval`: how often the scheduler checks the file; `clock`: what the status is stamped
+        with."""
         self.refresh_interval_seconds: float | None = reload_interval
+        self._clock = clock
         self._path = path
         self._status = status
         self._currency = currency
         self._stamp = _stamp(path)
         self._rules = read_rules(path)
-        status.succeeded()
+        status.succeeded(now=clock.time())
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -100,24 +109,25 @@ class CustomPrices:
 
     def refresh(self) -> bool:
         """Re-read the file when its mtime or size changed; keep the last good rules on a bad edit."""
+        now = self._clock.time()
         try:
             stamp = _stamp(self._path)
         except OSError as err:
-            self._status.failed(Reason.NOT_FOUND, f"{self._path}: {err.strerror}")
+            self._status.failed(Reason.NOT_FOUND, f"{self._path}: {err.strerror}", now=now)
             return False
         if stamp == self._stamp and self._status.up:
-            self._status.succeeded()
+            self._status.succeeded(now=now)
             return False
         try:
             rules = read_rules(self._path)
         except (OSError, CustomTableError) as err:
-            self._status.failed(Reason.BAD_RESPONSE, f"{err}; keeping the previous table")
+            self._status.failed(Reason.BAD_RESPONSE, f"{err}; keeping the previous table", now=now)
             self._stamp = stamp
             return False
         self._stamp = stamp
         changed = rules != self._rules
         self._rules = rules
-        self._status.succeeded()
+        self._status.succeeded(now=now)
         return changed
 
 
