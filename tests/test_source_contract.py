@@ -380,16 +380,6 @@ _BIGQUERY_HANGS = (
 # Where a source breaks the contract today: (source, case) → (why, whether to run it at all). Strict: once a
 # source is fixed, its entry must go.
 GAPS: dict[tuple[str, str], tuple[str, bool]] = {
-    ("aws_pricing", "not_found"): (
-        "sources/aws/client.py maps no AWS error code to NOT_FOUND: the Price List's NotFoundException "
-        "becomes BAD_RESPONSE",
-        True,
-    ),
-    ("aws_spot", "not_found"): (
-        "sources/aws/client.py maps no AWS error code to NOT_FOUND: EC2's InvalidAction (an endpoint that is "
-        "not EC2) becomes BAD_RESPONSE",
-        True,
-    ),
     ("aws_cur", "bad_response"): (
         "a garbled StartQueryExecution answer parses to no QueryExecutionId; cur.py's KeyError escapes "
         "refresh() (BillingSource.refresh catches only FetchError)",

@@ -39,6 +39,10 @@ _BAD_CREDENTIALS = {
     "ExpiredTokenException",
     "SignatureDoesNotMatch",
 }
+# What the API answers when the endpoint does not serve the call: the Price List's NotFoundException (an
+# unknown service code or resource), EC2's InvalidAction (an action this endpoint does not know, e.g. an
+# endpoint_url that is not EC2), and an AWS JSON service's UnknownOperationException.
+_NOT_FOUND = {"NotFoundException", "ResourceNotFoundException", "InvalidAction", "UnknownOperationException"}
 
 
 def region_of_zone(zone: str) -> str | None:
@@ -157,6 +161,11 @@ def _fetch_error(err: Exception, action: str, endpoint: str, timeout: float, now
                 Reason.AUTH,
                 f"{action}: AWS rejected the credentials ({said}); check the pod's IAM role "
                 "(IRSA or EKS Pod Identity) or its AWS_* variables",
+            )
+        if code in _NOT_FOUND or http == 404:
+            return FetchError(
+                Reason.NOT_FOUND,
+                f"{action} not found at {endpoint} ({said}); check endpoint_url and region",
             )
         if http >= 500:
             return FetchError(
