@@ -9,6 +9,7 @@ truth of each node is computed here from the line items, by AWS's definitions, n
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from exporter.pricing.sources.aws.cur import MAX_IDS_IN_QUERY, AwsCurBilling, cu
 from exporter.pricing.sources.aws.settings import AwsCurSettings
 from exporter.pricing.sources.offline import OfflinePrices
 from fakes.athena_api import FakeAthena
+from fakes.server import Answer
 from tests.conftest import FakeClock, context, node
 
 NOW = datetime(2024, 6, 3, 10, 0, tzinfo=UTC)  # the window spans May and June partitions
@@ -358,6 +360,29 @@ def test_missing_table_empty_bill_malformed_rows_and_timeouts(athena: FakeAthena
     assert status.reason is Reason.TIMEOUT and "cancelled" in status.detail
     assert "StopQueryExecution" in athena.calls
     assert clock.sleeps[-16:] == [2.0] * 16  # polled every poll_interval_seconds until past the deadline
+
+
+def test_an_unforeseen_answer_is_a_bad_response_and_the_refresh_does_not_raise(
+    athena: FakeAthena, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A results page whose rows are not objects (a shape no mapping foresaw): the refresh reports it
+    and logs the exception once, instead of raising into the scheduler."""
+    health = Health()
+    clock = FakeClock(NOW)
+    source = make_source(athena, health, clock, retries=1)
+    rows_not_objects = Answer.json(
+        200, {"ResultSet": {"Rows": ["resource", "usage_day"]}}, content_type="application/x-amz-json-1.1"
+    )
+    athena.enqueue(rows_not_objects, when=lambda request: request.headers.get("x-amz-target", "").endswith("Results"))
+    calls = len(athena.calls)
+    with caplog.at_level(logging.ERROR, "exporter.pricing.sources"):
+        assert source.refresh() is False
+    status = health.integration("aws_cur")
+    assert (status.up, status.reason) == (False, Reason.BAD_RESPONSE), status.detail
+    assert athena.calls[calls:].count("StartQueryExecution") == 1  # not retried: the same answer would come back
+    assert [r.exc_info is not None for r in caplog.records] == [True]
+    clock.now += 600
+    assert source.refresh() is True and status.up
 
 
 def test_missing_column_names_the_setting(athena: FakeAthena) -> None:

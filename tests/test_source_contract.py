@@ -380,11 +380,6 @@ _BIGQUERY_HANGS = (
 # Where a source breaks the contract today: (source, case) → (why, whether to run it at all). Strict: once a
 # source is fixed, its entry must go.
 GAPS: dict[tuple[str, str], tuple[str, bool]] = {
-    ("aws_cur", "bad_response"): (
-        "a garbled StartQueryExecution answer parses to no QueryExecutionId; cur.py's KeyError escapes "
-        "refresh() (BillingSource.refresh catches only FetchError)",
-        True,
-    ),
     ("gcp_bigquery", "bad_response"): (
         "requests' JSONDecodeError is an OSError, which bigquery.py reports as UNAVAILABLE",
         True,

@@ -205,7 +205,10 @@ class BillingSource(ABC, Generic[S]):
         started = self.clock.monotonic()
         try:
             billed, newest = self._fetch(sorted(self._resources), now)
-        except FetchError as err:
+        except Exception as err:  # a refresh never raises: the last rates stay, the status says why
+            if not isinstance(err, FetchError):  # a bug or an answer no mapping foresaw
+                log.exception("%s: querying the bill failed unexpectedly", self.name)
+                err = FetchError(Reason.BAD_RESPONSE, f"unexpected error: {err!r}")
             self.status.failed(err.reason, err.detail, duration=self.clock.monotonic() - started, count=False)
             return changed
         self._next_query = now + self.settings.refresh_interval_seconds

@@ -186,6 +186,14 @@ class AwsCurBilling(BillingSource[AwsCurSettings]):
             raise failure from err
         return response
 
+    def _field(self, operation: str, key: str, **params: Any) -> Any:
+        """One field of an Athena answer; an answer without it (a garbled body botocore still parsed) is a
+        bad response, not a KeyError escaping the refresh."""
+        value = self._call(operation, **params).get(key)
+        if value is None:
+            raise FetchError(Reason.BAD_RESPONSE, f"{self.where()}: Athena's {operation} answer has no {key}")
+        return value
+
     def _start(self, sql: str) -> str:
         params: dict[str, Any] = {
             "QueryString": sql,
@@ -194,10 +202,10 @@ class AwsCurBilling(BillingSource[AwsCurSettings]):
         }
         if self.settings.output_location:
             params["ResultConfiguration"] = {"OutputLocation": self.settings.output_location}
-        execution = str(self._call("start_query_execution", **params)["QueryExecutionId"])
+        execution = str(self._field("start_query_execution", "QueryExecutionId", **params))
         deadline = self.clock.monotonic() + self.settings.timeout_seconds
         while True:
-            info = self._call("get_query_execution", QueryExecutionId=execution)["QueryExecution"]
+            info = self._field("get_query_execution", "QueryExecution", QueryExecutionId=execution)
             status = info.get("Status", {})
             state = status.get("State")
             if state in ("SUCCEEDED", "FAILED", "CANCELLED"):
