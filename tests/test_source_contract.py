@@ -15,7 +15,7 @@ Per-fault expectations, and why:
   after several calls, in Athena.
 - throttled once, with a retry-after of `RETRY_AFTER` seconds: retried within the same refresh, so the
   source is up, and the refresh took at least the retry-after where the cloud sends one (BigQuery sends
-  none: its client backs off by itself). Throttled until cleared: down with THROTTLED after the retries.
+  none: the source's own backoff is all it waits). Throttled until cleared: down with THROTTLED after the retries.
 - timeout: the fake holds the request past the client timeout (`TIMEOUT` s); down with TIMEOUT.
 - unavailable (5xx until cleared): retried, then down with UNAVAILABLE.
 - bad_response (a 200 with a truncated body): down with BAD_RESPONSE, not retried (one call).
@@ -372,22 +372,9 @@ CASES = [
     Case(Fault.BAD_RESPONSE, True, Reason.BAD_RESPONSE),
     Case(Fault.NO_DATA, True, Reason.NO_DATA),
 ]
-_BIGQUERY_HANGS = (
-    "hangs for minutes: client.query() runs with google-cloud-bigquery's DEFAULT_RETRY (rateLimitExceeded, "
-    "backendError and connection errors retried for up to 10 minutes; jobs.query itself has no timeout), and "
-    "gcp.bigquery.timeout_seconds bounds only job.result()"
-)
 # Where a source breaks the contract today: (source, case) → (why, whether to run it at all). Strict: once a
 # source is fixed, its entry must go.
-GAPS: dict[tuple[str, str], tuple[str, bool]] = {
-    ("gcp_bigquery", "bad_response"): (
-        "requests' JSONDecodeError is an OSError, which bigquery.py reports as UNAVAILABLE",
-        True,
-    ),
-    ("gcp_bigquery", "throttled"): (_BIGQUERY_HANGS, False),
-    ("gcp_bigquery", "timeout"): (_BIGQUERY_HANGS, False),
-    ("gcp_bigquery", "unavailable"): (_BIGQUERY_HANGS, False),
-}
+GAPS: dict[tuple[str, str], tuple[str, bool]] = {}
 
 
 def params() -> list[Any]:
