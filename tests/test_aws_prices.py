@@ -24,7 +24,7 @@ from exporter.health import Health, IntegrationStatus, Reason
 from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.pricing.engine import PricingEngine
 from exporter.pricing.quote import Basis
-from exporter.pricing.sources.aws.client import region_of_zone
+from exporter.pricing.sources.aws.client import aws_session, region_of_zone
 from exporter.pricing.sources.aws.price_list import AwsOnDemandPrices
 from exporter.pricing.sources.aws.settings import AwsPricingSettings, AwsSpotSettings
 from exporter.pricing.sources.aws.spot import AwsSpotPrices
@@ -190,6 +190,15 @@ def test_region_of_zone() -> None:
     assert region_of_zone("us-east-1-wl1-bos-wlz-1") == "us-east-1"  # Wavelength Zone
     for not_a_zone in ("us-east-1", "", "0", "europe-west1-b", "eastus-1"):
         assert region_of_zone(not_a_zone) is None
+
+
+def test_sessions_share_one_model_loader_but_resolve_credentials_each(monkeypatch: pytest.MonkeyPatch) -> None:
+    first = aws_session()
+    assert first.get_credentials().access_key == "AKIAIOSFODNN7EXAMPLE"
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAI44QH8DHBEXAMPLE")
+    second = aws_session()
+    assert second.get_component("data_loader") is first.get_component("data_loader")
+    assert second.get_credentials().access_key == "AKIAI44QH8DHBEXAMPLE"
 
 
 # -- on-demand prices ---------------------------------------------------------------------------------------

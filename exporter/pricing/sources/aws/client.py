@@ -1,7 +1,11 @@
 """AWS public prices: on-demand from the Price List Query API, spot from EC2's spot price history.
 
-The AWS sources import boto3 only when they build a client (`_session`, `_client`) or map its errors: the
-registry imports this module even when AWS is not configured. The SDK's own retries
+The AWS sources import the SDK only when they build a client (`aws_session`, `_client`) or map its errors:
+the registry imports this module even when AWS is not configured. Clients are botocore's (what boto3's
+clients are; the `aws` extra installs it with boto3). Each source has its own botocore session, so
+credentials resolve per source, but all share one data loader: a session's first client parses the
+service's JSON models (~0.2 s and several MiB), and without sharing, every source parses them again. The
+SDK's own retries
 are switched off (`total_max_attempts=1`): `ShelfSource` retries with jittered backoff, and every HTTP call
 is counted once in the integration's health. Filters sent to the APIs are re-checked on every row returned:
 a price list holds BYOL, Dedicated/Host, capacity-reservation and Capacity Block rows for the same type,
@@ -45,6 +49,26 @@ _BAD_CREDENTIALS = {
 _NOT_FOUND = {"NotFoundException", "ResourceNotFoundException", "InvalidAction", "UnknownOperationException"}
 
 
+_loader: Any = None  # botocore's data loader, shared by every AWS session of the process
+_loader_lock = threading.Lock()
+
+
+def aws_session() -> Any:
+    """A botocore session of its own (credentials and config resolved for its source) on the process's
+    one data loader, so service models are parsed once. botocore's Loader caches what it loads and is
+    only ever added to, so sharing it across sessions and threads is safe."""
+    import botocore.session
+
+    global _loader
+    session = botocore.session.Session()
+    with _loader_lock:
+        if _loader is None:
+            _loader = session.get_component("data_loader")  # the first session's, from its config
+        else:
+            session.register_component("data_loader", _loader)
+    return session
+
+
 def region_of_zone(zone: str) -> str | None:
     """The region an availability zone (or Local/Wavelength Zone) belongs to; None if it is not one."""
     match = _ZONE_REGION.match(zone)
@@ -59,11 +83,9 @@ class AwsSource(ShelfSource[S]):
 
     def __init__(self, settings: S, context: SourceContext) -> None:
         super().__init__(settings, context)  # USD only: config validation sees to it
-        import boto3
-
-        self._session = boto3.session.Session()
+        self._session = aws_session()
         self._clients: dict[str, Any] = {}
-        self._client_lock = threading.Lock()  # boto3 sessions are not thread-safe; clients are
+        self._client_lock = threading.Lock()  # botocore sessions are not thread-safe; clients are
         self._warn_lock = threading.Lock()
         self._warned: set[str] = set()
 
@@ -73,7 +95,7 @@ class AwsSource(ShelfSource[S]):
         with self._client_lock:
             client = self._clients.get(region)
             if client is None:
-                client = self._clients[region] = self._session.client(
+                client = self._clients[region] = self._session.create_client(
                     service,
                     region_name=region,
                     endpoint_url=self.settings.endpoint_url or None,

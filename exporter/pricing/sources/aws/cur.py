@@ -18,7 +18,7 @@ from typing import Any
 
 from exporter.health import Reason
 from exporter.inventory.node import Node
-from exporter.pricing.sources.aws.client import _fetch_error
+from exporter.pricing.sources.aws.client import _fetch_error, aws_session
 from exporter.pricing.sources.aws.settings import AwsCurSettings
 from exporter.pricing.sources.billing import BillingSource, BillRow, midnight
 from exporter.pricing.sources.context import SourceContext
@@ -141,10 +141,9 @@ class AwsCurBilling(BillingSource[AwsCurSettings]):
 
     def __init__(self, settings: AwsCurSettings, context: SourceContext) -> None:
         super().__init__(settings, context)
-        import boto3
         from botocore.config import Config as BotoConfig
 
-        self._client = boto3.session.Session().client(
+        self._client = aws_session().create_client(
             "athena",
             region_name=settings.region,
             endpoint_url=settings.endpoint_url or None,
