@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -417,3 +418,20 @@ def test_fault_then_recovery(harness: Harness, case: Case) -> None:
     harness.refresh()
     assert status.up, status.detail
     assert harness.quote() == good
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("harness", list(HARNESSES), indirect=True)
+def test_a_failing_sources_log_lines_carry_its_integration_and_source(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its retry lines (and any warning) say which source logged them as fields, not in the message."""
+    harness.fake.inject(Fault.UNAVAILABLE, None)
+    with caplog.at_level(logging.DEBUG, "exporter.pricing.sources"):
+        harness.refresh()
+    lines = [r for r in caplog.records if r.name.startswith("exporter.pricing.sources")]
+    assert any("retrying in" in r.getMessage() for r in lines)
+    name = harness.status.name
+    for record in lines:
+        assert (getattr(record, "integration", None), getattr(record, "source", None)) == (name, name)
+        assert not record.getMessage().startswith(f"{name}:"), "the name is a field, not part of the message"

@@ -14,7 +14,6 @@ and picking one of those by accident is a silent mispricing.
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 from collections.abc import Iterator, Mapping
@@ -25,8 +24,6 @@ from exporter.health import Reason
 from exporter.pricing.sources.context import SourceContext
 from exporter.pricing.sources.fetch import FetchError, parse_retry_after
 from exporter.pricing.sources.shelf import ShelfSource
-
-log = logging.getLogger(__name__)
 
 # Node OS → the Price List's operatingSystem and operation (the operation suffix encodes the licence:
 # RunInstances:0002 is licensed Windows, :0800 Windows BYOL, :0010 RHEL, :000g SUSE).
@@ -145,7 +142,7 @@ class AwsSource(ShelfSource[S]):
             if topic in self._warned:
                 return
             self._warned.add(topic)
-        log.warning("%s: " + message, self.name, *args)
+        self.log.warning(message, *args)
 
 
 def _fetch_error(err: Exception, action: str, endpoint: str, timeout: float, now: float) -> FetchError | None:

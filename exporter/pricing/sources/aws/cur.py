@@ -11,7 +11,6 @@ items themselves are never summed (that would count them twice).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -24,8 +23,6 @@ from exporter.pricing.sources.billing import BillingSource, BillRow, midnight
 from exporter.pricing.sources.context import SourceContext
 from exporter.pricing.sources.fetch import FetchError
 from exporter.pricing.sources.registry import register
-
-log = logging.getLogger(__name__)
 
 # Athena refuses query strings over 262,144 bytes: above this many ids the filter becomes "i-%" and rows
 # of instances outside the cluster are dropped as they stream in.

@@ -10,7 +10,6 @@ VM's rows whose SKU is egress.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -27,7 +26,6 @@ if TYPE_CHECKING:  # the SDK itself is imported when a client is built: discover
     from google.api_core import exceptions as google_errors
     from google.cloud import bigquery
 
-log = logging.getLogger(__name__)
 
 _ROLES = (
     "roles/bigquery.jobUser on the job project and roles/bigquery.dataViewer on the billing export dataset"
