@@ -295,38 +295,41 @@ def test_discount_applies_to_on_demand_usage_of_a_gross_bill_only(athena: FakeAt
     assert od_net is not None and math.isclose(float(od_net.hourly), OD_RATE * 0.95, rel_tol=1e-6)  # once
 
 
-@pytest.mark.parametrize(
-    ("operation", "error", "reason", "says"),
-    [
-        ("StartQueryExecution", "AccessDeniedException", Reason.PERMISSION, "athena:StartQueryExecution"),
-        ("StartQueryExecution", "UnrecognizedClientException", Reason.AUTH, "IAM role"),
-        ("GetQueryResults", "InternalServerException", Reason.UNAVAILABLE, "HTTP 500"),
-    ],
-)
-def test_api_faults_then_recovery(athena: FakeAthena, operation: str, error: str, reason: Reason, says: str) -> None:
+def test_a_results_page_failing_fails_the_query_then_recovers(athena: FakeAthena) -> None:
+    """A 500 on GetQueryResults, after the query itself succeeded: the whole query is the failure."""
     health = Health()
     clock = FakeClock(NOW)
     source = make_source(athena, health, clock, retries=0)
-    athena.fail_next(operation, error)
+    athena.fail_next("GetQueryResults", "InternalServerException")
     source.refresh()
     status = health.integration("aws_cur")
-    assert not status.up and status.reason is reason and says in status.detail, status.detail
+    assert (status.up, status.reason) == (False, Reason.UNAVAILABLE) and "HTTP 500" in status.detail
     assert source.quote(ON_DEMAND) is None  # never succeeded: nothing cached, the shelf prices it
     clock.now += 600
     assert source.refresh() is True
     assert status.up and source.quote(ON_DEMAND) is not None
 
 
-def test_throttling_is_retried(athena: FakeAthena) -> None:
+def test_messages_and_accounting(athena: FakeAthena) -> None:
+    """What tests/test_source_contract.py leaves to each cloud: the detail names the IAM actions or the
+    credentials to check, each query is counted with its reason, and retries back off with jitter."""
     health = Health()
     clock = FakeClock(NOW)
     source = make_source(athena, health, clock, retries=2)
     athena.fail_next("StartQueryExecution", "ThrottlingException", count=2)
     source.refresh()
     status = health.integration("aws_cur")
-    assert status.up and status.errors[Reason.THROTTLED] == 2 and status.requests == 3
+    assert (status.up, status.requests, status.errors) == (True, 3, {Reason.THROTTLED: 2})
     backoffs = [s for s in clock.sleeps if s != 0.01]  # the rest are polls of the running query
     assert len(backoffs) == 2 and 0.005 <= backoffs[0] <= 0.01 and 0.01 <= backoffs[1] <= 0.02
+    for error, says in (
+        ("AccessDeniedException", "the exporter's role needs athena:StartQueryExecution"),
+        ("UnrecognizedClientException", "IAM role"),
+    ):
+        clock.now += 6 * 3600 + 1  # the next query is due
+        athena.fail_next("StartQueryExecution", error)
+        source.refresh()
+        assert not status.up and says in status.detail, status.detail
 
 
 def test_missing_table_empty_bill_malformed_rows_and_timeouts(athena: FakeAthena) -> None:
