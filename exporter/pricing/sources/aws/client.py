@@ -4,12 +4,12 @@ The AWS sources import the SDK only when they build a client (`aws_session`, `_c
 the registry imports this module even when AWS is not configured. Clients are botocore's (what boto3's
 clients are; the `aws` extra installs it with boto3). Each source has its own botocore session, so
 credentials resolve per source, but all share one data loader: a session's first client parses the
-service's JSON models (~0.2 s and several MiB), and without sharing, every source parses them again. The
-SDK's own retries
-are switched off (`total_max_attempts=1`): `ShelfSource` retries with jittered backoff, and every HTTP call
-is counted once in the integration's health. Filters sent to the APIs are re-checked on every row returned:
-a price list holds BYOL, Dedicated/Host, capacity-reservation and Capacity Block rows for the same type,
-and picking one of those by accident is a silent mispricing.
+service's JSON models (~0.2 s and several MiB), and without sharing, every source parses them again.
+
+The SDK's own retries are switched off (`total_max_attempts=1`): `ShelfSource` retries with jittered
+backoff, and every HTTP call is counted once in the integration's health. Filters sent to the APIs are
+re-checked on every row returned: a price list holds BYOL, Dedicated/Host, capacity-reservation and
+Capacity Block rows for the same type, and picking one of those by accident is a silent mispricing.
 """
 
 from __future__ import annotations
