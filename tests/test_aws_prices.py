@@ -264,6 +264,10 @@ def test_several_matching_rows_take_the_highest_and_say_so(
     with caplog.at_level(logging.WARNING, LOGGER):
         assert priced(source, node(instance_type="m5.large", region="eu-central-1")) == [Decimal("0.124")]
     assert "several on-demand prices ['0.1150000000', '0.1240000000']" in caplog.text
+    # A cloud module's own warning says which source logged it as fields, like the bases' lines.
+    assert {(getattr(r, "integration", None), getattr(r, "source", None)) for r in caplog.records} == {
+        ("aws_pricing", "aws_pricing")
+    }
 
 
 def test_real_sample_m4_xlarge_eu_west_1(shared_real: Path) -> None:
