@@ -9,6 +9,7 @@ truth of each node is computed here from the line items, by AWS's definitions, n
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +28,7 @@ from exporter.pricing.sources.aws.cur import MAX_IDS_IN_QUERY, AwsCurBilling, cu
 from exporter.pricing.sources.aws.settings import AwsCurSettings
 from exporter.pricing.sources.offline import OfflinePrices
 from fakes.athena_api import FakeAthena
+from fakes.server import Answer
 from tests.conftest import FakeClock, context, node
 
 NOW = datetime(2024, 6, 3, 10, 0, tzinfo=UTC)  # the window spans May and June partitions
@@ -293,38 +295,41 @@ def test_discount_applies_to_on_demand_usage_of_a_gross_bill_only(athena: FakeAt
     assert od_net is not None and math.isclose(float(od_net.hourly), OD_RATE * 0.95, rel_tol=1e-6)  # once
 
 
-@pytest.mark.parametrize(
-    ("operation", "error", "reason", "says"),
-    [
-        ("StartQueryExecution", "AccessDeniedException", Reason.PERMISSION, "athena:StartQueryExecution"),
-        ("StartQueryExecution", "UnrecognizedClientException", Reason.AUTH, "IAM role"),
-        ("GetQueryResults", "InternalServerException", Reason.UNAVAILABLE, "HTTP 500"),
-    ],
-)
-def test_api_faults_then_recovery(athena: FakeAthena, operation: str, error: str, reason: Reason, says: str) -> None:
+def test_a_results_page_failing_fails_the_query_then_recovers(athena: FakeAthena) -> None:
+    """A 500 on GetQueryResults, after the query itself succeeded: the whole query is the failure."""
     health = Health()
     clock = FakeClock(NOW)
     source = make_source(athena, health, clock, retries=0)
-    athena.fail_next(operation, error)
+    athena.fail_next("GetQueryResults", "InternalServerException")
     source.refresh()
     status = health.integration("aws_cur")
-    assert not status.up and status.reason is reason and says in status.detail, status.detail
+    assert (status.up, status.reason) == (False, Reason.UNAVAILABLE) and "HTTP 500" in status.detail
     assert source.quote(ON_DEMAND) is None  # never succeeded: nothing cached, the shelf prices it
     clock.now += 600
     assert source.refresh() is True
     assert status.up and source.quote(ON_DEMAND) is not None
 
 
-def test_throttling_is_retried(athena: FakeAthena) -> None:
+def test_messages_and_accounting(athena: FakeAthena) -> None:
+    """What tests/test_source_contract.py leaves to each cloud: the detail names the IAM actions or the
+    credentials to check, each query is counted with its reason, and retries back off with jitter."""
     health = Health()
     clock = FakeClock(NOW)
     source = make_source(athena, health, clock, retries=2)
     athena.fail_next("StartQueryExecution", "ThrottlingException", count=2)
     source.refresh()
     status = health.integration("aws_cur")
-    assert status.up and status.errors[Reason.THROTTLED] == 2 and status.requests == 3
+    assert (status.up, status.requests, status.errors) == (True, 3, {Reason.THROTTLED: 2})
     backoffs = [s for s in clock.sleeps if s != 0.01]  # the rest are polls of the running query
     assert len(backoffs) == 2 and 0.005 <= backoffs[0] <= 0.01 and 0.01 <= backoffs[1] <= 0.02
+    for error, says in (
+        ("AccessDeniedException", "the exporter's role needs athena:StartQueryExecution"),
+        ("UnrecognizedClientException", "IAM role"),
+    ):
+        clock.now += 6 * 3600 + 1  # the next query is due
+        athena.fail_next("StartQueryExecution", error)
+        source.refresh()
+        assert not status.up and says in status.detail, status.detail
 
 
 def test_missing_table_empty_bill_malformed_rows_and_timeouts(athena: FakeAthena) -> None:
@@ -358,6 +363,29 @@ def test_missing_table_empty_bill_malformed_rows_and_timeouts(athena: FakeAthena
     assert status.reason is Reason.TIMEOUT and "cancelled" in status.detail
     assert "StopQueryExecution" in athena.calls
     assert clock.sleeps[-16:] == [2.0] * 16  # polled every poll_interval_seconds until past the deadline
+
+
+def test_an_unforeseen_answer_is_a_bad_response_and_the_refresh_does_not_raise(
+    athena: FakeAthena, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A results page whose rows are not objects (a shape no mapping foresaw): the refresh reports it
+    and logs the exception once, instead of raising into the scheduler."""
+    health = Health()
+    clock = FakeClock(NOW)
+    source = make_source(athena, health, clock, retries=1)
+    rows_not_objects = Answer.json(
+        200, {"ResultSet": {"Rows": ["resource", "usage_day"]}}, content_type="application/x-amz-json-1.1"
+    )
+    athena.enqueue(rows_not_objects, when=lambda request: request.headers.get("x-amz-target", "").endswith("Results"))
+    calls = len(athena.calls)
+    with caplog.at_level(logging.ERROR, "exporter.pricing.sources"):
+        assert source.refresh() is False
+    status = health.integration("aws_cur")
+    assert (status.up, status.reason) == (False, Reason.BAD_RESPONSE), status.detail
+    assert athena.calls[calls:].count("StartQueryExecution") == 1  # not retried: the same answer would come back
+    assert [r.exc_info is not None for r in caplog.records] == [True]
+    clock.now += 600
+    assert source.refresh() is True and status.up
 
 
 def test_missing_column_names_the_setting(athena: FakeAthena) -> None:

@@ -224,35 +224,36 @@ def test_exposed_series_and_shelf_for_nodes_not_on_the_bill(fake: FakeCostManage
     assert "nodecost_node_network_hourly_cost{" not in text
 
 
-def test_throttling_honours_cost_management_retry_headers(fake: FakeCostManagement, tmp_path: Path) -> None:
+def test_messages_and_accounting(fake: FakeCostManagement, tmp_path: Path) -> None:
+    """What tests/test_source_contract.py leaves to each cloud: the wait Cost Management's own headers ask
+    for, each query counted with its reason, and a detail that says what to fix."""
     source, health, clock = ready(fake, tmp_path, retries=2)
     fake.fail_next("throttled", retry_after=45)
     assert source.refresh() is True
     assert clock.sleeps == [45.0]  # the header's delay, not our 10 ms backoff
     status = health.integration("azure_cost_management")
-    assert status.up and status.errors[Reason.THROTTLED] == 1 and status.requests == 2
+    assert (status.up, status.requests, status.errors) == (True, 2, {Reason.THROTTLED: 1})
+    clock.now += 6 * 3600 + 1  # the next query is due
+    for fault, says in (("unauthenticated", "credentials"), ("forbidden", "Cost Management Reader")):
+        fake.fail_next(fault)
+        source.refresh()
+        assert says in status.detail, status.detail
+        clock.now += 600  # retry_interval_seconds
+    fake.fail_next("unavailable", count=3)
+    source.refresh()
+    assert "503" in status.detail and status.errors[Reason.UNAVAILABLE] == 3
 
 
-@pytest.mark.parametrize(
-    ("fault", "reason", "says"),
-    [
-        ("unauthenticated", Reason.AUTH, "credentials"),
-        ("forbidden", Reason.PERMISSION, "Cost Management Reader"),
-        ("bad_request", Reason.CONFIG, "Invalid query definition"),
-        ("unavailable", Reason.UNAVAILABLE, "503"),
-    ],
-)
-def test_faults_report_a_reason_and_keep_cached_rates(
-    fake: FakeCostManagement, tmp_path: Path, fault: str, reason: Reason, says: str
-) -> None:
+def test_a_refused_query_is_config_and_keeps_cached_rates(fake: FakeCostManagement, tmp_path: Path) -> None:
     source, health, clock = ready(fake, tmp_path, retries=0)
     source.refresh()
     billed = source.quote(POOL_NODES[0])
     clock.now += 6 * 3600 + 1  # the next query is due
-    fake.fail_next(fault)
+    fake.fail_next("bad_request")
     source.refresh()
     status = health.integration("azure_cost_management")
-    assert not status.up and status.reason is reason and says in status.detail
+    assert (status.up, status.reason) == (False, Reason.CONFIG)
+    assert "Invalid query definition" in status.detail
     assert source.quote(POOL_NODES[0]) == billed  # cached billed rates are served within max staleness
     clock.now += 600  # retry_interval_seconds later the fault is gone: recovered, no restart
     source.refresh()

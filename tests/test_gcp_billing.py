@@ -164,33 +164,21 @@ def test_billed_rate_includes_the_counted_credits(
     assert source.scanned_bytes > 0
 
 
-@pytest.mark.parametrize(
-    ("error", "reason"),
-    [("accessDenied", Reason.PERMISSION), ("notFound", Reason.NOT_FOUND)],
-)
-def test_faults_then_recovery(
-    bigquery: FakeBigQuery, adc: Path, monkeypatch: pytest.MonkeyPatch, error: str, reason: Reason
+def test_a_backend_error_is_retried_by_our_fetcher_only(
+    bigquery: FakeBigQuery, adc: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """One retry layer: the client's own retries are off, so without retries a backendError is one call
+    and a failed refresh; with one retry, the Fetcher's, the same fault is retried away."""
     health = Health()
-    clock = FakeClock(NOW)
-    source = make_source(bigquery, adc, monkeypatch, health, clock)
-    bigquery.fail_next(error, count=1)
-    source.refresh()
     status = health.integration("gcp_bigquery")
-    assert not status.up and status.reason is reason, status.detail
-    clock.now += 600  # retry_interval_seconds later the fault is gone: recovered, no restart
-    source.refresh()
-    assert status.up and source.quote(CUD) is not None
-
-
-@pytest.mark.parametrize("error", ["rateLimitExceeded", "backendError"])
-def test_transient_faults_are_retried(
-    bigquery: FakeBigQuery, adc: Path, monkeypatch: pytest.MonkeyPatch, error: str
-) -> None:
-    health = Health()
-    source = make_source(bigquery, adc, monkeypatch, health, FakeClock(NOW))
+    once = make_source(bigquery, adc, monkeypatch, health, FakeClock(NOW), retries=0)
     calls = len(bigquery.calls)
-    bigquery.fail_next(error, count=1)
-    source.refresh()
-    assert health.integration("gcp_bigquery").up  # retried (by the client) within the same refresh
-    assert len(bigquery.calls) > calls + 1 and source.quote(SUD) is not None
+    bigquery.fail_next("backendError", count=1)
+    once.refresh()
+    assert (status.up, status.reason) == (False, Reason.UNAVAILABLE), status.detail
+    assert len(bigquery.calls) == calls + 1
+    retried = make_source(bigquery, adc, monkeypatch, health, clock := FakeClock(NOW), retries=1)
+    bigquery.fail_next("backendError", count=1)
+    retried.refresh()
+    assert status.up and retried.quote(SUD) is not None
+    assert len(clock.sleeps) == 1  # the Fetcher's backoff, on the source's clock

@@ -3,11 +3,14 @@ is tested in its own file against a local fake)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from pathlib import Path
+
+import pytest
 
 from exporter.cache import PriceCache
 from exporter.config import ShelfSettings
@@ -137,13 +140,17 @@ def test_retries_are_bounded() -> None:
     assert source.status.reason is Reason.TIMEOUT
 
 
-def test_a_bug_in_a_fetch_is_a_bad_response_not_a_crash() -> None:
+def test_a_bug_in_a_fetch_is_a_bad_response_not_a_crash(caplog: pytest.LogCaptureFixture) -> None:
     source = ListPrices({M5: "0.192"})
     source.script = [KeyError("PriceList")]
     source.wanted([node()])
-    source.refresh()
+    with caplog.at_level(logging.ERROR, __name__):
+        source.refresh()
     assert source.status.reason is Reason.BAD_RESPONSE
     assert "KeyError" in source.status.detail
+    (line,) = caplog.records  # logged once, under the source's module, naming the source as fields
+    assert line.getMessage() == "fetching [('us-east-1', 'm5.xlarge')] failed unexpectedly" and line.exc_info
+    assert (getattr(line, "integration", None), getattr(line, "source", None)) == ("test_list", "test_list")
 
 
 def test_batches_run_concurrently_within_the_bound() -> None:

@@ -18,7 +18,6 @@ Reconciliation rules (docs/pricing.md, "Billing"):
 from __future__ import annotations
 
 import json
-import logging
 import math
 import sys
 from abc import ABC, abstractmethod
@@ -36,8 +35,6 @@ from exporter.pricing.quote import Basis, BillFacts, Quote
 from exporter.pricing.sources.context import SourceContext
 from exporter.pricing.sources.fetch import FetchError
 from exporter.pricing.sources.presence import Presence
-
-log = logging.getLogger(__name__)
 
 # The scheduler calls `refresh` this often; the source decides itself when a query is due.
 TICK_SECONDS = 60.0
@@ -127,6 +124,7 @@ class BillingSource(ABC, Generic[S]):
         self.settings = settings
         self.refresh_interval_seconds: float | None = TICK_SECONDS
         self.status = context.status(self.name)
+        self.log = context.logger(type(self).__module__, self.name)
         self.currency = context.currency
         self.clock = context.clock
         self.scanned_bytes = 0  # query cost: bytes scanned (Athena) or billed (BigQuery)
@@ -205,7 +203,10 @@ class BillingSource(ABC, Generic[S]):
         started = self.clock.monotonic()
         try:
             billed, newest = self._fetch(sorted(self._resources), now)
-        except FetchError as err:
+        except Exception as err:  # a refresh never raises: the last rates stay, the status says why
+            if not isinstance(err, FetchError):  # a bug or an answer no mapping foresaw
+                self.log.exception("querying the bill failed unexpectedly")
+                err = FetchError(Reason.BAD_RESPONSE, f"unexpected error: {err!r}")
             self.status.failed(err.reason, err.detail, duration=self.clock.monotonic() - started, count=False)
             return changed
         self._next_query = now + self.settings.refresh_interval_seconds
@@ -348,13 +349,13 @@ class BillingSource(ABC, Generic[S]):
             meta = json.loads(state.value)
             last, newest = float(meta["last_success"]), float(meta["newest"])
         except (ValueError, KeyError, TypeError) as err:
-            log.warning("%s: ignoring unreadable cached state: %s", self.name, err)
+            self.log.warning("ignoring unreadable cached state: %s", err)
             return
         for resource, entry in self._cache.load(self.name).items():
             try:
                 self._billed[resource] = _load(self.name, entry.value)
             except (ValueError, KeyError, TypeError) as err:
-                log.warning("%s: ignoring unreadable cached rate of %s: %s", self.name, resource, err)
+                self.log.warning("ignoring unreadable cached rate of %s: %s", resource, err)
         self._last_success = last
         self._next_query = last + self.settings.refresh_interval_seconds
         self.status.restored(last, newest)

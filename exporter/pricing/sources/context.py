@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from exporter.cache import PriceCache
 from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.health import Health, IntegrationStatus
+from exporter.logs import with_fields
 from exporter.pricing.sources.fetch import Fetcher, RetryPolicy
 
 
@@ -24,6 +25,11 @@ class SourceContext:
     def status(self, name: str) -> IntegrationStatus:
         """The integration status a source reports on, by its name (the `integration` label)."""
         return self.health.integration(name)
+
+    def logger(self, module: str, name: str) -> logging.LoggerAdapter[logging.Logger]:
+        """A source's logger: its module's, stamping `integration=` and `source=` (both its name today) on
+        every line as fields, so its lines can be filtered on instead of parsed."""
+        return with_fields(logging.getLogger(module), integration=name, source=name)
 
     def fetcher(
         self, name: str, policy: RetryPolicy, *, count_calls: bool, retry_log_level: int = logging.INFO

@@ -12,6 +12,7 @@ from typing import Protocol, TypeVar
 
 from exporter.clock import Clock
 from exporter.health import IntegrationStatus, Reason
+from exporter.logs import with_fields
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +85,7 @@ class Fetcher:
         retry_log_level: int = logging.INFO,
     ) -> None:
         self.status = status
+        self._log = with_fields(log, integration=status.name, source=status.name)
         self._clock = clock
         self._policy = policy
         self._count_calls = count_calls
@@ -103,9 +105,7 @@ class Fetcher:
                 delay = retry_delay(
                     err, attempt, self._policy.backoff_seconds, self._policy.backoff_max_seconds
                 )
-                log.log(
-                    self._retry_log_level, "%s: %s; retrying in %.2fs", self.status.name, err.detail, delay
-                )
+                self._log.log(self._retry_log_level, "%s; retrying in %.2fs", err.detail, delay)
                 self._clock.sleep(delay)
                 attempt += 1
             else:

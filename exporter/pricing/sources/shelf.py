@@ -31,8 +31,6 @@ from exporter.pricing.quote import Basis, Quote
 from exporter.pricing.sources.context import SourceContext
 from exporter.pricing.sources.fetch import FetchError
 
-log = logging.getLogger(__name__)
-
 Key = tuple[str, ...]
 S = TypeVar("S", bound=ShelfSettings)
 
@@ -76,6 +74,7 @@ class ShelfSource(ABC, Generic[S]):
         self.settings = settings
         self.refresh_interval_seconds: float | None = settings.refresh_interval_seconds
         self.status = context.status(self.name)
+        self.log = context.logger(type(self).__module__, self.name)
         self.currency = context.currency
         self.clock = context.clock
         # Each HTTP call is counted by the cloud module; retries of many batches at once log at debug.
@@ -184,7 +183,7 @@ class ShelfSource(ABC, Generic[S]):
         except FetchError as err:
             return err
         except Exception as err:  # a bug or an unforeseen payload must not stop the other batches
-            log.exception("%s: fetching %s failed unexpectedly", self.name, batch[:3])
+            self.log.exception("fetching %s failed unexpectedly", batch[:3])
             return FetchError(Reason.BAD_RESPONSE, f"unexpected error: {err!r}")
 
     def _store(self, results: Mapping[Key, ShelfPrice | None]) -> bool:
@@ -214,7 +213,7 @@ class ShelfSource(ABC, Generic[S]):
             try:
                 price = None if entry.value == "null" else ShelfPrice.load(entry.value)
             except (ValueError, TypeError) as err:
-                log.warning("%s: ignoring unreadable cached price %r: %s", self.name, text, err)
+                self.log.warning("ignoring unreadable cached price %r: %s", text, err)
                 continue
             key = tuple(text.split("|"))
             self._prices[key] = price

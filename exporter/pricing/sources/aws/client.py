@@ -1,16 +1,19 @@
 """AWS public prices: on-demand from the Price List Query API, spot from EC2's spot price history.
 
-The AWS sources import boto3 only when they build a client (`_session`, `_client`) or map its errors: the
-registry imports this module even when AWS is not configured. The SDK's own retries
-are switched off (`total_max_attempts=1`): `ShelfSource` retries with jittered backoff, and every HTTP call
-is counted once in the integration's health. Filters sent to the APIs are re-checked on every row returned:
-a price list holds BYOL, Dedicated/Host, capacity-reservation and Capacity Block rows for the same type,
-and picking one of those by accident is a silent mispricing.
+The AWS sources import the SDK only when they build a client (`aws_session`, `_client`) or map its errors:
+the registry imports this module even when AWS is not configured. Clients are botocore's (what boto3's
+clients are; the `aws` extra installs it with boto3). Each source has its own botocore session, so
+credentials resolve per source, but all share one data loader: a session's first client parses the
+service's JSON models (~0.2 s and several MiB), and without sharing, every source parses them again.
+
+The SDK's own retries are switched off (`total_max_attempts=1`): `ShelfSource` retries with jittered
+backoff, and every HTTP call is counted once in the integration's health. Filters sent to the APIs are
+re-checked on every row returned: a price list holds BYOL, Dedicated/Host, capacity-reservation and
+Capacity Block rows for the same type, and picking one of those by accident is a silent mispricing.
 """
 
 from __future__ import annotations
 
-import logging
 import re
 import threading
 from collections.abc import Iterator, Mapping
@@ -21,8 +24,6 @@ from exporter.health import Reason
 from exporter.pricing.sources.context import SourceContext
 from exporter.pricing.sources.fetch import FetchError, parse_retry_after
 from exporter.pricing.sources.shelf import ShelfSource
-
-log = logging.getLogger(__name__)
 
 # Node OS → the Price List's operatingSystem and operation (the operation suffix encodes the licence:
 # RunInstances:0002 is licensed Windows, :0800 Windows BYOL, :0010 RHEL, :000g SUSE).
@@ -39,6 +40,30 @@ _BAD_CREDENTIALS = {
     "ExpiredTokenException",
     "SignatureDoesNotMatch",
 }
+# What the API answers when the endpoint does not serve the call: the Price List's NotFoundException (an
+# unknown service code or resource), EC2's InvalidAction (an action this endpoint does not know, e.g. an
+# endpoint_url that is not EC2), and an AWS JSON service's UnknownOperationException.
+_NOT_FOUND = {"NotFoundException", "ResourceNotFoundException", "InvalidAction", "UnknownOperationException"}
+
+
+_loader: Any = None  # botocore's data loader, shared by every AWS session of the process
+_loader_lock = threading.Lock()
+
+
+def aws_session() -> Any:
+    """A botocore session of its own (credentials and config resolved for its source) on the process's
+    one data loader, so service models are parsed once. botocore's Loader caches what it loads and is
+    only ever added to, so sharing it across sessions and threads is safe."""
+    import botocore.session
+
+    global _loader
+    session = botocore.session.Session()
+    with _loader_lock:
+        if _loader is None:
+            _loader = session.get_component("data_loader")  # the first session's, from its config
+        else:
+            session.register_component("data_loader", _loader)
+    return session
 
 
 def region_of_zone(zone: str) -> str | None:
@@ -55,11 +80,9 @@ class AwsSource(ShelfSource[S]):
 
     def __init__(self, settings: S, context: SourceContext) -> None:
         super().__init__(settings, context)  # USD only: config validation sees to it
-        import boto3
-
-        self._session = boto3.session.Session()
+        self._session = aws_session()
         self._clients: dict[str, Any] = {}
-        self._client_lock = threading.Lock()  # boto3 sessions are not thread-safe; clients are
+        self._client_lock = threading.Lock()  # botocore sessions are not thread-safe; clients are
         self._warn_lock = threading.Lock()
         self._warned: set[str] = set()
 
@@ -69,7 +92,7 @@ class AwsSource(ShelfSource[S]):
         with self._client_lock:
             client = self._clients.get(region)
             if client is None:
-                client = self._clients[region] = self._session.client(
+                client = self._clients[region] = self._session.create_client(
                     service,
                     region_name=region,
                     endpoint_url=self.settings.endpoint_url or None,
@@ -119,7 +142,7 @@ class AwsSource(ShelfSource[S]):
             if topic in self._warned:
                 return
             self._warned.add(topic)
-        log.warning("%s: " + message, self.name, *args)
+        self.log.warning(message, *args)
 
 
 def _fetch_error(err: Exception, action: str, endpoint: str, timeout: float, now: float) -> FetchError | None:
@@ -157,6 +180,11 @@ def _fetch_error(err: Exception, action: str, endpoint: str, timeout: float, now
                 Reason.AUTH,
                 f"{action}: AWS rejected the credentials ({said}); check the pod's IAM role "
                 "(IRSA or EKS Pod Identity) or its AWS_* variables",
+            )
+        if code in _NOT_FOUND or http == 404:
+            return FetchError(
+                Reason.NOT_FOUND,
+                f"{action} not found at {endpoint} ({said}); check endpoint_url and region",
             )
         if http >= 500:
             return FetchError(

@@ -11,21 +11,18 @@ items themselves are never summed (that would count them twice).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from exporter.health import Reason
 from exporter.inventory.node import Node
-from exporter.pricing.sources.aws.client import _fetch_error
+from exporter.pricing.sources.aws.client import _fetch_error, aws_session
 from exporter.pricing.sources.aws.settings import AwsCurSettings
 from exporter.pricing.sources.billing import BillingSource, BillRow, midnight
 from exporter.pricing.sources.context import SourceContext
 from exporter.pricing.sources.fetch import FetchError
 from exporter.pricing.sources.registry import register
-
-log = logging.getLogger(__name__)
 
 # Athena refuses query strings over 262,144 bytes: above this many ids the filter becomes "i-%" and rows
 # of instances outside the cluster are dropped as they stream in.
@@ -141,10 +138,9 @@ class AwsCurBilling(BillingSource[AwsCurSettings]):
 
     def __init__(self, settings: AwsCurSettings, context: SourceContext) -> None:
         super().__init__(settings, context)
-        import boto3
         from botocore.config import Config as BotoConfig
 
-        self._client = boto3.session.Session().client(
+        self._client = aws_session().create_client(
             "athena",
             region_name=settings.region,
             endpoint_url=settings.endpoint_url or None,
@@ -186,6 +182,14 @@ class AwsCurBilling(BillingSource[AwsCurSettings]):
             raise failure from err
         return response
 
+    def _field(self, operation: str, key: str, **params: Any) -> Any:
+        """One field of an Athena answer; an answer without it (a garbled body botocore still parsed) is a
+        bad response, not a KeyError escaping the refresh."""
+        value = self._call(operation, **params).get(key)
+        if value is None:
+            raise FetchError(Reason.BAD_RESPONSE, f"{self.where()}: Athena's {operation} answer has no {key}")
+        return value
+
     def _start(self, sql: str) -> str:
         params: dict[str, Any] = {
             "QueryString": sql,
@@ -194,10 +198,10 @@ class AwsCurBilling(BillingSource[AwsCurSettings]):
         }
         if self.settings.output_location:
             params["ResultConfiguration"] = {"OutputLocation": self.settings.output_location}
-        execution = str(self._call("start_query_execution", **params)["QueryExecutionId"])
+        execution = str(self._field("start_query_execution", "QueryExecutionId", **params))
         deadline = self.clock.monotonic() + self.settings.timeout_seconds
         while True:
-            info = self._call("get_query_execution", QueryExecutionId=execution)["QueryExecution"]
+            info = self._field("get_query_execution", "QueryExecution", QueryExecutionId=execution)
             status = info.get("Status", {})
             state = status.get("State")
             if state in ("SUCCEEDED", "FAILED", "CANCELLED"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -19,7 +18,6 @@ from exporter.pricing.sources.fetch import FetchError
 from exporter.pricing.sources.registry import register
 from exporter.pricing.sources.shelf import Key, ShelfPrice
 
-log = logging.getLogger(__name__)
 _SPOT_WINDOWS = "Windows (Amazon VPC)"
 
 

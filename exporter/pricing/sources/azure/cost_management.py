@@ -15,7 +15,6 @@ Throttling is a 429 with `x-ms-ratelimit-microsoft.costmanagement-*-retry-after`
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from datetime import date, datetime, timedelta
@@ -32,7 +31,6 @@ from exporter.pricing.sources.registry import register
 if TYPE_CHECKING:  # azure-core is imported when a query is sent: discovery must stay SDK-free
     from azure.core.exceptions import HttpResponseError
 
-log = logging.getLogger(__name__)
 
 _RETRY_HEADERS = (
     "x-ms-ratelimit-microsoft.costmanagement-qpu-retry-after",

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import logging
 import urllib.request
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -45,8 +44,6 @@ from exporter.pricing.sources.context import SourceContext
 from exporter.pricing.sources.fetch import FetchError, parse_retry_after
 from exporter.pricing.sources.registry import register
 from exporter.pricing.sources.shelf import Key, ShelfPrice, ShelfSource
-
-log = logging.getLogger(__name__)
 
 PUBLIC_ENDPOINT = "https://prices.azure.com"
 API_PATH = "/api/retail/prices"
@@ -201,9 +198,8 @@ class AzureRetailPrices(ShelfSource[AzureRetailSettings]):
             return None
         price = _money(item.get("retailPrice"))
         if price is None:
-            log.warning(
-                "%s: ignoring %s %s item with retailPrice %r",
-                self.name,
+            self.log.warning(
+                "ignoring %s %s item with retailPrice %r",
                 region,
                 arm_sku,
                 item.get("retailPrice"),

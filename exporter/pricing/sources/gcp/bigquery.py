@@ -10,7 +10,6 @@ VM's rows whose SKU is egress.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -27,7 +26,6 @@ if TYPE_CHECKING:  # the SDK itself is imported when a client is built: discover
     from google.api_core import exceptions as google_errors
     from google.cloud import bigquery
 
-log = logging.getLogger(__name__)
 
 _ROLES = (
     "roles/bigquery.jobUser on the job project and roles/bigquery.dataViewer on the billing export dataset"
@@ -113,6 +111,7 @@ class GcpBigQueryBilling(BillingSource[GcpBigQuerySettings]):
         return self._client
 
     def query(self, resources: Sequence[str], start: datetime, end: datetime) -> Iterator[BillRow]:
+        import requests
         from google.api_core import exceptions as google_errors
         from google.auth.exceptions import RefreshError
         from google.cloud import bigquery
@@ -134,9 +133,20 @@ class GcpBigQueryBilling(BillingSource[GcpBigQuerySettings]):
         config = bigquery.QueryJobConfig(
             query_parameters=params, labels={"app": "node-cost-exporter"}, use_query_cache=True
         )
+        # One retry layer, ours (the Fetcher: its backoff, its retry count): the client's DEFAULT_RETRY and
+        # DEFAULT_JOB_RETRY would retry rate limits, 5xx and connection errors for up to 10 minutes (20 for
+        # a job) before a failure reached us. timeout_seconds bounds each API call (the client raises a
+        # jobs.getQueryResults call's to at least 120 s) and the wait for the job.
+        timeout = self.settings.timeout_seconds
         try:
-            job = self._bigquery().query(bigquery_query(self.settings), job_config=config)
-            rows = job.result(page_size=10_000, timeout=self.settings.timeout_seconds)
+            job = self._bigquery().query(
+                bigquery_query(self.settings),
+                job_config=config,
+                retry=None,  # type: ignore[arg-type]  # annotated Retry; None is documented to disable it
+                job_retry=None,
+                timeout=timeout,
+            )
+            rows = job.result(page_size=10_000, timeout=timeout, retry=None, job_retry=None)
             self.scanned_bytes += int(job.total_bytes_billed or 0)
             for raw in rows:
                 row = self._row(raw)
@@ -146,12 +156,14 @@ class GcpBigQueryBilling(BillingSource[GcpBigQuerySettings]):
             raise self._error(err) from err
         except RefreshError as err:
             raise FetchError(Reason.AUTH, f"Google credentials could not be refreshed: {err}") from err
-        except (TimeoutError, google_errors.RetryError) as err:
+        except (TimeoutError, requests.Timeout, google_errors.RetryError) as err:
             raise FetchError(
                 Reason.TIMEOUT,
-                f"the BigQuery job did not finish within {self.settings.timeout_seconds:g}s "
+                f"BigQuery did not answer or finish the job within {timeout:g}s "
                 "(raise gcp.bigquery.timeout_seconds)",
             ) from err
+        except requests.JSONDecodeError as err:  # an OSError too: before the clause below
+            raise FetchError(Reason.BAD_RESPONSE, f"unreadable answer from BigQuery: {err}") from err
         except OSError as err:  # requests' connection errors are OSErrors
             raise FetchError(
                 Reason.UNAVAILABLE, f"cannot reach BigQuery ({type(err).__name__}: {err})"

@@ -19,7 +19,6 @@ Why it is built this way:
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -41,7 +40,6 @@ from exporter.pricing.sources.shelf import Key, ShelfPrice, ShelfSource
 if TYPE_CHECKING:  # requests and google-auth are imported when a listing starts
     import requests
 
-log = logging.getLogger(__name__)
 
 SERVICE = "6F81-5844-456A"  # Compute Engine's service id in the catalog
 DEFAULT_ENDPOINT = "https://cloudbilling.googleapis.com"
@@ -246,7 +244,7 @@ class GcpCatalogPrices(ShelfSource[GcpCatalogSettings]):
                     Reason.BAD_RESPONSE, f"the Cloud Billing Catalog did not end in {_MAX_PAGES} pages"
                 )
         if table.unreadable:
-            log.warning("%s: skipped %d machine SKUs with an unreadable price", self.name, table.unreadable)
+            self.log.warning("skipped %d machine SKUs with an unreadable price", table.unreadable)
         # An empty listing (or one in the wrong currency) must not replace known prices with "unpriced";
         # SKUs but none for these regions is an answer: their nodes are unpriced.
         if not table.seen:

@@ -4,12 +4,8 @@ as one Python object tree (the catalog is listed whole on every refresh)."""
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Callable
-
-log = logging.getLogger(__name__)
-
 
 _WS = re.compile(r"[ \t\n\r]*")
 _DECODER = json.JSONDecoder()

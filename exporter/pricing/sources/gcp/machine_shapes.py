@@ -6,13 +6,9 @@ catalog source needs each type's shape, read from its name (predefined, custom, 
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from decimal import Decimal
-
-log = logging.getLogger(__name__)
-
 
 # -- machine types ----------------------------------------------------------------------------------------
 
