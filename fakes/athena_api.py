@@ -71,6 +71,28 @@ ROLE_ARN = f"arn:aws:sts::{ACCOUNT}:assumed-role/node-cost-exporter/botocore-ses
 CONTENT_TYPE = "application/x-amz-json-1.1"
 ENGINE_VERSION = {"SelectedEngineVersion": "AUTO", "EffectiveEngineVersion": "Athena engine version 3"}
 BYTES_PER_ROW = 100  # DataScannedInBytes = BYTES_PER_ROW * rows of every table a query names
+# The CUR 2.0 (Data Exports) columns the exporter's query reads, with their Athena types as the AWS Data
+# Exports table dictionary gives them; tests add the tag and partition columns of the layout they model.
+CUR_COLUMNS = [
+    ("line_item_usage_account_id", "VARCHAR"),
+    ("line_item_line_item_type", "VARCHAR"),
+    ("line_item_usage_start_date", "TIMESTAMP"),
+    ("line_item_usage_end_date", "TIMESTAMP"),
+    ("line_item_product_code", "VARCHAR"),
+    ("line_item_usage_type", "VARCHAR"),
+    ("line_item_operation", "VARCHAR"),
+    ("line_item_resource_id", "VARCHAR"),
+    ("line_item_usage_amount", "DOUBLE"),
+    ("line_item_currency_code", "VARCHAR"),
+    ("line_item_unblended_cost", "DOUBLE"),
+    ("line_item_net_unblended_cost", "DOUBLE"),
+    ("pricing_public_on_demand_cost", "DOUBLE"),
+    ("product_instance_type", "VARCHAR"),
+    ("reservation_effective_cost", "DOUBLE"),
+    ("reservation_net_effective_cost", "DOUBLE"),
+    ("savings_plan_savings_plan_effective_cost", "DOUBLE"),
+    ("savings_plan_net_savings_plan_effective_cost", "DOUBLE"),
+]
 
 _SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
 

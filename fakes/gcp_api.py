@@ -23,6 +23,7 @@ import hashlib
 import json
 from collections.abc import Iterable, Sequence
 from decimal import ROUND_HALF_EVEN, Decimal
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -237,6 +238,24 @@ def compute_catalog() -> list[dict[str, Any]]:
         sku("E2 Instance Core running in Finland", "0.023974", group="CPU", regions=FINLAND),
         sku("E2 Instance Ram running in Finland", "0.003213", group="RAM", regions=FINLAND),
     ]
+
+
+def write_adc(path: Path, token_url: str, *, universe_domain: str = "") -> Path:
+    """An Application Default Credentials file whose token endpoint is local (`FakeCatalogAPI`'s /token):
+    the `external_account_authorized_user` type (workforce identity), the one ADC type whose token endpoint
+    can be pointed elsewhere (`authorized_user` always uses oauth2.googleapis.com). A non-default
+    `universe_domain` keeps google-auth from looking up access boundaries on googleapis.com; clients that
+    check the universe against their own (BigQuery) need the default."""
+    adc = {
+        "type": "external_account_authorized_user",
+        "audience": "//iam.googleapis.com/locations/global/workforcePools/pool/providers/idp",
+        "refresh_token": "refresh-1",
+        "token_url": token_url,
+        "client_id": "client",
+        "client_secret": "secret",
+    }
+    path.write_text(json.dumps(adc | ({"universe_domain": universe_domain} if universe_domain else {})))
+    return path
 
 
 def google_error(

@@ -102,6 +102,7 @@ def test_malformed_node_in_a_nodes_file_is_counted_and_the_others_served(tmp_pat
         stop.set()
 
 
+@pytest.mark.slow  # the exporter as a process
 def test_a_cloud_enabled_without_its_extra_is_a_config_error() -> None:
     """An image built without the aws extra, with AWS enabled in its config: exit 2 naming the key."""
     probe = (

@@ -27,7 +27,7 @@ from exporter.pricing.quote import Basis
 from exporter.pricing.sources.aws.cur import MAX_IDS_IN_QUERY, AwsCurBilling, cur_query
 from exporter.pricing.sources.aws.settings import AwsCurSettings
 from exporter.pricing.sources.offline import OfflinePrices
-from fakes.athena_api import FakeAthena
+from fakes.athena_api import CUR_COLUMNS, FakeAthena
 from fakes.server import Answer
 from tests.conftest import FakeClock, context, node
 
@@ -35,26 +35,6 @@ NOW = datetime(2024, 6, 3, 10, 0, tzinfo=UTC)  # the window spans May and June p
 LANDED = datetime(2024, 6, 2, 14, 0, tzinfo=UTC)  # the bill holds usage up to here
 USED = [date(2024, 5, 30), date(2024, 5, 31), date(2024, 6, 1)]  # the latest 3 complete days
 EDP = 0.05  # a 5 % enterprise discount, in the net columns and as EdpDiscount lines
-COLUMNS = [
-    ("line_item_usage_account_id", "VARCHAR"),
-    ("line_item_line_item_type", "VARCHAR"),
-    ("line_item_usage_start_date", "TIMESTAMP"),
-    ("line_item_usage_end_date", "TIMESTAMP"),
-    ("line_item_product_code", "VARCHAR"),
-    ("line_item_usage_type", "VARCHAR"),
-    ("line_item_operation", "VARCHAR"),
-    ("line_item_resource_id", "VARCHAR"),
-    ("line_item_usage_amount", "DOUBLE"),
-    ("line_item_currency_code", "VARCHAR"),
-    ("line_item_unblended_cost", "DOUBLE"),
-    ("line_item_net_unblended_cost", "DOUBLE"),
-    ("pricing_public_on_demand_cost", "DOUBLE"),
-    ("product_instance_type", "VARCHAR"),
-    ("reservation_effective_cost", "DOUBLE"),
-    ("reservation_net_effective_cost", "DOUBLE"),
-    ("savings_plan_savings_plan_effective_cost", "DOUBLE"),
-    ("savings_plan_net_savings_plan_effective_cost", "DOUBLE"),
-]
 
 
 @dataclass(frozen=True)
@@ -158,9 +138,9 @@ def truth(instance: str, basis: str) -> tuple[float, float]:
 
 def table_rows(version: str) -> tuple[list[tuple[str, str]], list[tuple[Any, ...]]]:
     if version == "2.0":
-        columns = [*COLUMNS, ("resource_tags", "MAP(VARCHAR, VARCHAR)"), ("billing_period", "VARCHAR")]
+        columns = [*CUR_COLUMNS, ("resource_tags", "MAP(VARCHAR, VARCHAR)"), ("billing_period", "VARCHAR")]
     else:
-        columns = [*COLUMNS, ("resource_tags_user_team", "VARCHAR"), ("resource_tags_user_cost_center", "VARCHAR"),
+        columns = [*CUR_COLUMNS, ("resource_tags_user_team", "VARCHAR"), ("resource_tags_user_cost_center", "VARCHAR"),
                    ("year", "VARCHAR"), ("month", "VARCHAR")]
     rows = []
     for line in bill_lines():

@@ -105,6 +105,7 @@ def test_shipped_examples_are_valid(example: Path) -> None:
     assert config.pricing.currency == "USD"
 
 
+@pytest.mark.slow  # the exporter as a process
 def test_cli_exits_non_zero_naming_the_key(tmp_path: Path) -> None:
     path = write(tmp_path, "pricing:\n  discounts:\n    azure: -0.2\n")
     result = subprocess.run(

@@ -19,7 +19,7 @@ from exporter.pricing.quote import Basis
 from exporter.pricing.sources.gcp.bigquery import GcpBigQueryBilling
 from exporter.pricing.sources.gcp.settings import GcpBigQuerySettings
 from fakes.bigquery_api import BILLING_COLUMNS, FakeBigQuery
-from fakes.gcp_api import FakeCatalogAPI
+from fakes.gcp_api import FakeCatalogAPI, write_adc
 from tests.conftest import FakeClock, context, node
 
 TABLE = "billing-admin.billing_export.gcp_billing_export_resource_v1_010101_ABCDEF_123456"
@@ -113,15 +113,7 @@ def bigquery(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeBigQuery]
 def adc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """ADC whose token endpoint is a local fake (the catalog fake's /token)."""
     with FakeCatalogAPI(token="ya29.test-token") as tokens:
-        path = tmp_path_factory.mktemp("adc") / "adc.json"
-        path.write_text(json.dumps({
-            "type": "external_account_authorized_user",
-            "audience": "//iam.googleapis.com/locations/global/workforcePools/pool/providers/idp",
-            "refresh_token": "refresh-1",
-            "token_url": f"{tokens.url}/token",
-            "client_id": "client",
-            "client_secret": "secret",
-        }))
+        path = write_adc(tmp_path_factory.mktemp("adc") / "adc.json", f"{tokens.url}/token")
         yield path
 
 

@@ -23,7 +23,7 @@ from exporter.pricing.sources.gcp.catalog import GcpCatalogPrices, sku_resource
 from exporter.pricing.sources.gcp.json_scan import scan_page
 from exporter.pricing.sources.gcp.machine_shapes import MachineShape, gpu_id, machine_shape
 from exporter.pricing.sources.gcp.settings import GcpCatalogSettings
-from fakes.gcp_api import BELGIUM, FINLAND, FakeCatalogAPI, compute_catalog, sku
+from fakes.gcp_api import BELGIUM, FINLAND, FakeCatalogAPI, compute_catalog, sku, write_adc
 from tests.conftest import context, node
 
 KEY = "AIzaSy-test-key"
@@ -398,24 +398,9 @@ def test_a_wrong_api_key_is_an_auth_problem(api: FakeCatalogAPI) -> None:
 def test_without_an_api_key_application_default_credentials_are_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """ADC from GOOGLE_APPLICATION_CREDENTIALS: an `external_account_authorized_user` file, the one ADC type
-    whose token endpoint can be pointed at the fake (`authorized_user` always uses oauth2.googleapis.com).
-    A non-default universe keeps google-auth from looking up access boundaries on googleapis.com."""
+    """ADC from GOOGLE_APPLICATION_CREDENTIALS, with its token endpoint on the fake."""
     with FakeCatalogAPI(token="ya29.test-token") as fake:
-        adc = tmp_path / "adc.json"
-        adc.write_text(
-            json.dumps(
-                {
-                    "type": "external_account_authorized_user",
-                    "audience": "//iam.googleapis.com/locations/global/workforcePools/pool/providers/idp",
-                    "refresh_token": "refresh-1",
-                    "token_url": f"{fake.url}/token",
-                    "client_id": "client",
-                    "client_secret": "secret",
-                    "universe_domain": "fake.test",
-                }
-            )
-        )
+        adc = write_adc(tmp_path / "adc.json", f"{fake.url}/token", universe_domain="fake.test")
         monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
         src = source(fake, api_key="")
         assert hourly(src, gke("e2-standard-2")) == D("0.067006")

@@ -31,6 +31,7 @@ print(",".join(sorted(m for m in sys.modules if m.split(".")[0] in {SDK_PREFIXES
 """
 
 
+@pytest.mark.slow  # a Python process
 def test_discovery_imports_no_cloud_sdk() -> None:
     result = subprocess.run([sys.executable, "-c", DISCOVERY_PROBE], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
@@ -89,6 +90,7 @@ except ConfigError as err:
 """
 
 
+@pytest.mark.slow  # a Python process
 def test_an_enabled_source_without_its_sdk_names_the_key_the_extra_and_the_command() -> None:
     result = subprocess.run([sys.executable, "-c", MISSING_SDK_PROBE], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr

@@ -32,7 +32,6 @@ Per-fault expectations, and why:
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -49,12 +48,12 @@ from exporter.pricing.quote import Quote
 from exporter.pricing.sources.aws.settings import AwsCurSettings, AwsPricingSettings, AwsSpotSettings
 from exporter.pricing.sources.azure.settings import AzureCostSettings, AzureRetailSettings
 from exporter.pricing.sources.gcp.settings import GcpBigQuerySettings, GcpCatalogSettings
-from fakes.athena_api import FakeAthena
+from fakes.athena_api import CUR_COLUMNS, FakeAthena
 from fakes.aws_api import Ec2Api, PricingApi, ec2_product
 from fakes.azure_api import FakeRetailPricesAPI, vm_items
 from fakes.bigquery_api import BILLING_COLUMNS, FakeBigQuery
 from fakes.cost_management_api import FakeCostManagement, StaticToken, UsageRecord
-from fakes.gcp_api import FakeCatalogAPI
+from fakes.gcp_api import FakeCatalogAPI, write_adc
 from fakes.server import FakeServer, Fault
 from tests.conftest import FakeClock, context, node
 
@@ -164,28 +163,7 @@ def azure_retail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ha
 
 # -- billing --------------------------------------------------------------------------------------------------
 
-CUR_COLUMNS = [  # CUR 2.0 (Data Exports) columns the query reads
-    ("line_item_usage_account_id", "VARCHAR"),
-    ("line_item_line_item_type", "VARCHAR"),
-    ("line_item_usage_start_date", "TIMESTAMP"),
-    ("line_item_usage_end_date", "TIMESTAMP"),
-    ("line_item_product_code", "VARCHAR"),
-    ("line_item_usage_type", "VARCHAR"),
-    ("line_item_operation", "VARCHAR"),
-    ("line_item_resource_id", "VARCHAR"),
-    ("line_item_usage_amount", "DOUBLE"),
-    ("line_item_currency_code", "VARCHAR"),
-    ("line_item_unblended_cost", "DOUBLE"),
-    ("line_item_net_unblended_cost", "DOUBLE"),
-    ("pricing_public_on_demand_cost", "DOUBLE"),
-    ("product_instance_type", "VARCHAR"),
-    ("reservation_effective_cost", "DOUBLE"),
-    ("reservation_net_effective_cost", "DOUBLE"),
-    ("savings_plan_savings_plan_effective_cost", "DOUBLE"),
-    ("savings_plan_net_savings_plan_effective_cost", "DOUBLE"),
-    ("resource_tags", "MAP(VARCHAR, VARCHAR)"),
-    ("billing_period", "VARCHAR"),
-]
+DATA_EXPORT_COLUMNS = [*CUR_COLUMNS, ("resource_tags", "MAP(VARCHAR, VARCHAR)"), ("billing_period", "VARCHAR")]
 
 
 def hours_billed() -> Iterator[datetime]:
@@ -208,7 +186,7 @@ def aws_cur(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness
         for at in hours_billed()
     ]
     with FakeAthena() as fake:
-        fake.create_table("cur", "data_exports", CUR_COLUMNS, rows)
+        fake.create_table("cur", "data_exports", DATA_EXPORT_COLUMNS, rows)
         health, clock = Health(), FakeClock(NOW)
         settings = AwsCurSettings(
             enabled=True,
@@ -242,19 +220,7 @@ def gcp_bigquery(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ha
         for sku, cost in (("N2 Instance Core running in EMEA", 0.1245), ("N2 Instance Ram running in EMEA", 0.0668))
     ]
     with FakeCatalogAPI(token="ya29.test-token") as tokens, FakeBigQuery() as fake:
-        adc = tmp_path / "adc.json"  # credentials whose token endpoint is local
-        adc.write_text(
-            json.dumps(
-                {
-                    "type": "external_account_authorized_user",
-                    "audience": "//iam.googleapis.com/locations/global/workforcePools/pool/providers/idp",
-                    "refresh_token": "refresh-1",
-                    "token_url": f"{tokens.url}/token",
-                    "client_id": "client",
-                    "client_secret": "secret",
-                }
-            )
-        )
+        adc = write_adc(tmp_path / "adc.json", f"{tokens.url}/token")
         monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
         fake.create_table(f"{project}.{dataset}.{table}", BILLING_COLUMNS, rows)
         health, clock = Health(), FakeClock(NOW)
