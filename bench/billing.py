@@ -70,12 +70,12 @@ def _rss_mib() -> float:
 
 def measure(url: str, nodes: int) -> BillingRun:
     from exporter.config import PricingConfig
+    from exporter.config.sources.aws import AwsCurSettings
     from exporter.health import Health
     from exporter.inventory.node import ProviderRef
     from exporter.metrics.store import NodeMetricsStore
     from exporter.pricing.engine import PricingEngine
     from exporter.pricing.sources.aws.cur import AwsCurBilling
-    from exporter.pricing.sources.aws.settings import AwsCurSettings
     from exporter.pricing.sources.context import SourceContext
     from exporter.pricing.sources.offline import OfflinePrices
     from exporter.snapshot import template_node

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from exporter.cache import PriceCache
+from exporter.config.sources.aws import AwsPricingSettings
+from exporter.config.sources.azure import AzureRetailSettings
+from exporter.config.sources.gcp import GcpCatalogSettings
 from exporter.health import IntegrationStatus
 from exporter.inventory.node import CapacityType, Node
-from exporter.pricing.sources.aws.settings import AwsPricingSettings
-from exporter.pricing.sources.azure.settings import AzureRetailSettings
 from exporter.pricing.sources.context import SourceContext
-from exporter.pricing.sources.gcp.settings import GcpCatalogSettings
 from exporter.pricing.sources.shelf import ShelfSource
 from exporter.snapshot import template_node
 

@@ -54,8 +54,8 @@ def build_sources(config: Config, context: SourceContext) -> list[PriceSource]:
     currency = pricing.currency
     health = context.health
     for entry in entries():
-        settings = config.sources[entry.key]
-        if settings.enabled:
+        settings = config.sources.get(entry.key)  # absent: a Config built in code, not loaded
+        if settings is not None and settings.enabled:
             sources.append(entry.build(settings, context))
     if pricing.custom.file:
         try:

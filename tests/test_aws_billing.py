@@ -20,12 +20,12 @@ from typing import Any
 import pytest
 
 from exporter.config import DiscountConfig, PricingConfig
+from exporter.config.sources.aws import AwsCurSettings
 from exporter.health import Health, Reason
 from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.pricing.engine import PricingEngine
 from exporter.pricing.quote import Basis
 from exporter.pricing.sources.aws.cur import MAX_IDS_IN_QUERY, AwsCurBilling, cur_query
-from exporter.pricing.sources.aws.settings import AwsCurSettings
 from exporter.pricing.sources.offline import OfflinePrices
 from fakes.athena_api import CUR_COLUMNS, FakeAthena
 from fakes.server import Answer

@@ -19,13 +19,13 @@ import pytest
 
 from exporter.cache import PriceCache
 from exporter.config import ConfigError, PricingConfig, load_config
+from exporter.config.sources.aws import AwsPricingSettings, AwsSpotSettings
 from exporter.health import Health, IntegrationStatus, Reason
 from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.pricing.engine import PricingEngine
 from exporter.pricing.quote import Basis
 from exporter.pricing.sources.aws.client import aws_session, region_of_zone
 from exporter.pricing.sources.aws.price_list import AwsOnDemandPrices
-from exporter.pricing.sources.aws.settings import AwsPricingSettings, AwsSpotSettings
 from exporter.pricing.sources.aws.spot import AwsSpotPrices
 from fakes.aws_api import Ec2Api, PricingApi, ec2_product
 from tests.conftest import context, node

@@ -18,13 +18,13 @@ import pytest
 
 from exporter.cache import PriceCache
 from exporter.config import PricingConfig
+from exporter.config.sources.azure import AzureCostSettings
 from exporter.health import Health, Reason
 from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.metrics.store import NodeMetricsStore
 from exporter.pricing.engine import PricingEngine
 from exporter.pricing.quote import Basis
 from exporter.pricing.sources.azure.cost_management import AzureCostBilling
-from exporter.pricing.sources.azure.settings import AzureCostSettings
 from exporter.pricing.sources.offline import OfflinePrices
 from fakes.cost_management_api import FakeCostManagement, StaticToken, UsageRecord
 from tests.conftest import FakeClock, context, node, node_text

@@ -14,12 +14,12 @@ import pytest
 import urllib3
 
 from exporter.cache import PriceCache
+from exporter.config.sources.azure import AzureRetailSettings
 from exporter.health import IntegrationStatus, Reason
 from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.pricing.quote import Basis
 from exporter.pricing.sources.azure import retail as azure
 from exporter.pricing.sources.azure.retail import AzureRetailPrices
-from exporter.pricing.sources.azure.settings import AzureRetailSettings
 from fakes.azure_api import (
     REAL_EASTUS_B1S,
     REAL_EASTUS_D2ALS_V7,

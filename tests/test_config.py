@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from exporter.config import Config, ConfigError, load_config
+from exporter.config.sections import sections
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,7 +19,9 @@ def write(tmp_path: Path, text: str) -> str:
 
 def test_defaults_without_file() -> None:
     config = load_config(None, env={})
-    assert config == Config()
+    assert config == Config(sources=config.sources)  # the core sections are the model's defaults
+    assert config.sources == {key: settings() for key, settings in sections().items()}  # every source off
+    assert "aws.cur" in config.sources
     assert config.pricing.precedence == ("billing", "shelf", "custom", "offline")
     assert "karpenter.sh/capacity-type=spot" in config.kubernetes.spot_labels
 

@@ -25,8 +25,8 @@ import pytest
 import yaml
 
 from exporter.config import Config, load_config
+from exporter.config.sources.gcp import GcpCatalogSettings
 from exporter.inventory.quantity import parse_quantity
-from exporter.pricing.sources.gcp.settings import GcpCatalogSettings
 
 pytestmark = pytest.mark.slow  # runs kubectl kustomize and schema validation
 

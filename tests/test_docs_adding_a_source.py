@@ -15,7 +15,7 @@ from exporter.pricing.sources.registry import register
 from exporter.pricing.sources.shelf import ShelfSource
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "adding-a-source.md"
-HYPOTHETICAL = ("exporter.pricing.sources.oci", "fakes.oci_api")  # what the walkthrough adds
+HYPOTHETICAL = ("exporter.pricing.sources.oci", "exporter.config.sources.oci", "fakes.oci_api")  # what the walkthrough adds
 
 
 def _imports() -> list[tuple[str, str]]:

@@ -13,11 +13,11 @@ from typing import Any
 
 import pytest
 
+from exporter.config.sources.gcp import GcpBigQuerySettings
 from exporter.health import Health, Reason
 from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.pricing.quote import Basis
 from exporter.pricing.sources.gcp.bigquery import GcpBigQueryBilling
-from exporter.pricing.sources.gcp.settings import GcpBigQuerySettings
 from fakes.bigquery_api import BILLING_COLUMNS, FakeBigQuery
 from fakes.gcp_api import FakeCatalogAPI, write_adc
 from tests.conftest import FakeClock, context, node

@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 
 from exporter.cache import PriceCache
+from exporter.config.sources.gcp import GcpCatalogSettings
 from exporter.health import IntegrationStatus, Reason
 from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.pricing.quote import Basis, Quote
 from exporter.pricing.sources.gcp.catalog import GcpCatalogPrices, sku_resource
 from exporter.pricing.sources.gcp.json_scan import scan_page
 from exporter.pricing.sources.gcp.machine_shapes import MachineShape, gpu_id, machine_shape
-from exporter.pricing.sources.gcp.settings import GcpCatalogSettings
 from fakes.gcp_api import BELGIUM, FINLAND, FakeCatalogAPI, compute_catalog, sku, write_adc
 from tests.conftest import context, node
 

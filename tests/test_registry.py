@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from exporter.config import load_config
+from exporter.config.sections import sections
 from exporter.pricing.sources.context import SourceContext
 from exporter.pricing.sources.fetch import parse_retry_after
 from exporter.pricing.sources.registry import SourceEntry, entries, registered
@@ -125,3 +126,9 @@ NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC).timestamp()
 )
 def test_parse_retry_after(value: str | None, seconds: float | None) -> None:
     assert parse_retry_after(value, NOW) == seconds
+
+
+def test_every_config_section_has_exactly_its_registered_source() -> None:
+    """A settings type in exporter/config/sources/ without a source (or the other way round) would be a
+    config key that does nothing, or a source nobody can enable."""
+    assert {entry.key: entry.settings for entry in entries()} == dict(sections())

@@ -42,12 +42,12 @@ from typing import Any
 import pytest
 
 from exporter.cache import PriceCache
+from exporter.config.sources.aws import AwsCurSettings, AwsPricingSettings, AwsSpotSettings
+from exporter.config.sources.azure import AzureCostSettings, AzureRetailSettings
+from exporter.config.sources.gcp import GcpBigQuerySettings, GcpCatalogSettings
 from exporter.health import Health, IntegrationStatus, Reason
 from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.pricing.quote import Quote
-from exporter.pricing.sources.aws.settings import AwsCurSettings, AwsPricingSettings, AwsSpotSettings
-from exporter.pricing.sources.azure.settings import AzureCostSettings, AzureRetailSettings
-from exporter.pricing.sources.gcp.settings import GcpBigQuerySettings, GcpCatalogSettings
 from fakes.athena_api import CUR_COLUMNS, FakeAthena
 from fakes.aws_api import Ec2Api, PricingApi, ec2_product
 from fakes.azure_api import FakeRetailPricesAPI, vm_items

@@ -1,8 +1,9 @@
 """One typed configuration model, loaded from YAML, then environment, then flags (later wins).
 
 - `errors`: ConfigError, whose message starts with the offending dotted key.
-- `model`: the core sections and the root `Config`; `config.sources["aws.cur"]` is a source's settings.
-- `settings`: the bases every source's settings type extends, each validating its own fields.
+- `model`: the core sections, the bases of every source's settings, and the root `Config`;
+  `config.sources["aws.cur"]` is a source's settings.
+- `sections`: `@section("aws.cur")` ties a source's settings type (in `sources/`) to its config section.
 - `load`: the YAML → environment → flags merge, coercion and validation.
 """
 
@@ -11,6 +12,7 @@ from exporter.config.load import ENV_PREFIX, load_config
 from exporter.config.model import (
     PROVIDERS,
     SOURCE_KINDS,
+    BillingSettings,
     CacheConfig,
     Config,
     CustomPricesConfig,
@@ -19,12 +21,13 @@ from exporter.config.model import (
     LogConfig,
     OfflinePricesConfig,
     PricingConfig,
+    ShelfSettings,
+    SourceSettings,
     SplitConfig,
     WebConfig,
     billing_tag_keys,
     tag_label,
 )
-from exporter.config.settings import BillingSettings, ShelfSettings, SourceSettings
 
 __all__ = [
     "ENV_PREFIX",

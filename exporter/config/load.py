@@ -2,9 +2,8 @@
 (later wins), coerced into the typed model and validated at start. A bad value raises `ConfigError` naming
 the dotted key, so a typo in a ConfigMap fails the rollout instead of silently pricing with defaults.
 
-The cloud sources' sections come from the source registry (each entry's key and settings type), imported
-when `load_config` runs rather than at module level: the registry imports the source modules, which import
-this package for their settings bases.
+The cloud sources' sections are the settings types in `exporter.config.sources` (`@section("aws.cur")`):
+the config package knows every section without importing the sources, which sit above it.
 """
 
 from __future__ import annotations
@@ -21,8 +20,8 @@ from typing import Any
 import yaml
 
 from exporter.config.errors import ConfigError
-from exporter.config.model import PROVIDERS, SOURCE_KINDS, Config, billing_tag_keys, tag_label
-from exporter.config.settings import SourceSettings
+from exporter.config.model import PROVIDERS, SOURCE_KINDS, Config, SourceSettings, billing_tag_keys, tag_label
+from exporter.config.sections import sections
 
 ENV_PREFIX = "NODECOST_"
 
@@ -92,30 +91,29 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def _build_root(tree: dict[str, Any]) -> Config:
-    """The core sections as their dataclasses; each source's section as its registered settings type."""
-    from exporter.pricing.sources.registry import entries
-
+    """The core sections as their dataclasses; each source's section as its settings type."""
     clouds: dict[str, dict[str, type[SourceSettings]]] = {}
-    for entry in entries():
-        cloud, _, section = entry.key.partition(".")
-        clouds.setdefault(cloud, {})[section] = entry.settings
+    for key, settings_type in sections().items():
+        cloud, _, name = key.partition(".")
+        clouds.setdefault(cloud, {})[name] = settings_type
     core = {f.name for f in dataclasses.fields(Config)} - {"sources"}
     known = core | set(clouds)
     for key in tree:
         if key not in known:
             raise ConfigError(key, f"unknown key (known: {', '.join(sorted(known))})")
     sources: dict[str, SourceSettings] = {}
-    for cloud, sections in clouds.items():
+    for cloud, types_by_name in clouds.items():
         data = tree.get(cloud)
         data = {} if data is None else data
         if not isinstance(data, dict):
             raise ConfigError(cloud, f"must be a mapping, got {type(data).__name__}")
         for key in data:
-            if key not in sections:
-                raise ConfigError(f"{cloud}.{key}", f"unknown key (known: {', '.join(sorted(sections))})")
-        for section, settings_type in sections.items():
-            key = f"{cloud}.{section}"
-            sources[key] = _coerce(settings_type, data.get(section), key)
+            if key not in types_by_name:
+                known_here = ", ".join(sorted(types_by_name))
+                raise ConfigError(f"{cloud}.{key}", f"unknown key (known: {known_here})")
+        for name, settings_type in types_by_name.items():
+            key = f"{cloud}.{name}"
+            sources[key] = _coerce(settings_type, data.get(name), key)
     config: Config = _build(Config, {k: v for k, v in tree.items() if k in core}, "")
     return dataclasses.replace(config, sources=types.MappingProxyType(sources))
 

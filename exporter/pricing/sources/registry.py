@@ -88,10 +88,10 @@ def register(
     sdk: tuple[str, ...] = (),
     rank: int = 0,
 ) -> Callable[[C], C]:
-    """Class decorator: make a source buildable from the config section `key`, "<cloud>.<source>"."""
-    cloud, dot, section = key.partition(".")
-    if not (cloud and dot and section.isidentifier() and cloud.isidentifier()):
-        raise ValueError(f"a source key is <cloud>.<source>, got {key!r}")
+    """Class decorator: make a source buildable from the config section `key`, "<cloud>.<source>", whose
+    settings type (`@section(key)` in exporter/config/sources/) is `settings`."""
+    if settings.section_key != key:
+        raise ValueError(f"{settings.__name__} is read from section {settings.section_key!r}, not {key!r}")
 
     def add(cls: C) -> C:
         if key in _ENTRIES and _ENTRIES[key].source is not cls:

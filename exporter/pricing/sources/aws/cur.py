@@ -15,10 +15,10 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from exporter.config.sources.aws import AwsCurSettings
 from exporter.health import Reason
 from exporter.inventory.node import Node
 from exporter.pricing.sources.aws.client import _fetch_error, aws_session
-from exporter.pricing.sources.aws.settings import AwsCurSettings
 from exporter.pricing.sources.billing import BillingSource, BillRow, midnight
 from exporter.pricing.sources.context import SourceContext
 from exporter.pricing.sources.fetch import FetchError

@@ -7,12 +7,12 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
+from exporter.config.sources.aws import AwsPricingSettings
 from exporter.health import Reason
 from exporter.inventory.node import Node
 from exporter.pricing.money import parse_money
 from exporter.pricing.quote import Basis
 from exporter.pricing.sources.aws.client import AwsSource
-from exporter.pricing.sources.aws.settings import AwsPricingSettings
 from exporter.pricing.sources.fetch import FetchError
 from exporter.pricing.sources.registry import register
 from exporter.pricing.sources.shelf import Key, ShelfPrice

@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from exporter.config.sources.aws import AwsSpotSettings
 from exporter.health import Reason
 from exporter.inventory.node import CapacityType, Node
 from exporter.pricing.money import parse_money
 from exporter.pricing.quote import Basis
 from exporter.pricing.sources.aws.client import AwsSource, region_of_zone
-from exporter.pricing.sources.aws.settings import AwsSpotSettings
 from exporter.pricing.sources.context import SourceContext
 from exporter.pricing.sources.fetch import FetchError
 from exporter.pricing.sources.registry import register

@@ -20,9 +20,9 @@ from collections.abc import Iterator, Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from exporter.config.sources.azure import AzureCostSettings
 from exporter.health import Reason
 from exporter.inventory.node import Node
-from exporter.pricing.sources.azure.settings import AzureCostSettings
 from exporter.pricing.sources.billing import BillingSource, BillRow, midnight
 from exporter.pricing.sources.context import SourceContext
 from exporter.pricing.sources.fetch import MAX_RETRY_AFTER, FetchError, parse_retry_after

@@ -35,11 +35,11 @@ from urllib3.exceptions import HTTPError, NewConnectionError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from exporter import __version__
+from exporter.config.sources.azure import AzureRetailSettings
 from exporter.health import Reason
 from exporter.inventory.node import CapacityType, Node
 from exporter.pricing.money import parse_money
 from exporter.pricing.quote import Basis
-from exporter.pricing.sources.azure.settings import AzureRetailSettings
 from exporter.pricing.sources.context import SourceContext
 from exporter.pricing.sources.fetch import FetchError, parse_retry_after
 from exporter.pricing.sources.registry import register

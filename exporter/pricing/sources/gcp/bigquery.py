@@ -14,12 +14,12 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from exporter.config.sources.gcp import GcpBigQuerySettings
 from exporter.health import Reason
 from exporter.inventory.node import Node
 from exporter.pricing.sources.billing import BillingSource, BillRow
 from exporter.pricing.sources.context import SourceContext
 from exporter.pricing.sources.fetch import FetchError
-from exporter.pricing.sources.gcp.settings import GcpBigQuerySettings
 from exporter.pricing.sources.registry import register
 
 if TYPE_CHECKING:  # the SDK itself is imported when a client is built: discovery must stay SDK-free

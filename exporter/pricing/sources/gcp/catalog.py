@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from exporter.config.sources.gcp import GcpCatalogSettings
 from exporter.health import Reason
 from exporter.inventory.node import CapacityType, Node
 from exporter.pricing.money import parse_money
@@ -33,7 +34,6 @@ from exporter.pricing.sources.context import SourceContext
 from exporter.pricing.sources.fetch import FetchError, parse_retry_after
 from exporter.pricing.sources.gcp.json_scan import scan_page
 from exporter.pricing.sources.gcp.machine_shapes import gpu_id, implied_gpus, machine_shape
-from exporter.pricing.sources.gcp.settings import GcpCatalogSettings
 from exporter.pricing.sources.registry import register
 from exporter.pricing.sources.shelf import Key, ShelfPrice, ShelfSource
 

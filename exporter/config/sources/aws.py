@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from exporter.config import BillingSettings, Config, ConfigError, ShelfSettings
-from exporter.config.settings import SQL_NAME
+from exporter.config.errors import ConfigError
+from exporter.config.model import SQL_NAME, BillingSettings, Config, ShelfSettings
+from exporter.config.sections import section
 
 PRICE_LIST_REGIONS = ("us-east-1", "ap-south-1", "eu-central-1", "cn-northwest-1")
 CUR_VERSIONS = ("2.0", "legacy")
@@ -21,6 +22,7 @@ def _usd_only(shelf: ShelfSettings, config: Config) -> None:
         )
 
 
+@section("aws.pricing")
 @dataclass(frozen=True)
 class AwsPricingSettings(ShelfSettings):
     region: str = "us-east-1"  # the Price List API's endpoint region: us-east-1, ap-south-1 or eu-central-1
@@ -36,6 +38,7 @@ class AwsPricingSettings(ShelfSettings):
             )
 
 
+@section("aws.spot")
 @dataclass(frozen=True)
 class AwsSpotSettings(ShelfSettings):
     ttl_seconds: float = 300.0  # spot prices move: refetched every 5 minutes
@@ -46,6 +49,7 @@ class AwsSpotSettings(ShelfSettings):
         _usd_only(self, config)
 
 
+@section("aws.cur")
 @dataclass(frozen=True)
 class AwsCurSettings(BillingSettings):
     region: str = "us-east-1"  # region of the Athena workgroup and the CUR table

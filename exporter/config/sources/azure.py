@@ -5,17 +5,21 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from exporter.config import BillingSettings, Config, ConfigError, ShelfSettings
+from exporter.config.errors import ConfigError
+from exporter.config.model import BillingSettings, Config, ShelfSettings
+from exporter.config.sections import section
 
 AZURE_SCOPE = re.compile(r"/subscriptions/[0-9A-Fa-f-]{36}(/resourceGroups/[-\w.()]+)?/?")
 COST_TYPES = ("AmortizedCost", "ActualCost")
 
 
+@section("azure.retail")
 @dataclass(frozen=True)
 class AzureRetailSettings(ShelfSettings):
     """The Retail Prices API needs nothing beyond the common shelf settings (it takes no credentials)."""
 
 
+@section("azure.cost_management")
 @dataclass(frozen=True)
 class AzureCostSettings(BillingSettings):
     scope: str = ""  # /subscriptions/<id>, or the AKS node resource group …/resourceGroups/MC_…

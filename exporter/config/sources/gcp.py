@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from exporter.config import BillingSettings, Config, ConfigError, ShelfSettings
-from exporter.config.settings import SQL_NAME
+from exporter.config.errors import ConfigError
+from exporter.config.model import SQL_NAME, BillingSettings, Config, ShelfSettings
+from exporter.config.sections import section
 
 
+@section("gcp.catalog")
 @dataclass(frozen=True)
 class GcpCatalogSettings(ShelfSettings):
     api_key: str = ""  # empty: Application Default Credentials (Workload Identity)
 
 
+@section("gcp.bigquery")
 @dataclass(frozen=True)
 class GcpBigQuerySettings(BillingSettings):
     project: str = ""  # project of the billing export dataset
