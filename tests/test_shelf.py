@@ -211,3 +211,20 @@ def test_a_failed_key_waits_for_the_interval_instead_of_hammering_the_api() -> N
     assert source.quote(node()) is None and source.pending()
     source.refresh()
     assert source.quote(node()).hourly == Decimal("0.192")  # type: ignore[union-attr]
+
+
+def test_health_is_stamped_with_the_sources_clock() -> None:
+    """Last attempt and last success come from the injected clock, like every other time a source reads."""
+    source = ListPrices({M5: "0.192"})
+    source.clock.now = 1_700_000_000.0
+    source.wanted([node()])
+    source.refresh()
+    assert (source.status.last_attempt, source.status.last_success) == (1_700_000_000.0, 1_700_000_000.0)
+    source.clock.advance(3_600)
+    source.script.append(FetchError(Reason.AUTH, "rejected"))
+    source.clock.advance(FAST.ttl_seconds)
+    source.refresh()
+    assert (source.status.last_attempt, source.status.last_success) == (
+        1_700_000_000.0 + 3_600 + FAST.ttl_seconds,
+        1_700_000_000.0,
+    )

@@ -207,13 +207,15 @@ class BillingSource(ABC, Generic[S]):
             if not isinstance(err, FetchError):  # a bug or an answer no mapping foresaw
                 self.log.exception("querying the bill failed unexpectedly")
                 err = FetchError(Reason.BAD_RESPONSE, f"unexpected error: {err!r}")
-            self.status.failed(err.reason, err.detail, duration=self.clock.monotonic() - started, count=False)
+            took = self.clock.monotonic() - started
+            self.status.failed(err.reason, err.detail, duration=took, count=False, now=self.clock.time())
             return changed
         self._next_query = now + self.settings.refresh_interval_seconds
         changed |= billed != self._billed or not self._served_fresh
         self._billed, self._last_success, self._served_fresh = billed, now, True
         self._persist(newest)
-        self.status.succeeded(duration=self.clock.monotonic() - started, data_timestamp=newest, count=False)
+        took = self.clock.monotonic() - started
+        self.status.succeeded(duration=took, data_timestamp=newest, count=False, now=self.clock.time())
         return changed
 
     # -- presence -------------------------------------------------------------------------------------

@@ -151,7 +151,7 @@ class ShelfSource(ABC, Generic[S]):
         due = sorted(k for k in keys if now - self._fetched_at.get(k, 0.0) >= self.settings.ttl_seconds)
         if not due:
             if keys and self.status.last_attempt is None:
-                self.status.succeeded(data_timestamp=self._oldest(keys), count=False)  # all from the cache
+                self.status.succeeded(data_timestamp=self._oldest(keys), count=False, now=now)  # all cached
             return False
         started = self.clock.monotonic()
         results: dict[Key, ShelfPrice | None] = {}
@@ -166,13 +166,14 @@ class ShelfSource(ABC, Generic[S]):
                 else:
                     results.update({key: outcome.get(key) for key in batch})
         changed = self._store(results)
-        duration = self.clock.monotonic() - started
+        duration, ended = self.clock.monotonic() - started, self.clock.time()
         if failures:
             first = failures[0]
             detail = first.detail if len(failures) == 1 else f"{first.detail} (and {len(failures) - 1} more)"
-            self.status.failed(first.reason, detail, duration=duration, count=False)
+            self.status.failed(first.reason, detail, duration=duration, count=False, now=ended)
         else:
-            self.status.succeeded(duration=duration, data_timestamp=self._oldest(keys), count=False)
+            oldest = self._oldest(keys)
+            self.status.succeeded(duration=duration, data_timestamp=oldest, count=False, now=ended)
         return changed
 
     # -- internals ------------------------------------------------------------------------------------
