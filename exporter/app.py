@@ -1,8 +1,8 @@
 """Wires the data path: inventory → pricing engine → metrics store, plus the refresh scheduler.
 
 The app is the inventory's sink: each node change is priced at once (quotes come from memory) and
-rendered into the store. A scheduler thread (`exporter.scheduler`) refreshes sources off the request path
-and re-prices every node only when a refresh says quotes changed.
+rendered into the store. The scheduler (`exporter.scheduler`) refreshes each source on its own thread, off
+the request path, and re-prices every node only when a refresh says quotes changed.
 """
 
 from __future__ import annotations

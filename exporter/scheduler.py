@@ -21,13 +21,14 @@ class RefreshScheduler:
     """Refreshes each source on its own interval, or at once when it saw a node it cannot price yet, and
     re-prices every node only when a refresh says quotes changed (or before the first priced pass).
 
-    `lookups` gives the nodes the sources must keep prices for (called at most once a pass, and only when
-    a source refreshes); `reprice` re-prices every node; `priced` is set after the first pass re-priced.
+    `lookups` gives the nodes the sources must keep prices for; `reprice` re-prices every node; `priced` is
+    set once every source but the bills has refreshed once and the nodes were re-priced with it.
 
-    One thread runs every source in turn, as the app always did. To give each source its own thread (so a
-    hung billing call cannot hold shelf pricing), `run` would start one loop per source doing what `tick`
-    does for one source (due or pending → `_refresh`, next due time), each setting a `changed` event that
-    one re-pricing loop waits on; `_refresh` and the per-source due times (`_due`) stay as they are.
+    `run` gives every source its own refresh thread and re-prices on a thread of its own, so no source
+    waits on another: a billing query that hangs until its deadline delays neither the shelf prices, nor
+    the first pricing, nor readiness. Bills are not waited for at all: they land hours late, a new node is
+    never on them, and a warm restart has the billed rates from the cache already. `tick` is one pass of
+    the same steps in turn, for tests on a fake clock.
     """
 
     def __init__(
@@ -40,48 +41,73 @@ class RefreshScheduler:
         *,
         tick_seconds: float = 1.0,
     ) -> None:
-        self._sources = list(sources)
+        self._sources = [s for s in sources if s.refresh_interval_seconds is not None]
         self._lookups = lookups
         self._reprice = reprice
         self._priced = priced
         self._clock = clock
         self._tick_seconds = tick_seconds
         self._due = {id(source): float("-inf") for source in self._sources}  # monotonic; due at once
+        self._awaited = {id(source) for source in self._sources if source.kind != "billing"}
+        self._lock = threading.Lock()  # guards _awaited and _changed between refresh threads
+        self._changed = threading.Event()  # a refresh changed quotes (or a first refresh ended)
 
     def run(self, stop: threading.Event, synced: threading.Event) -> None:
-        """Tick every `tick_seconds` until `stop` is set. The first pass waits for the first full node list
-        (`synced`), so readiness means every node was priced with what the sources could fetch for it
-        (from the cache on a warm restart)."""
+        """Start one refresh thread per source, then re-price on this one until `stop` is set. Nothing
+        starts before the first full node list (`synced`), so readiness means every node was priced with
+        what the price lists could give it."""
         while not synced.wait(self._tick_seconds):
             if stop.is_set():
                 return
+        for source in self._sources:
+            name = f"refresh-{source.name}"
+            threading.Thread(target=self._refresh_loop, args=(source, stop), name=name, daemon=True).start()
+        self._changed.set()  # a cluster without a source to wait for is priced at once
         while not stop.is_set():
-            self.tick()
-            stop.wait(self._tick_seconds)
+            if self._changed.wait(self._tick_seconds):
+                self._changed.clear()
+                self._reprice_if_needed(changed=True)
 
     def tick(self) -> None:
         """One pass: refresh the sources that are due, in order, then re-price if anything changed."""
-        now = self._clock.monotonic()
-        lookups: list[Node] | None = None  # built once a pass, and only when a source refreshes
         changed = False
+        lookups: list[Node] | None = None  # gathered once a pass, and only when a source refreshes
         for source in self._sources:
-            interval = source.refresh_interval_seconds
-            if interval is None or (self._due[id(source)] > now and not source.pending()):
-                continue
-            if lookups is None:
-                lookups = self._lookups()
-            changed |= self._refresh(source, lookups)
-            self._due[id(source)] = now + interval
-        if changed or not self._priced.is_set():
-            self._reprice()
-            self._priced.set()
+            if self._is_due(source):
+                lookups = self._lookups() if lookups is None else lookups
+                changed |= self._refresh(source, lookups)
+        self._reprice_if_needed(changed=changed)
 
-    @staticmethod
-    def _refresh(source: PriceSource, lookups: list[Node]) -> bool:
-        """Refresh one source; True when its quotes may have changed. Never raises."""
+    def _refresh_loop(self, source: PriceSource, stop: threading.Event) -> None:
+        """One source's thread: refresh when due, tell the re-pricing thread when quotes changed."""
+        while not stop.is_set():
+            if self._is_due(source) and self._refresh(source, self._lookups()):
+                self._changed.set()
+            stop.wait(self._tick_seconds)
+
+    def _is_due(self, source: PriceSource) -> bool:
+        return self._due[id(source)] <= self._clock.monotonic() or source.pending()
+
+    def _refresh(self, source: PriceSource, lookups: list[Node]) -> bool:
+        """Refresh one source and set its next due time; True when quotes may have changed. Never raises."""
+        started = self._clock.monotonic()
         source.wanted(lookups)
         try:
-            return source.refresh()
+            changed = source.refresh()
         except Exception:  # a bug in one source must not stop the others' refreshes
             log.exception("refresh of price source %s failed", source.name)
-            return False
+            changed = False
+        interval = source.refresh_interval_seconds or 0.0
+        self._due[id(source)] = started + interval
+        with self._lock:
+            first = id(source) in self._awaited
+            self._awaited.discard(id(source))
+        return changed or (first and not self._priced.is_set())
+
+    def _reprice_if_needed(self, *, changed: bool) -> None:
+        with self._lock:
+            ready = not self._awaited
+        if changed or (ready and not self._priced.is_set()):
+            self._reprice()
+            if ready:
+                self._priced.set()

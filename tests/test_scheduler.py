@@ -17,12 +17,11 @@ from tests.conftest import FakeClock, node, wait_until
 class Source:
     """A price source that records what the scheduler asked of it."""
 
-    kind = "shelf"
-
     def __init__(
-        self, name: str, log: list[str], interval: float | None = 60.0, *, changes: bool = False
+        self, name: str, log: list[str], interval: float | None = 60.0, *, changes: bool = False, kind: str = "shelf"
     ) -> None:
         self.name = name
+        self.kind = kind
         self.refresh_interval_seconds = interval
         self.changes = changes
         self.is_pending = False
@@ -138,3 +137,60 @@ def test_run_waits_for_the_node_list_then_ticks_until_stopped() -> None:
         stop.set()
         thread.join(5)
     assert not thread.is_alive()
+
+
+class Hung(Source):
+    """A source whose refresh hangs until `release` is set, as a stuck BigQuery job does."""
+
+    def __init__(self, name: str, log: list[str], kind: str) -> None:
+        super().__init__(name, log, 0.0, kind=kind)
+        self.release = threading.Event()
+
+    def refresh(self) -> bool:
+        self._log.append(f"{self.name} started")
+        self.release.wait(10)
+        return super().refresh()
+
+
+def running(h: Harness) -> tuple[threading.Event, threading.Thread]:
+    """The scheduler's threads, started after the first node list."""
+    stop, synced = threading.Event(), threading.Event()
+    synced.set()
+    thread = threading.Thread(target=h.scheduler.run, args=(stop, synced), daemon=True)
+    thread.start()
+    return stop, thread
+
+
+def test_a_hung_bill_holds_up_neither_the_shelf_nor_readiness() -> None:
+    log: list[str] = []
+    bill, shelf = Hung("bill", log, "billing"), Source("shelf", log, 0.0, changes=True)
+    h = Harness(bill, shelf, tick_seconds=0.001)
+    stop, thread = running(h)
+    try:
+        assert h.priced.wait(5), "ready while the bill still hangs"
+        wait_until(lambda: log.count("shelf") >= 3)  # the shelf keeps refreshing on its own thread
+        assert "bill started" in log and "bill" not in log
+        reprices = h.reprices
+        wait_until(lambda: h.reprices > reprices)  # and its changed quotes are re-priced meanwhile
+    finally:
+        bill.release.set()
+        stop.set()
+        thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_readiness_waits_for_every_price_list_but_not_for_bills() -> None:
+    """A hung price list does hold readiness (up to its deadline): its first answer is what prices nodes."""
+    log: list[str] = []
+    price_list, bill = Hung("list", log, "shelf"), Source("bill", log, 0.0, kind="billing")
+    h = Harness(price_list, bill, tick_seconds=0.001)
+    stop, thread = running(h)
+    try:
+        wait_until(lambda: "list started" in log and "bill" in log)
+        assert not h.priced.wait(0.05)
+        price_list.release.set()
+        assert h.priced.wait(5)
+    finally:
+        price_list.release.set()
+        stop.set()
+        thread.join(5)
