@@ -132,3 +132,16 @@ def test_every_config_section_has_exactly_its_registered_source() -> None:
     """A settings type in exporter/config/sources/ without a source (or the other way round) would be a
     config key that does nothing, or a source nobody can enable."""
     assert {entry.key: entry.settings for entry in entries()} == dict(sections())
+
+
+@pytest.mark.slow  # a Python process
+def test_every_section_is_known_whichever_cloud_was_imported_first() -> None:
+    """Discovery runs once, whatever a caller imported before (here: one cloud's settings module alone)."""
+    probe = (
+        "import exporter.config.sources.gcp\n"
+        "from exporter.config.sections import sections\n"
+        "print(','.join(sections()))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert {"aws.cur", "azure.retail", "gcp.catalog"} <= set(result.stdout.strip().split(","))

@@ -12,6 +12,7 @@ from exporter.config.model import SourceSettings
 
 S = TypeVar("S", bound=type[SourceSettings])
 _SECTIONS: dict[str, type[SourceSettings]] = {}
+_discovered = False
 
 
 def section(key: str) -> Callable[[S], S]:
@@ -34,8 +35,10 @@ def section(key: str) -> Callable[[S], S]:
 def sections() -> Mapping[str, type[SourceSettings]]:
     """Every source's settings type by section key: the modules of `exporter.config.sources` are imported
     on first use, so adding a cloud's settings module is all the loader needs."""
-    if not _SECTIONS:
+    global _discovered
+    if not _discovered:  # not "while empty": importing one cloud's module must not hide the others
         package = importlib.import_module("exporter.config.sources")
         for module in pkgutil.iter_modules(package.__path__, f"{package.__name__}."):
             importlib.import_module(module.name)
+        _discovered = True
     return dict(sorted(_SECTIONS.items()))
