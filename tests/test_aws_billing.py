@@ -271,8 +271,13 @@ def test_discount_applies_to_on_demand_usage_of_a_gross_bill_only(athena: FakeAt
     assert float(spot.hourly) == pytest.approx(truth(SPOT.ref.instance_id, "amortized")[0] / 72)
     net = make_source(athena, health, FakeClock(NOW), cost_basis="amortized_net")
     net.refresh()
-    od_net = PricingEngine([net], config, health).price(ON_DEMAND)
+    net_engine = PricingEngine([net], config, health)
+    od_net = net_engine.price(ON_DEMAND)
     assert od_net is not None and math.isclose(float(od_net.hourly), OD_RATE * 0.95, rel_tol=1e-6)  # once
+    # docs/pricing.md's EDP example: a gross basis misses the EDP on a savings plan, the net one has it.
+    sp, sp_net = engine.price(SAVINGS), net_engine.price(SAVINGS)
+    assert sp is not None and math.isclose(float(sp.hourly), SP_RATE, rel_tol=1e-6)
+    assert sp_net is not None and math.isclose(float(sp_net.hourly), SP_RATE * (1 - EDP), rel_tol=1e-6)
 
 
 def test_a_results_page_failing_fails_the_query_then_recovers(athena: FakeAthena) -> None:
