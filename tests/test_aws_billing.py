@@ -209,7 +209,7 @@ def test_billed_rate_times_billed_hours_is_the_bill(athena: FakeAthena, version:
     source = make_source(athena, health, FakeClock(NOW), cur_version=version, table=table, cost_basis=basis)
     queries = len(athena.queries)
     assert source.refresh() is True, health.integration("aws_cur").detail
-    # one query per refresh; a legacy CUR with tags is first asked which tag columns it has (no data scanned)
+    # one query per refresh; a legacy CUR with tags is first asked for its columns (LIMIT 0)
     assert len(athena.queries) == queries + (2 if version == "legacy" else 1)
     status = health.integration("aws_cur")
     assert status.up, status.detail

@@ -187,13 +187,14 @@ class AwsCurBilling(BillingSource[AwsCurSettings]):
     def _absent_tags(self) -> set[str]:
         """The allowlisted tags a legacy CUR table has no column for. Its columns are the tags activated as
         cost allocation tags when the CUR was written, and one missing column would fail the whole query:
-        the table is asked (information_schema, no data scanned) and each missing tag is said once."""
-        sql = (
-            "SELECT column_name FROM information_schema.columns "
-            f"WHERE table_schema = {_quote(self.settings.database.lower())} "
-            f"AND table_name = {_quote(self.settings.table.lower())} AND column_name LIKE 'resource_tags_%'"
-        )
-        columns = {values.get("column_name") for values in self._records(self._start(sql))}
+        the table's columns are asked first (`LIMIT 0`: no data read, the main query's permissions) and each
+        missing tag is said once."""
+        execution = self._start(f'SELECT * FROM "{self.settings.database}"."{self.settings.table}" LIMIT 0')
+        page = self._call("get_query_results", QueryExecutionId=execution, MaxResults=1)
+        info = page.get("ResultSet", {}).get("ResultSetMetadata", {}).get("ColumnInfo")
+        if not isinstance(info, list):
+            raise FetchError(Reason.BAD_RESPONSE, f"Athena results of {execution} have no ColumnInfo")
+        columns = {str(column.get("Name", "")).lower() for column in info}
         absent = {key for key in self.settings.tags if f"resource_tags_{tag_name(key)}" not in columns}
         for key in sorted(absent - self._said_absent):
             self.log.warning(
