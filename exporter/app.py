@@ -17,7 +17,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from exporter.cache import PriceCache
 from exporter.clock import SYSTEM_CLOCK, Clock
-from exporter.config import Config, ConfigError, billing_tag_keys
+from exporter.config import BillingSettings, Config, ConfigError, billing_tag_keys
 from exporter.health import Health
 from exporter.inventory.node import Node
 from exporter.inventory.parse import SpotLabel
@@ -85,6 +85,14 @@ class App:
         self.cache: PriceCache | None = None
         if config.cache.enabled and not config.demo:
             self.cache = PriceCache(config.cache.path, self.health.integration("cache"))
+        billing = [key for key, s in config.sources.items() if isinstance(s, BillingSettings) and s.enabled]
+        if billing and self.cache is None:
+            # Billed rates and observed hours live in memory only: say so once, not at every lost restart.
+            log.warning(
+                "no cache: %s keeps billed rates and the hours each node was seen in memory only; a restart "
+                "loses them (shelf prices until the first query answers, and backfill needs the cache)",
+                ", ".join(billing),
+            )
         context = SourceContext(self.health, self.cache, config.pricing.currency, clock)
         self.engine = PricingEngine(build_sources(config, context), config.pricing, self.health)
         self._lock = threading.Lock()

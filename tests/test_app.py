@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -80,6 +81,21 @@ def test_corrupt_cache_file_starts_empty_and_says_so(tmp_path: Path) -> None:
         assert 'nodecost_nodes{source="offline"} 11.0' in text  # pricing unaffected
     finally:
         stop.set()
+
+
+BILLING = {"NODECOST_AWS__CUR__ENABLED": "true", "NODECOST_AWS__CUR__DATABASE": "cur", "NODECOST_AWS__CUR__TABLE": "t"}
+
+
+def test_billing_without_a_cache_says_once_that_a_restart_loses_the_bill(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    nodes = {"kubernetes.nodes_file": demo_nodes_path()}
+    with caplog.at_level(logging.WARNING, "exporter.app"):
+        App(load_config(None, env=BILLING, overrides={**nodes, "cache.enabled": False}))
+        App(load_config(None, env=BILLING, overrides={**nodes, "cache.path": str(tmp_path / "c.sqlite")}))
+        App(load_config(None, env={}, overrides={**nodes, "cache.enabled": False}))  # no billing: nothing lost
+    messages = [r.getMessage() for r in caplog.records if r.name == "exporter.app"]
+    assert len(messages) == 1 and "aws.cur" in messages[0] and "restart" in messages[0]
 
 
 def test_malformed_node_in_a_nodes_file_is_counted_and_the_others_served(tmp_path: Path) -> None:

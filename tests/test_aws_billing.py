@@ -12,25 +12,27 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from exporter.config import DiscountConfig, PricingConfig
+from exporter.config import DiscountConfig, PricingConfig, load_config
 from exporter.config.sources.aws import AwsCurSettings
 from exporter.health import Health, Reason
 from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.pricing.engine import PricingEngine
 from exporter.pricing.quote import Basis
-from exporter.pricing.sources.aws.cur import MAX_IDS_IN_QUERY, AwsCurBilling, cur_query
+from exporter.pricing.sources.aws.cur import MAX_IDS_IN_QUERY, AwsCurBilling, cur_query, tag_column, tag_name
 from exporter.pricing.sources.offline import OfflinePrices
 from fakes.athena_api import CUR_COLUMNS, FakeAthena
 from fakes.server import Answer
 from tests.conftest import FakeClock, context, node
 
+ROOT = Path(__file__).resolve().parents[1]
 NOW = datetime(2024, 6, 3, 10, 0, tzinfo=UTC)  # the window spans May and June partitions
 LANDED = datetime(2024, 6, 2, 14, 0, tzinfo=UTC)  # the bill holds usage up to here
 USED = [date(2024, 5, 30), date(2024, 5, 31), date(2024, 6, 1)]  # the latest 3 complete days
@@ -165,6 +167,10 @@ def athena() -> Iterator[FakeAthena]:
         for version, table in (("2.0", "data_exports"), ("legacy", "cost_and_usage")):
             columns, rows = table_rows(version)
             fake.create_table("cur", table, columns, rows)
+        # A legacy CUR where `team` is a cost allocation tag and `cost-center` is not (yet): no column.
+        fake.create_table_as(
+            "cur", "team_only", 'SELECT * EXCLUDE (resource_tags_user_cost_center) FROM awsdatacatalog."cur"."cost_and_usage"'
+        )
         yield fake
 
 
@@ -203,7 +209,8 @@ def test_billed_rate_times_billed_hours_is_the_bill(athena: FakeAthena, version:
     source = make_source(athena, health, FakeClock(NOW), cur_version=version, table=table, cost_basis=basis)
     queries = len(athena.queries)
     assert source.refresh() is True, health.integration("aws_cur").detail
-    assert len(athena.queries) == queries + 1  # one query per refresh
+    # one query per refresh; a legacy CUR with tags is first asked for its columns (LIMIT 0)
+    assert len(athena.queries) == queries + (2 if version == "legacy" else 1)
     status = health.integration("aws_cur")
     assert status.up, status.detail
     assert status.data_timestamp == datetime(2024, 6, 2, tzinfo=UTC).timestamp()  # June 1 is the newest
@@ -271,8 +278,13 @@ def test_discount_applies_to_on_demand_usage_of_a_gross_bill_only(athena: FakeAt
     assert float(spot.hourly) == pytest.approx(truth(SPOT.ref.instance_id, "amortized")[0] / 72)
     net = make_source(athena, health, FakeClock(NOW), cost_basis="amortized_net")
     net.refresh()
-    od_net = PricingEngine([net], config, health).price(ON_DEMAND)
+    net_engine = PricingEngine([net], config, health)
+    od_net = net_engine.price(ON_DEMAND)
     assert od_net is not None and math.isclose(float(od_net.hourly), OD_RATE * 0.95, rel_tol=1e-6)  # once
+    # docs/pricing.md's EDP example: a gross basis misses the EDP on a savings plan, the net one has it.
+    sp, sp_net = engine.price(SAVINGS), net_engine.price(SAVINGS)
+    assert sp is not None and math.isclose(float(sp.hourly), SP_RATE, rel_tol=1e-6)
+    assert sp_net is not None and math.isclose(float(sp_net.hourly), SP_RATE * (1 - EDP), rel_tol=1e-6)
 
 
 def test_a_results_page_failing_fails_the_query_then_recovers(athena: FakeAthena) -> None:
@@ -368,15 +380,51 @@ def test_an_unforeseen_answer_is_a_bad_response_and_the_refresh_does_not_raise(
     assert source.refresh() is True and status.up
 
 
-def test_missing_column_names_the_setting(athena: FakeAthena) -> None:
+def test_shipped_example_reads_its_tags_from_both_cur_versions(
+    athena: FakeAthena, caplog: pytest.LogCaptureFixture
+) -> None:
+    """config/aws.yaml's `tags:` as shipped: one list for both layouts. In CUR 2.0 a tag nobody activated is
+    an absent map key; a legacy CUR has no column for it, which the query must survive (read as empty, said
+    once), so a legacy bill whose `cost-center` is not a cost allocation tag still prices every node."""
+    shipped = load_config(str(ROOT / "config" / "aws.yaml"), env={}).sources["aws.cur"]
+    assert isinstance(shipped, AwsCurSettings) and shipped.tags == ("team", "cost-center")
+    for version, table in (("2.0", "data_exports"), ("legacy", "cost_and_usage"), ("legacy", "team_only")):
+        health = Health()
+        source = make_source(athena, health, FakeClock(NOW), cur_version=version, table=table, tags=shipped.tags)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, "exporter.pricing.sources"):
+            assert source.refresh() is True
+            source.refresh()  # said once, not at every refresh
+        status = health.integration("aws_cur")
+        assert status.up, (version, table, status.detail)
+        facts = source.facts(ON_DEMAND)
+        assert facts is not None and dict(facts.tags) == {"team": "payments"}, table
+        warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+        if table == "team_only":
+            assert len(warnings) == 1 and "resource_tags_user_cost_center" in warnings[0]
+            assert "'cost-center'" in warnings[0] and "cost allocation tag" in warnings[0]
+        else:
+            assert warnings == []
+
+
+def test_tag_keys_are_written_as_in_aws_and_read_in_each_version_s_form() -> None:
+    legacy = AwsCurSettings(cur_version="legacy", database="cur", table="t")
+    for key, name in (("team", "user_team"), ("user:team", "user_team"), ("cost-center", "user_cost_center"),
+                      ("aws:eks:cluster-name", "aws_eks_cluster_name"), ("app.kubernetes.io/name", "user_app_kubernetes_io_name")):
+        assert tag_name(key) == name
+        assert tag_column(key, "legacy") == f"resource_tags_{name}"
+        assert tag_column(key, "2.0") == f"element_at(resource_tags, '{name}')"
+    window = (["i-1"], datetime(2024, 6, 1, tzinfo=UTC), datetime(2024, 6, 3, tzinfo=UTC))
+    sql = cur_query(replace(legacy, tags=("team", "owner")), *window, absent={"owner"})
+    assert "MAX(resource_tags_user_team) AS tag_0" in sql and "MAX(CAST(NULL AS VARCHAR)) AS tag_1" in sql
+
+
+def test_wrong_cur_version_names_the_setting(athena: FakeAthena) -> None:
     health = Health()
-    source = make_source(athena, health, FakeClock(NOW), tags=("owner",), retries=0)
+    source = make_source(athena, health, FakeClock(NOW), cur_version="legacy", retries=0)  # a CUR 2.0 table
     source.refresh()
     status = health.integration("aws_cur")
-    assert status.up  # CUR 2.0 keeps tags in a map: an absent key is just NULL
-    legacy = make_source(athena, health, FakeClock(NOW), cur_version="legacy", tags=("owner",), retries=0)
-    legacy.refresh()
-    assert status.reason is Reason.CONFIG and "cost allocation tag" in status.detail
+    assert status.reason is Reason.CONFIG and "aws.cur.cur_version" in status.detail
 
 
 def test_engine_falls_back_to_shelf_when_stale_and_returns(athena: FakeAthena) -> None:

@@ -28,7 +28,7 @@ from exporter.pricing.sources.aws.client import aws_session, region_of_zone
 from exporter.pricing.sources.aws.price_list import AwsOnDemandPrices
 from exporter.pricing.sources.aws.spot import AwsSpotPrices
 from fakes.aws_api import Ec2Api, PricingApi, ec2_product
-from tests.conftest import context, node
+from tests.conftest import FakeClock, context, node
 
 LOGGER = "exporter.pricing.sources.aws"
 FAST = {"retries": 2, "backoff_seconds": 0.01, "backoff_max_seconds": 0.05, "timeout_seconds": 5.0}
@@ -519,6 +519,23 @@ def test_spot_prices_per_zone_latest_timestamp_wins(ec2_api: Ec2Api) -> None:
     quote = source.quote(spot_node("us-east-1a"))
     assert quote is not None and quote.basis is Basis.SPOT
     assert status.up and status.requests == 1
+
+
+def test_spot_with_no_spot_node_is_up_and_asks_nothing(ec2_api: Ec2Api) -> None:
+    """Nothing to price is an answer: up, last success moving with each refresh, no data timestamp."""
+    clock = FakeClock()
+    source = AwsSpotPrices(AwsSpotSettings(enabled=True, endpoint_url=ec2_api.url, **FAST), context(clock))
+    status = source.status
+    source.wanted([node()])  # on-demand only: no spot key
+    assert source.refresh() is False
+    assert (status.up, status.reason, status.last_success) == (True, None, clock.now)
+    assert status.data_timestamp is None and ec2_api.calls == []
+    clock.now += 300
+    source.refresh()
+    assert status.up and status.last_success == clock.now
+    ec2_api.add("us-east-1a", "m5.large", "0.036500", "2026-11-22T10:00:00.000Z")
+    assert priced(source, spot_node("us-east-1a")) == [Decimal("0.0365")]  # a spot node arrives
+    assert status.up and ec2_api.count("DescribeSpotPriceHistory") == 1
 
 
 def test_spot_asks_for_the_price_in_effect_now(ec2_api: Ec2Api) -> None:

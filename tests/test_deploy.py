@@ -32,10 +32,11 @@ pytestmark = pytest.mark.slow  # runs kubectl kustomize and schema validation
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
+PERSISTENT_CACHE = DEPLOY / "components" / "persistent-cache"
 RULES_FILE = DEPLOY / "alerts" / "node-cost-exporter.rules.yml"
-OVERLAYS = ("aws", "gcp", "azure", "sidecar")
+OVERLAYS = ("aws", "gcp", "azure", "sidecar", "persistent-cache")
 TARGETS = ("base", *OVERLAYS)
-STANDALONE = ("base", "aws", "gcp", "azure")  # the exporter in its own Deployment
+STANDALONE = ("base", "aws", "gcp", "azure", "persistent-cache")  # the exporter in its own Deployment
 K8S_VERSION = "1.30"  # oldest minor the manifests must be valid for; kubernetes-validate bundles 1.25+
 NAME = "node-cost-exporter"
 PORT = 9798
@@ -139,6 +140,7 @@ def test_builds_with_kustomize(built: dict[str, list[dict[str, Any]]], target: s
                 "Service",
                 "ServiceMonitor",
                 "PrometheusRule",
+                *(["PersistentVolumeClaim"] if target == "persistent-cache" else []),
             ]
         )
 
@@ -155,6 +157,23 @@ def test_an_overlay_can_move_everything_to_another_namespace(kubectl: str, tmp_p
             assert obj["metadata"]["namespace"] == "cost", obj["kind"]
     subjects = only(objs, "ClusterRoleBinding")["subjects"]
     assert subjects == [{"kind": "ServiceAccount", "name": NAME, "namespace": "cost"}]
+
+
+def test_persistent_cache_component_fits_a_cloud_overlay(kubectl: str, tmp_path: Path) -> None:
+    """The documented way to keep the cache with the aws overlay: its component, in another namespace."""
+    overlay = tmp_path / "eks"
+    overlay.mkdir()
+    aws, component = (os.path.relpath(d, overlay) for d in (DEPLOY / "overlays" / "aws", PERSISTENT_CACHE))
+    (overlay / "kustomization.yaml").write_text(
+        f"namespace: cost\nresources: [{aws}]\ncomponents: [{component}]\n"
+    )
+    objs = kustomize(kubectl, overlay)
+    deployment, _ = workload(objs, "aws")
+    (volume,) = [v for v in deployment["spec"]["template"]["spec"]["volumes"] if v["name"] == "cache"]
+    claim = only(objs, "PersistentVolumeClaim")
+    assert volume == {"name": "cache", "persistentVolumeClaim": {"claimName": claim["metadata"]["name"]}}
+    assert claim["metadata"]["namespace"] == deployment["metadata"]["namespace"] == "cost"
+    assert "eks.amazonaws.com/role-arn" in service_account(objs)["metadata"]["annotations"]
 
 
 def test_sidecar_patch_also_fits_a_statefulset(kubectl: str, tmp_path: Path) -> None:
@@ -372,13 +391,18 @@ def test_config_and_cache_mounts(built: dict[str, list[dict[str, Any]]], target:
     assert volumes[mount["name"]]["configMap"]["name"] == config_map(objs)["metadata"]["name"]
     assert config_path.name in config_map(objs)["data"]
 
-    # The cache lives on the emptyDir, the only writable place with a read-only root filesystem.
+    # The cache lives on the emptyDir (or the claim), the only writable place with a read-only root filesystem.
     assert config.cache.enabled
     cache_dir = PurePosixPath(config.cache.path).parent
     cache_mount = mounts[str(cache_dir)]
     assert not cache_mount.get("readOnly", False)
-    assert "emptyDir" in volumes[cache_mount["name"]]
-    assert volumes[cache_mount["name"]]["emptyDir"]["sizeLimit"]
+    cache_volume = volumes[cache_mount["name"]]
+    if target == "persistent-cache":
+        assert set(cache_volume) == {"name", "persistentVolumeClaim"}  # the emptyDir is gone, not beside it
+        claim = only(objs, "PersistentVolumeClaim", cache_volume["persistentVolumeClaim"]["claimName"])
+        assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]  # one pod: the Deployment recreates
+    else:
+        assert cache_volume["emptyDir"]["sizeLimit"]
     # Nothing else is writable.
     for path, m in mounts.items():
         if path != str(cache_dir):
@@ -452,6 +476,7 @@ ENABLED = {
     "aws": {"aws.pricing", "aws.spot"},
     "gcp": {"gcp.catalog"},
     "azure": {"azure.retail"},
+    "persistent-cache": set(),
 }
 
 

@@ -150,8 +150,10 @@ class ShelfSource(ABC, Generic[S]):
             self._pending = set()
         due = sorted(k for k in keys if now - self._fetched_at.get(k, 0.0) >= self.settings.ttl_seconds)
         if not due:
-            if keys and self.status.last_attempt is None:
-                self.status.succeeded(data_timestamp=self._oldest(keys), count=False, now=now)  # all cached
+            # Nothing to fetch is an answer too: all cached (said once), or nothing to price (said at every
+            # refresh, so last success keeps moving): up, never down with no reason.
+            if not keys or self.status.last_attempt is None:
+                self.status.succeeded(data_timestamp=self._oldest(keys), count=False, now=now)
             return False
         started = self.clock.monotonic()
         results: dict[Key, ShelfPrice | None] = {}

@@ -11,7 +11,7 @@ items themselves are never summed (that would count them twice).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -65,20 +65,34 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def tag_column(key: str, version: str) -> str:
-    """The SQL reading one resource tag: AWS turns `user:cost-center` or `cost-center` into user_cost_center
-    (AWS-made tags such as `aws:eks:cluster-name` into aws_eks_cluster_name)."""
+def tag_name(key: str) -> str:
+    """A tag key as written in AWS (`cost-center` or `user:cost-center`; AWS-made `aws:eks:cluster-name`) in
+    the CUR's form, one name for both versions: user_cost_center, aws_eks_cluster_name."""
     prefix, sep, rest = key.partition(":")
     if not sep or prefix not in ("user", "aws"):
         prefix, rest = "user", key
-    name = prefix + "_" + "".join(c.lower() if c.isascii() and c.isalnum() else "_" for c in rest)
+    return prefix + "_" + "".join(c.lower() if c.isascii() and c.isalnum() else "_" for c in rest)
+
+
+def tag_column(key: str, version: str) -> str:
+    """The SQL reading one resource tag: a key of the `resource_tags` map in CUR 2.0, a column of its own
+    (`resource_tags_user_cost_center`) in a legacy CUR."""
+    name = tag_name(key)
     return f"element_at(resource_tags, {_quote(name)})" if version == "2.0" else f"resource_tags_{name}"
 
 
-def cur_query(settings: AwsCurSettings, instance_ids: Sequence[str], start: datetime, end: datetime) -> str:
-    """The one Athena (Trino) query of a refresh."""
+def cur_query(
+    settings: AwsCurSettings,
+    instance_ids: Sequence[str],
+    start: datetime,
+    end: datetime,
+    absent: Collection[str] = (),
+) -> str:
+    """The one Athena (Trino) query of a refresh; tags in `absent` (a legacy CUR without their column) are
+    read as NULL."""
     months = sorted({(d.year, d.month) for d in _days(start, end)})
-    if settings.cur_version == "2.0":
+    version = settings.cur_version
+    if version == "2.0":
         periods = ", ".join(_quote(f"{y:04d}-{m:02d}") for y, m in months)
         partitions = f"billing_period IN ({periods})"
     else:  # legacy CUR: year='2024' AND month='6' (not zero-padded)
@@ -103,7 +117,8 @@ def cur_query(settings: AwsCurSettings, instance_ids: Sequence[str], start: date
         else "line_item_unblended_cost"
     )
     tags = "".join(
-        f",\n  MAX({tag_column(key, settings.cur_version)}) AS tag_{i}" for i, key in enumerate(settings.tags)
+        f",\n  MAX({'CAST(NULL AS VARCHAR)' if key in absent else tag_column(key, version)}) AS tag_{i}"
+        for i, key in enumerate(settings.tags)
     )
     return f"""SELECT
   line_item_resource_id AS resource,
@@ -151,6 +166,7 @@ class AwsCurBilling(BillingSource[AwsCurSettings]):
                 user_agent_extra="node-cost-exporter",
             ),
         )
+        self._said_absent: set[str] = set()  # legacy tag columns already logged as missing
 
     def resource(self, node: Node) -> str | None:
         instance = node.ref.instance_id
@@ -160,8 +176,36 @@ class AwsCurBilling(BillingSource[AwsCurSettings]):
         return f"Athena table {self.settings.database}.{self.settings.table} in {self.settings.region}"
 
     def query(self, resources: Sequence[str], start: datetime, end: datetime) -> Iterator[BillRow]:
-        execution = self._start(cur_query(self.settings, resources, start, end))
-        yield from self._rows(execution)
+        legacy = self.settings.cur_version == "legacy"
+        absent = self._absent_tags() if legacy and self.settings.tags else set()
+        execution = self._start(cur_query(self.settings, resources, start, end, absent))
+        for values in self._records(execution):
+            row = self._row(values)
+            if row is not None:
+                yield row
+
+    def _absent_tags(self) -> set[str]:
+        """The allowlisted tags a legacy CUR table has no column for. Its columns are the tags activated as
+        cost allocation tags when the CUR was written, and one missing column would fail the whole query:
+        the table's columns are asked first (`LIMIT 0`: no data read, the main query's permissions) and each
+        missing tag is said once."""
+        execution = self._start(f'SELECT * FROM "{self.settings.database}"."{self.settings.table}" LIMIT 0')
+        page = self._call("get_query_results", QueryExecutionId=execution, MaxResults=1)
+        info = page.get("ResultSet", {}).get("ResultSetMetadata", {}).get("ColumnInfo")
+        if not isinstance(info, list):
+            raise FetchError(Reason.BAD_RESPONSE, f"Athena results of {execution} have no ColumnInfo")
+        columns = {str(column.get("Name", "")).lower() for column in info}
+        absent = {key for key in self.settings.tags if f"resource_tags_{tag_name(key)}" not in columns}
+        for key in sorted(absent - self._said_absent):
+            self.log.warning(
+                "%s has no column resource_tags_%s: tag %r is read as empty until it is activated as a cost "
+                "allocation tag and the CUR carries it",
+                self.where(),
+                tag_name(key),
+                key,
+            )
+        self._said_absent = absent
+        return absent
 
     # -- Athena ---------------------------------------------------------------------------------------
 
@@ -219,7 +263,8 @@ class AwsCurBilling(BillingSource[AwsCurSettings]):
             raise _query_failure(execution, status, self.where())
         return execution
 
-    def _rows(self, execution: str) -> Iterator[BillRow]:
+    def _records(self, execution: str) -> Iterator[dict[str, str | None]]:
+        """The result rows of a query, by column name, page after page."""
         params: dict[str, Any] = {"QueryExecutionId": execution, "MaxResults": 1000}
         columns: list[str] | None = None
         seen: set[str] = set()
@@ -233,9 +278,7 @@ class AwsCurBilling(BillingSource[AwsCurSettings]):
                 if columns is None:  # the first row of the first page is the header
                     columns = [str(v) for v in values]
                     continue
-                row = self._row(dict(zip(columns, values, strict=False)))
-                if row is not None:
-                    yield row
+                yield dict(zip(columns, values, strict=False))
             token = page.get("NextToken")
             if not token:
                 return
