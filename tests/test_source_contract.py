@@ -18,6 +18,8 @@ Per-fault expectations, and why:
   none: the source's own backoff is all it waits). Throttled until cleared: down with THROTTLED after the retries.
 - timeout: the fake holds the request past the client timeout (`TIMEOUT` s); down with TIMEOUT.
 - unavailable (5xx until cleared): retried, then down with UNAVAILABLE.
+- dropped (the connection closed with no answer, until cleared): retried, then down with UNAVAILABLE, not
+  TIMEOUT: no deadline passed, the server or something in between hung up.
 - bad_response (a 200 with a truncated body): down with BAD_RESPONSE, not retried (one call).
 - no_data (a valid, empty answer): depends on what an empty answer means.
   * Billing: an empty bill for the cluster's resources is a broken export or the wrong table, never a
@@ -336,6 +338,7 @@ CASES = [
     Case(Fault.THROTTLED, True, Reason.THROTTLED),
     Case(Fault.TIMEOUT, True, Reason.TIMEOUT),
     Case(Fault.UNAVAILABLE, True, Reason.UNAVAILABLE),
+    Case(Fault.DROPPED, True, Reason.UNAVAILABLE),
     Case(Fault.BAD_RESPONSE, True, Reason.BAD_RESPONSE),
     Case(Fault.NO_DATA, True, Reason.NO_DATA),
 ]
@@ -375,7 +378,7 @@ def test_fault_then_recovery(harness: Harness, case: Case) -> None:
         assert (status.up, status.reason) == (False, expected), status.detail
         assert harness.quote() == good, "a failed refresh must keep the last good quote"
     answered = len(harness.fake.requests) - asked
-    if case.fault in (Fault.THROTTLED, Fault.TIMEOUT, Fault.UNAVAILABLE):
+    if case.fault in (Fault.THROTTLED, Fault.TIMEOUT, Fault.UNAVAILABLE, Fault.DROPPED):
         assert answered > 1, "a transient fault is retried"
     elif case.fault in (Fault.PERMISSION, Fault.BAD_RESPONSE):
         assert answered == 1, "retrying cannot help: one call"
