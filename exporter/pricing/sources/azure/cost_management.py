@@ -157,6 +157,7 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
         scope = self.settings.scope.strip("/")
         client = self._management()
         url: str | None = None
+        links: set[str] = set()
         for _ in range(_MAX_PAGES):
             page = self._post(client, scope, body, url)
             if page is None:  # 204: Cost Management has no data for the query
@@ -165,6 +166,9 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
             url = (page.get("properties") or {}).get("nextLink") or None
             if not url:
                 return
+            if url in links:  # without this, a server repeating its link is asked _MAX_PAGES times
+                raise FetchError(Reason.BAD_RESPONSE, "Cost Management repeated a nextLink; stopped paging")
+            links.add(url)
         raise FetchError(Reason.BAD_RESPONSE, f"Cost Management nextLink did not end in {_MAX_PAGES} pages")
 
     def _post(self, client: Any, scope: str, body: dict[str, Any], url: str | None) -> dict[str, Any] | None:

@@ -148,10 +148,17 @@ class GcpBigQueryBilling(BillingSource[GcpBigQuerySettings]):
             )
             rows = job.result(page_size=10_000, timeout=timeout, retry=None, job_retry=None)
             self.scanned_bytes += int(job.total_bytes_billed or 0)
-            for raw in rows:
-                row = self._row(raw)
-                if row is not None:
-                    yield row
+            tokens: set[str] = set()
+            for page in rows.pages:  # page by page: the client would follow a repeated pageToken forever
+                for raw in page:
+                    row = self._row(raw)
+                    if row is not None:
+                        yield row
+                token = rows.next_page_token
+                if token in tokens:
+                    raise FetchError(Reason.BAD_RESPONSE, "BigQuery repeated a pageToken; stopped paging")
+                if token:
+                    tokens.add(token)
         except google_errors.GoogleAPICallError as err:
             raise self._error(err) from err
         except RefreshError as err:
