@@ -428,6 +428,22 @@ def test_price_list_error_codes_map_to_their_reason(
     assert (status.up, status.reason) == (False, reason), status.detail
 
 
+def test_hints_name_the_sources_own_keys(pricing_api: PricingApi, ec2_api: Ec2Api) -> None:
+    """Spot has no region key (its regions come from the nodes); each hint names its own section's keys."""
+    ec2_api.fail_next(1, "InvalidAction", message="The action is not valid for this web service.")
+    source, status = spot(ec2_api)
+    priced(source, spot_node("us-east-1a"))
+    assert status.detail.endswith("check aws.spot.endpoint_url"), status.detail
+    pricing_api.fail_next(1, "NotFoundException", message="unknown service code")
+    on_demand_source, on_demand_status = on_demand(pricing_api)
+    priced(on_demand_source, node(instance_type="m5.large"))
+    assert on_demand_status.detail.endswith("check aws.pricing.endpoint_url and aws.pricing.region")
+    ec2_api.fail_next(10, "RequestLimitExceeded", status=503, message="Request limit exceeded.")
+    source, status = spot(ec2_api)
+    priced(source, spot_node("us-east-1a"))
+    assert status.detail.endswith("lower aws.spot.concurrency or raise aws.spot.ttl_seconds"), status.detail
+
+
 def test_no_credentials_is_auth(pricing_api: PricingApi, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")

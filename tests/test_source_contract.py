@@ -34,7 +34,9 @@ Per-fault expectations, and why:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -44,6 +46,8 @@ from typing import Any
 import pytest
 
 from exporter.cache import PriceCache
+from exporter.config import PricingConfig
+from exporter.config.sections import sections
 from exporter.config.sources.aws import AwsCurSettings, AwsPricingSettings, AwsSpotSettings
 from exporter.config.sources.azure import AzureCostSettings, AzureRetailSettings
 from exporter.config.sources.gcp import GcpBigQuerySettings, GcpCatalogSettings
@@ -377,6 +381,7 @@ def test_fault_then_recovery(harness: Harness, case: Case) -> None:
     else:
         assert (status.up, status.reason) == (False, expected), status.detail
         assert harness.quote() == good, "a failed refresh must keep the last good quote"
+        assert not unknown_keys(status.detail), f"the detail names keys that do not exist: {status.detail}"
     answered = len(harness.fake.requests) - asked
     if case.fault in (Fault.THROTTLED, Fault.TIMEOUT, Fault.UNAVAILABLE, Fault.DROPPED):
         assert answered > 1, "a transient fault is retried"
@@ -387,6 +392,20 @@ def test_fault_then_recovery(harness: Harness, case: Case) -> None:
     harness.refresh()
     assert status.up, status.detail
     assert harness.quote() == good
+
+
+_KEY = re.compile(r"\b((?:aws|gcp|azure)\.[a-z_]+|pricing)\.([a-z_]+)")
+
+
+def unknown_keys(detail: str) -> list[str]:
+    """Every `section.key` a detail names (a hint) that is not a setting of that section."""
+    known = {key: {f.name for f in dataclasses.fields(cls)} for key, cls in sections().items()}
+    known["pricing"] = {f.name for f in dataclasses.fields(PricingConfig)}
+    return [f"{s}.{k}" for s, k in _KEY.findall(detail) if k not in known.get(s, set())]
+
+
+def test_unknown_keys_finds_a_key_no_section_has() -> None:
+    assert unknown_keys("check aws.spot.region, aws.pricing.region and pricing.currency") == ["aws.spot.region"]
 
 
 @pytest.mark.timeout(60)

@@ -47,6 +47,11 @@ _BAD_CREDENTIALS = {
 # unknown service code or resource), EC2's InvalidAction (an action this endpoint does not know, e.g. an
 # endpoint_url that is not EC2), and an AWS JSON service's UnknownOperationException.
 _NOT_FOUND = {"NotFoundException", "ResourceNotFoundException", "InvalidAction", "UnknownOperationException"}
+# The config section of the source behind each action, by the action's service, so every hint names a key
+# that exists: spot has no region key (its regions come from the nodes) and the CUR, a billing source, no
+# concurrency or ttl_seconds.
+_SECTIONS = {"pricing": "aws.pricing", "ec2": "aws.spot", "athena": "aws.cur"}
+_REGION_KEYED = {"aws.pricing", "aws.cur"}
 _CODE_REASONS = {
     **dict.fromkeys(_THROTTLED, Reason.THROTTLED),
     **dict.fromkeys(_DENIED, Reason.PERMISSION),
@@ -169,6 +174,7 @@ def _fetch_error(err: Exception, action: str, endpoint: str, timeout: float, now
     from botocore.exceptions import ConnectionError as BotoConnectionError
     from botocore.parsers import ResponseParserError  # not re-exported by botocore.exceptions
 
+    section = _SECTIONS[action.split(":", 1)[0]]
     if isinstance(err, ClientError):
         error = err.response.get("Error", {})
         meta = err.response.get("ResponseMetadata", {})
@@ -183,7 +189,12 @@ def _fetch_error(err: Exception, action: str, endpoint: str, timeout: float, now
         if reason is Reason.THROTTLED:
             return FetchError(
                 Reason.THROTTLED,
-                f"{action} throttled ({said}); lower concurrency or raise ttl_seconds",
+                f"{action} throttled ({said}); "
+                + (
+                    f"raise {section}.backoff_seconds"
+                    if section == "aws.cur"
+                    else f"lower {section}.concurrency or raise {section}.ttl_seconds"
+                ),
                 retry_after=_retry_after(meta.get("HTTPHeaders", {}), now),
             )
         if reason is Reason.PERMISSION:
@@ -197,7 +208,8 @@ def _fetch_error(err: Exception, action: str, endpoint: str, timeout: float, now
         if reason is Reason.NOT_FOUND:
             return FetchError(
                 Reason.NOT_FOUND,
-                f"{action} not found at {endpoint} ({said}); check endpoint_url and region",
+                f"{action} not found at {endpoint} ({said}); check {section}.endpoint_url"
+                + (f" and {section}.region" if section in _REGION_KEYED else ""),
             )
         if reason is Reason.TIMEOUT:
             return FetchError(Reason.TIMEOUT, f"{action} timed out at {endpoint} with HTTP {http} ({said})")
@@ -219,12 +231,13 @@ def _fetch_error(err: Exception, action: str, endpoint: str, timeout: float, now
     if isinstance(err, ConnectTimeoutError | ReadTimeoutError):
         return FetchError(
             Reason.TIMEOUT,
-            f"{action} timed out after {timeout:g}s at {endpoint}; check egress or raise timeout_seconds",
+            f"{action} timed out after {timeout:g}s at {endpoint}; "
+            f"check egress or raise {section}.timeout_seconds",
         )
     if isinstance(err, BotoConnectionError | HTTPClientError):
         return FetchError(
             Reason.UNAVAILABLE,
-            f"{action}: cannot reach {endpoint} ({err}); check endpoint_url, DNS and egress",
+            f"{action}: cannot reach {endpoint} ({err}); check {section}.endpoint_url, DNS and egress",
         )
     if isinstance(err, ResponseParserError):
         return FetchError(

@@ -196,7 +196,8 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
             ) from err
         except ResourceNotFoundError as err:
             raise FetchError(
-                Reason.NOT_FOUND, f"{self.where()} was not found ({_said(err)}): check the scope"
+                Reason.NOT_FOUND,
+                f"{self.where()} was not found ({_said(err)}): check azure.cost_management.scope",
             ) from err
         except HttpResponseError as err:
             raise self._status_error(err) from err
