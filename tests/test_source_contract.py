@@ -394,6 +394,20 @@ def test_fault_then_recovery(harness: Harness, case: Case) -> None:
     assert harness.quote() == good
 
 
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("harness", list(HARNESSES), indirect=True)
+def test_a_refused_connection_is_unavailable_and_retried(harness: Harness) -> None:
+    """Nothing listening (the endpoint down, a wrong port): UNAVAILABLE, not TIMEOUT, since no deadline
+    passed; retried like any transient failure, and the last good quote kept."""
+    good = harness.quote()
+    harness.fake.stop()
+    failed = harness.status.errors[Reason.UNAVAILABLE]
+    harness.refresh()
+    assert (harness.status.up, harness.status.reason) == (False, Reason.UNAVAILABLE), harness.status.detail
+    assert harness.status.errors[Reason.UNAVAILABLE] - failed > 1, "a refused connection is retried"
+    assert harness.quote() == good
+
+
 _KEY = re.compile(r"\b((?:aws|gcp|azure)\.[a-z_]+|pricing)\.([a-z_]+)")
 
 
