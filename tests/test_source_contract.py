@@ -60,7 +60,7 @@ from fakes.azure_api import FakeRetailPricesAPI, vm_items
 from fakes.bigquery_api import BILLING_COLUMNS, FakeBigQuery
 from fakes.cost_management_api import FakeCostManagement, StaticToken, UsageRecord
 from fakes.gcp_api import FakeCatalogAPI, write_adc
-from fakes.server import FakeServer, Fault
+from fakes.server import Answer, FakeServer, Fault
 from tests.conftest import FakeClock, context, node
 
 TIMEOUT = 0.3  # every client's timeout, seconds
@@ -406,6 +406,18 @@ def test_a_refused_connection_is_unavailable_and_retried(harness: Harness) -> No
     assert (harness.status.up, harness.status.reason) == (False, Reason.UNAVAILABLE), harness.status.detail
     assert harness.status.errors[Reason.UNAVAILABLE] - failed > 1, "a refused connection is retried"
     assert harness.quote() == good
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("harness", ["gcp_catalog", "gcp_bigquery", "azure_retail", "azure_cost"], indirect=True)
+def test_a_bare_408_is_a_timeout_and_retried(harness: Harness) -> None:
+    """HTTP 408 Request Timeout (RFC 9110, 15.5.9), as a proxy or load balancer sends it: the one status
+    table (fetch.reason_for_status) makes it TIMEOUT on every HTTP cloud, retried like a client timeout."""
+    harness.fake.enqueue(Answer(408, b"request timed out", content_type="text/plain"), None)
+    asked = len(harness.fake.requests)
+    harness.refresh()
+    assert (harness.status.up, harness.status.reason) == (False, Reason.TIMEOUT), harness.status.detail
+    assert len(harness.fake.requests) - asked > 1, "a timeout is retried"
 
 
 _KEY = re.compile(r"\b((?:aws|gcp|azure)\.[a-z_]+|pricing)\.([a-z_]+)")

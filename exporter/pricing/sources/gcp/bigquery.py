@@ -19,7 +19,7 @@ from exporter.health import Reason
 from exporter.inventory.node import Node
 from exporter.pricing.sources.billing import BillingSource, BillRow
 from exporter.pricing.sources.context import SourceContext
-from exporter.pricing.sources.fetch import FetchError
+from exporter.pricing.sources.fetch import FetchError, reason_for_status
 from exporter.pricing.sources.registry import register
 
 if TYPE_CHECKING:  # the SDK itself is imported when a client is built: discovery must stay SDK-free
@@ -221,4 +221,4 @@ class GcpBigQueryBilling(BillingSource[GcpBigQuerySettings]):
             return FetchError(Reason.CONFIG, f"BigQuery refused the query: {said}")
         if isinstance(err, google_errors.ServerError):
             return FetchError(Reason.UNAVAILABLE, f"BigQuery failed: {said}")
-        return FetchError(Reason.BAD_RESPONSE, f"BigQuery: {said}")
+        return FetchError(reason_for_status(int(err.code or 0)), f"BigQuery: {said}")  # e.g. a proxy's 408
