@@ -13,8 +13,10 @@ every fake:
   fail a source and then watch it recover; `enqueue(answer)` queues any canned answer the same way;
   `delay_seconds` slows every answer. Queued answers are served first come, first served.
 
-Fault.TIMEOUT is the base's own: the server reads the request and holds it unanswered for `hold_seconds`
-(longer than any client timeout in the tests), then drops the connection. BAD_RESPONSE defaults to the
+Fault.TIMEOUT and Fault.DROPPED are the base's own, the same on every cloud since neither has a wire shape:
+TIMEOUT reads the request and holds it unanswered for `hold_seconds` (longer than any client timeout in the
+tests), then drops the connection; DROPPED reads the request and closes the connection at once, with no
+answer (a load balancer or proxy resetting it, a server dying mid-request). BAD_RESPONSE defaults to the
 real answer cut in half, with status 200.
 """
 
@@ -46,6 +48,7 @@ class Fault(Enum):
     NOT_FOUND = "not_found"  # the table, scope or API asked for is not there
     THROTTLED = "throttled"  # rate limited, with the cloud's retry-after header when one is given
     TIMEOUT = "timeout"  # no answer within the client's timeout
+    DROPPED = "dropped"  # the connection closed without an answer
     UNAVAILABLE = "unavailable"  # a 5xx
     BAD_RESPONSE = "bad_response"  # a 200 whose body is garbled
     NO_DATA = "no_data"  # a valid, empty answer
@@ -223,6 +226,8 @@ class FakeServer:
         `clear_faults()`. `retry_after` (seconds) goes in the cloud's retry-after header of THROTTLED."""
         if fault is Fault.TIMEOUT:
             self.enqueue(self._hold, times, when=when)
+        elif fault is Fault.DROPPED:
+            self.enqueue(_no_answer, times, when=when)
         else:
             self.enqueue(lambda request: self.fault_answer(fault, request, retry_after), times, when=when)
 
@@ -250,7 +255,7 @@ class FakeServer:
         raise NotImplementedError
 
     def fault_answer(self, fault: Fault, request: Request, retry_after: float | None) -> Answer:
-        """`fault` in this cloud's wire shape (TIMEOUT never reaches here)."""
+        """`fault` in this cloud's wire shape (TIMEOUT and DROPPED never reach here)."""
         if fault is Fault.BAD_RESPONSE:
             return self.handle(request).truncated()
         raise NotImplementedError(f"{type(self).__name__} does not model {fault}")
@@ -323,6 +328,10 @@ class FakeServer:
 def header_seconds(value: float) -> str:
     """A retry-after header value: whole seconds as an integer, else the float."""
     return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _no_answer(_request: Request) -> None:
+    return None
 
 
 def _constant(answer: Answer) -> Responder:

@@ -386,6 +386,64 @@ def test_failure_messages_name_the_fix_and_every_call_is_counted(pricing_api: Pr
     assert "grant the ec2:DescribeSpotPriceHistory IAM action" in spot_status.detail
 
 
+# Each (code, status) as AWS sends it (AWS's common errors, e.g.
+# docs.aws.amazon.com/autoscaling/ec2/APIReference/CommonErrors.html): the code decides before the status,
+# so an expired token's 403 is auth, not permission; a status with a code not ours speaks for itself.
+EC2_ERRORS = [
+    ("RequestExpired", 400, Reason.AUTH),  # signed with a clock more than 15 minutes off
+    ("AuthFailure", 401, Reason.AUTH),
+    ("ExpiredToken", 400, Reason.AUTH),
+    ("InvalidClientTokenId", 403, Reason.AUTH),
+    ("Unrecognized", 401, Reason.AUTH),  # any 401
+    ("Forbidden", 403, Reason.PERMISSION),  # any 403
+    ("RequestTimeout", 408, Reason.TIMEOUT),
+    ("InvalidParameterValue", 400, Reason.BAD_RESPONSE),
+]
+PRICING_ERRORS = [
+    ("ExpiredTokenException", 403, Reason.AUTH),
+    ("UnrecognizedClientException", 400, Reason.AUTH),
+    ("InvalidClientTokenId", 403, Reason.AUTH),
+]
+
+
+@pytest.mark.parametrize(("code", "http", "reason"), EC2_ERRORS, ids=[f"{c}-{h}" for c, h, _ in EC2_ERRORS])
+def test_ec2_error_codes_map_to_their_reason(ec2_api: Ec2Api, code: str, http: int, reason: Reason) -> None:
+    ec2_api.add("us-east-1a", "m5.large", "0.036500", "2026-11-22T10:00:00.000Z")
+    ec2_api.fail_next(10, code, status=http, message="as the service says it")  # past any retries
+    source, status = spot(ec2_api)
+    priced(source, spot_node("us-east-1a"))
+    assert (status.up, status.reason) == (False, reason), status.detail
+    assert code in status.detail
+
+
+@pytest.mark.parametrize(
+    ("code", "http", "reason"), PRICING_ERRORS, ids=[f"{c}-{h}" for c, h, _ in PRICING_ERRORS]
+)
+def test_price_list_error_codes_map_to_their_reason(
+    pricing_api: PricingApi, code: str, http: int, reason: Reason
+) -> None:
+    pricing_api.fail_next(1, code, status=http, message="The security token included in the request is expired")
+    source, status = on_demand(pricing_api)
+    priced(source, node(instance_type="m5.large"))
+    assert (status.up, status.reason) == (False, reason), status.detail
+
+
+def test_hints_name_the_sources_own_keys(pricing_api: PricingApi, ec2_api: Ec2Api) -> None:
+    """Spot has no region key (its regions come from the nodes); each hint names its own section's keys."""
+    ec2_api.fail_next(1, "InvalidAction", message="The action is not valid for this web service.")
+    source, status = spot(ec2_api)
+    priced(source, spot_node("us-east-1a"))
+    assert status.detail.endswith("check aws.spot.endpoint_url"), status.detail
+    pricing_api.fail_next(1, "NotFoundException", message="unknown service code")
+    on_demand_source, on_demand_status = on_demand(pricing_api)
+    priced(on_demand_source, node(instance_type="m5.large"))
+    assert on_demand_status.detail.endswith("check aws.pricing.endpoint_url and aws.pricing.region")
+    ec2_api.fail_next(10, "RequestLimitExceeded", status=503, message="Request limit exceeded.")
+    source, status = spot(ec2_api)
+    priced(source, spot_node("us-east-1a"))
+    assert status.detail.endswith("lower aws.spot.concurrency or raise aws.spot.ttl_seconds"), status.detail
+
+
 def test_no_credentials_is_auth(pricing_api: PricingApi, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("AWS_ACCESS_KEY_ID")
     monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")

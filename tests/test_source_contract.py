@@ -18,6 +18,8 @@ Per-fault expectations, and why:
   none: the source's own backoff is all it waits). Throttled until cleared: down with THROTTLED after the retries.
 - timeout: the fake holds the request past the client timeout (`TIMEOUT` s); down with TIMEOUT.
 - unavailable (5xx until cleared): retried, then down with UNAVAILABLE.
+- dropped (the connection closed with no answer, until cleared): retried, then down with UNAVAILABLE, not
+  TIMEOUT: no deadline passed, the server or something in between hung up.
 - bad_response (a 200 with a truncated body): down with BAD_RESPONSE, not retried (one call).
 - no_data (a valid, empty answer): depends on what an empty answer means.
   * Billing: an empty bill for the cluster's resources is a broken export or the wrong table, never a
@@ -32,7 +34,9 @@ Per-fault expectations, and why:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -42,6 +46,8 @@ from typing import Any
 import pytest
 
 from exporter.cache import PriceCache
+from exporter.config import PricingConfig
+from exporter.config.sections import sections
 from exporter.config.sources.aws import AwsCurSettings, AwsPricingSettings, AwsSpotSettings
 from exporter.config.sources.azure import AzureCostSettings, AzureRetailSettings
 from exporter.config.sources.gcp import GcpBigQuerySettings, GcpCatalogSettings
@@ -54,7 +60,7 @@ from fakes.azure_api import FakeRetailPricesAPI, vm_items
 from fakes.bigquery_api import BILLING_COLUMNS, FakeBigQuery
 from fakes.cost_management_api import FakeCostManagement, StaticToken, UsageRecord
 from fakes.gcp_api import FakeCatalogAPI, write_adc
-from fakes.server import FakeServer, Fault
+from fakes.server import Answer, FakeServer, Fault
 from tests.conftest import FakeClock, context, node
 
 TIMEOUT = 0.3  # every client's timeout, seconds
@@ -336,6 +342,7 @@ CASES = [
     Case(Fault.THROTTLED, True, Reason.THROTTLED),
     Case(Fault.TIMEOUT, True, Reason.TIMEOUT),
     Case(Fault.UNAVAILABLE, True, Reason.UNAVAILABLE),
+    Case(Fault.DROPPED, True, Reason.UNAVAILABLE),
     Case(Fault.BAD_RESPONSE, True, Reason.BAD_RESPONSE),
     Case(Fault.NO_DATA, True, Reason.NO_DATA),
 ]
@@ -374,8 +381,9 @@ def test_fault_then_recovery(harness: Harness, case: Case) -> None:
     else:
         assert (status.up, status.reason) == (False, expected), status.detail
         assert harness.quote() == good, "a failed refresh must keep the last good quote"
+        assert not unknown_keys(status.detail), f"the detail names keys that do not exist: {status.detail}"
     answered = len(harness.fake.requests) - asked
-    if case.fault in (Fault.THROTTLED, Fault.TIMEOUT, Fault.UNAVAILABLE):
+    if case.fault in (Fault.THROTTLED, Fault.TIMEOUT, Fault.UNAVAILABLE, Fault.DROPPED):
         assert answered > 1, "a transient fault is retried"
     elif case.fault in (Fault.PERMISSION, Fault.BAD_RESPONSE):
         assert answered == 1, "retrying cannot help: one call"
@@ -384,6 +392,46 @@ def test_fault_then_recovery(harness: Harness, case: Case) -> None:
     harness.refresh()
     assert status.up, status.detail
     assert harness.quote() == good
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("harness", list(HARNESSES), indirect=True)
+def test_a_refused_connection_is_unavailable_and_retried(harness: Harness) -> None:
+    """Nothing listening (the endpoint down, a wrong port): UNAVAILABLE, not TIMEOUT, since no deadline
+    passed; retried like any transient failure, and the last good quote kept."""
+    good = harness.quote()
+    harness.fake.stop()
+    failed = harness.status.errors[Reason.UNAVAILABLE]
+    harness.refresh()
+    assert (harness.status.up, harness.status.reason) == (False, Reason.UNAVAILABLE), harness.status.detail
+    assert harness.status.errors[Reason.UNAVAILABLE] - failed > 1, "a refused connection is retried"
+    assert harness.quote() == good
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("harness", ["gcp_catalog", "gcp_bigquery", "azure_retail", "azure_cost"], indirect=True)
+def test_a_bare_408_is_a_timeout_and_retried(harness: Harness) -> None:
+    """HTTP 408 Request Timeout (RFC 9110, 15.5.9), as a proxy or load balancer sends it: the one status
+    table (fetch.reason_for_status) makes it TIMEOUT on every HTTP cloud, retried like a client timeout."""
+    harness.fake.enqueue(Answer(408, b"request timed out", content_type="text/plain"), None)
+    asked = len(harness.fake.requests)
+    harness.refresh()
+    assert (harness.status.up, harness.status.reason) == (False, Reason.TIMEOUT), harness.status.detail
+    assert len(harness.fake.requests) - asked > 1, "a timeout is retried"
+
+
+_KEY = re.compile(r"\b((?:aws|gcp|azure)\.[a-z_]+|pricing)\.([a-z_]+)")
+
+
+def unknown_keys(detail: str) -> list[str]:
+    """Every `section.key` a detail names (a hint) that is not a setting of that section."""
+    known = {key: {f.name for f in dataclasses.fields(cls)} for key, cls in sections().items()}
+    known["pricing"] = {f.name for f in dataclasses.fields(PricingConfig)}
+    return [f"{s}.{k}" for s, k in _KEY.findall(detail) if k not in known.get(s, set())]
+
+
+def test_unknown_keys_finds_a_key_no_section_has() -> None:
+    assert unknown_keys("check aws.spot.region, aws.pricing.region and pricing.currency") == ["aws.spot.region"]
 
 
 @pytest.mark.timeout(60)

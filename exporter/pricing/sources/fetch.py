@@ -48,6 +48,24 @@ def parse_retry_after(value: str | None, now: float) -> float | None:
     return max(0.0, when.timestamp() - now)  # an HTTP date without a zone is read as UTC
 
 
+# What a bare HTTP status says when the body names no more precise cause. 400 is a request the API refused
+# as asked (a filter, a currency, a query): configuration, not the server's fault.
+_STATUS_REASONS = {
+    400: Reason.CONFIG,
+    401: Reason.AUTH,
+    403: Reason.PERMISSION,
+    404: Reason.NOT_FOUND,
+    408: Reason.TIMEOUT,
+    429: Reason.THROTTLED,
+}
+
+
+def reason_for_status(status: int) -> Reason:
+    """The Reason for a non-2xx HTTP status: the one table every cloud's mapping falls back on, so a 401
+    is `auth` and a 503 `unavailable` on every cloud alike."""
+    return _STATUS_REASONS.get(status, Reason.UNAVAILABLE if status >= 500 else Reason.BAD_RESPONSE)
+
+
 def retry_delay(err: FetchError, attempt: int, backoff: float, backoff_max: float) -> float:
     """Seconds before retry `attempt` (0-based): jittered exponential backoff, or the server's
     Retry-After when longer, within reason."""

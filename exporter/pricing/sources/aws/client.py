@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from exporter.config import ShelfSettings
 from exporter.health import Reason
 from exporter.pricing.sources.context import SourceContext
-from exporter.pricing.sources.fetch import FetchError, parse_retry_after
+from exporter.pricing.sources.fetch import FetchError, parse_retry_after, reason_for_status
 from exporter.pricing.sources.shelf import ShelfSource
 
 # Node OS → the Price List's operatingSystem and operation (the operation suffix encodes the licence:
@@ -32,7 +32,10 @@ _ZONE_REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-\d+")
 
 _THROTTLED = {"ThrottlingException", "Throttling", "RequestLimitExceeded", "TooManyRequestsException"}
 _DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation"}
+# RequestExpired: a signature older than 15 minutes or dated in the future, a clock too far off (AWS's
+# common errors, e.g. docs.aws.amazon.com/autoscaling/ec2/APIReference/CommonErrors.html; EC2 answers it).
 _BAD_CREDENTIALS = {
+    "RequestExpired",
     "UnrecognizedClientException",
     "InvalidClientTokenId",
     "AuthFailure",
@@ -44,6 +47,17 @@ _BAD_CREDENTIALS = {
 # unknown service code or resource), EC2's InvalidAction (an action this endpoint does not know, e.g. an
 # endpoint_url that is not EC2), and an AWS JSON service's UnknownOperationException.
 _NOT_FOUND = {"NotFoundException", "ResourceNotFoundException", "InvalidAction", "UnknownOperationException"}
+# The config section of the source behind each action, by the action's service, so every hint names a key
+# that exists: spot has no region key (its regions come from the nodes) and the CUR, a billing source, no
+# concurrency or ttl_seconds.
+_SECTIONS = {"pricing": "aws.pricing", "ec2": "aws.spot", "athena": "aws.cur"}
+_REGION_KEYED = {"aws.pricing", "aws.cur"}
+_CODE_REASONS = {
+    **dict.fromkeys(_THROTTLED, Reason.THROTTLED),
+    **dict.fromkeys(_DENIED, Reason.PERMISSION),
+    **dict.fromkeys(_BAD_CREDENTIALS, Reason.AUTH),
+    **dict.fromkeys(_NOT_FOUND, Reason.NOT_FOUND),
+}
 
 
 _loader: Any = None  # botocore's data loader, shared by every AWS session of the process
@@ -160,6 +174,7 @@ def _fetch_error(err: Exception, action: str, endpoint: str, timeout: float, now
     from botocore.exceptions import ConnectionError as BotoConnectionError
     from botocore.parsers import ResponseParserError  # not re-exported by botocore.exceptions
 
+    section = _SECTIONS[action.split(":", 1)[0]]
     if isinstance(err, ClientError):
         error = err.response.get("Error", {})
         meta = err.response.get("ResponseMetadata", {})
@@ -167,26 +182,38 @@ def _fetch_error(err: Exception, action: str, endpoint: str, timeout: float, now
         message = str(error.get("Message", ""))
         http = int(meta.get("HTTPStatusCode") or 0)
         said = f"{code}: {message}" if message else code
-        if code in _THROTTLED or http == 429:
+        # The code decides first (ExpiredTokenException comes with a 403, throttling with a 400); the status
+        # speaks only for a code not listed here. An unknown 400 stays bad_response: AWS answers most errors
+        # with 400, so it names no setting to fix.
+        reason = _CODE_REASONS.get(code) or (reason_for_status(http) if http != 400 else Reason.BAD_RESPONSE)
+        if reason is Reason.THROTTLED:
             return FetchError(
                 Reason.THROTTLED,
-                f"{action} throttled ({said}); lower concurrency or raise ttl_seconds",
+                f"{action} throttled ({said}); "
+                + (
+                    f"raise {section}.backoff_seconds"
+                    if section == "aws.cur"
+                    else f"lower {section}.concurrency or raise {section}.ttl_seconds"
+                ),
                 retry_after=_retry_after(meta.get("HTTPHeaders", {}), now),
             )
-        if code in _DENIED:
+        if reason is Reason.PERMISSION:
             return FetchError(Reason.PERMISSION, f"{action} denied: grant the {action} IAM action ({said})")
-        if code in _BAD_CREDENTIALS:
+        if reason is Reason.AUTH:
             return FetchError(
                 Reason.AUTH,
                 f"{action}: AWS rejected the credentials ({said}); check the pod's IAM role "
                 "(IRSA or EKS Pod Identity) or its AWS_* variables",
             )
-        if code in _NOT_FOUND or http == 404:
+        if reason is Reason.NOT_FOUND:
             return FetchError(
                 Reason.NOT_FOUND,
-                f"{action} not found at {endpoint} ({said}); check endpoint_url and region",
+                f"{action} not found at {endpoint} ({said}); check {section}.endpoint_url"
+                + (f" and {section}.region" if section in _REGION_KEYED else ""),
             )
-        if http >= 500:
+        if reason is Reason.TIMEOUT:
+            return FetchError(Reason.TIMEOUT, f"{action} timed out at {endpoint} with HTTP {http} ({said})")
+        if reason is Reason.UNAVAILABLE:
             return FetchError(
                 Reason.UNAVAILABLE,
                 f"{action} failed at {endpoint} with HTTP {http} ({said}): an AWS-side error",
@@ -204,12 +231,13 @@ def _fetch_error(err: Exception, action: str, endpoint: str, timeout: float, now
     if isinstance(err, ConnectTimeoutError | ReadTimeoutError):
         return FetchError(
             Reason.TIMEOUT,
-            f"{action} timed out after {timeout:g}s at {endpoint}; check egress or raise timeout_seconds",
+            f"{action} timed out after {timeout:g}s at {endpoint}; "
+            f"check egress or raise {section}.timeout_seconds",
         )
     if isinstance(err, BotoConnectionError | HTTPClientError):
         return FetchError(
             Reason.UNAVAILABLE,
-            f"{action}: cannot reach {endpoint} ({err}); check endpoint_url, DNS and egress",
+            f"{action}: cannot reach {endpoint} ({err}); check {section}.endpoint_url, DNS and egress",
         )
     if isinstance(err, ResponseParserError):
         return FetchError(

@@ -25,7 +25,7 @@ from exporter.health import Reason
 from exporter.inventory.node import Node
 from exporter.pricing.sources.billing import BillingSource, BillRow, midnight
 from exporter.pricing.sources.context import SourceContext
-from exporter.pricing.sources.fetch import MAX_RETRY_AFTER, FetchError, parse_retry_after
+from exporter.pricing.sources.fetch import MAX_RETRY_AFTER, FetchError, parse_retry_after, reason_for_status
 from exporter.pricing.sources.registry import register
 
 if TYPE_CHECKING:  # azure-core is imported when a query is sent: discovery must stay SDK-free
@@ -157,6 +157,7 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
         scope = self.settings.scope.strip("/")
         client = self._management()
         url: str | None = None
+        links: set[str] = set()
         for _ in range(_MAX_PAGES):
             page = self._post(client, scope, body, url)
             if page is None:  # 204: Cost Management has no data for the query
@@ -165,6 +166,9 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
             url = (page.get("properties") or {}).get("nextLink") or None
             if not url:
                 return
+            if url in links:  # without this, a server repeating its link is asked _MAX_PAGES times
+                raise FetchError(Reason.BAD_RESPONSE, "Cost Management repeated a nextLink; stopped paging")
+            links.add(url)
         raise FetchError(Reason.BAD_RESPONSE, f"Cost Management nextLink did not end in {_MAX_PAGES} pages")
 
     def _post(self, client: Any, scope: str, body: dict[str, Any], url: str | None) -> dict[str, Any] | None:
@@ -173,7 +177,9 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
             HttpResponseError,
             ResourceNotFoundError,
             ServiceRequestError,
+            ServiceRequestTimeoutError,
             ServiceResponseError,
+            ServiceResponseTimeoutError,
         )
         from azure.core.rest import HttpRequest
 
@@ -190,16 +196,17 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
             ) from err
         except ResourceNotFoundError as err:
             raise FetchError(
-                Reason.NOT_FOUND, f"{self.where()} was not found ({_said(err)}): check the scope"
+                Reason.NOT_FOUND,
+                f"{self.where()} was not found ({_said(err)}): check azure.cost_management.scope",
             ) from err
         except HttpResponseError as err:
             raise self._status_error(err) from err
-        except ServiceResponseError as err:
+        except (ServiceRequestTimeoutError, ServiceResponseTimeoutError) as err:
             raise FetchError(
                 Reason.TIMEOUT,
                 f"Cost Management did not answer within {self.settings.timeout_seconds:g}s ({err})",
             ) from err
-        except ServiceRequestError as err:
+        except (ServiceRequestError, ServiceResponseError) as err:  # refused, reset, dropped mid-answer
             raise FetchError(Reason.UNAVAILABLE, f"cannot reach Cost Management: {err}") from err
         if response.status_code == 204 or not response.content:
             return None
@@ -216,7 +223,8 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
     def _status_error(self, err: HttpResponseError) -> FetchError:
         code = err.status_code or 0
         said = _said(err)
-        if code == 429:
+        reason = reason_for_status(code)
+        if reason is Reason.THROTTLED:
             headers: Any = getattr(err.response, "headers", None) or {}
             now = self.clock.time()
             delays = [d for h in _RETRY_HEADERS if (d := parse_retry_after(headers.get(h), now)) is not None]
@@ -224,17 +232,14 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
             return FetchError(
                 Reason.THROTTLED, f"Cost Management throttled the query ({said})", retry_after=retry_after
             )
-        if code == 401:
-            return FetchError(Reason.AUTH, f"Azure rejected the credentials ({said})")
-        if code == 403:
-            return FetchError(Reason.PERMISSION, f"{said}; grant the exporter's identity {_ROLE}")
-        if code == 404:
-            return FetchError(Reason.NOT_FOUND, f"{self.where()} was not found ({said})")
-        if code == 400:
-            return FetchError(Reason.CONFIG, f"Cost Management refused the query ({said})")
-        if code >= 500:
-            return FetchError(Reason.UNAVAILABLE, f"Cost Management failed with HTTP {code} ({said})")
-        return FetchError(Reason.BAD_RESPONSE, f"Cost Management answered HTTP {code} ({said})")
+        detail = {
+            Reason.AUTH: f"Azure rejected the credentials ({said})",
+            Reason.PERMISSION: f"{said}; grant the exporter's identity {_ROLE}",
+            Reason.NOT_FOUND: f"{self.where()} was not found ({said})",
+            Reason.CONFIG: f"Cost Management refused the query ({said})",
+            Reason.UNAVAILABLE: f"Cost Management failed with HTTP {code} ({said})",
+        }.get(reason, f"Cost Management answered HTTP {code} ({said})")
+        return FetchError(reason, detail)
 
     def _rows(self, page: dict[str, Any]) -> Iterator[BillRow]:
         properties = page.get("properties")

@@ -41,7 +41,7 @@ from exporter.inventory.node import CapacityType, Node
 from exporter.pricing.money import parse_money
 from exporter.pricing.quote import Basis
 from exporter.pricing.sources.context import SourceContext
-from exporter.pricing.sources.fetch import FetchError, parse_retry_after
+from exporter.pricing.sources.fetch import FetchError, parse_retry_after, reason_for_status
 from exporter.pricing.sources.registry import register
 from exporter.pricing.sources.shelf import Key, ShelfPrice, ShelfSource
 
@@ -50,13 +50,6 @@ API_PATH = "/api/retail/prices"
 API_VERSION = "2023-01-01-preview"  # filter values are case-sensitive from this version on
 SKUS_PER_CALL = 10  # the API refuses a $filter of more than about 20 comparisons with a 400
 _EPOCH = datetime.min.replace(tzinfo=UTC)
-_STATUS_REASONS = {
-    400: Reason.CONFIG,
-    401: Reason.AUTH,
-    403: Reason.PERMISSION,
-    404: Reason.NOT_FOUND,
-    429: Reason.THROTTLED,
-}
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -273,9 +266,8 @@ def _pool(base: str, connections: int) -> urllib3.PoolManager:
 def _status_error(resp: urllib3.BaseHTTPResponse, url: str, now: float) -> FetchError:
     """A non-200 answer as FetchError; a 400 names the API's message (a filter the API refused)."""
     code = resp.status
-    reason = _STATUS_REASONS.get(code, Reason.UNAVAILABLE if code >= 500 else Reason.BAD_RESPONSE)
     return FetchError(
-        reason,
+        reason_for_status(code),
         f"GET {_short(url)}: HTTP {code}: {_error_message(resp.data)}",
         retry_after=_retry_after(resp.headers, now),
     )

@@ -19,7 +19,7 @@ from exporter.health import Reason
 from exporter.inventory.node import Node
 from exporter.pricing.sources.billing import BillingSource, BillRow
 from exporter.pricing.sources.context import SourceContext
-from exporter.pricing.sources.fetch import FetchError
+from exporter.pricing.sources.fetch import FetchError, reason_for_status
 from exporter.pricing.sources.registry import register
 
 if TYPE_CHECKING:  # the SDK itself is imported when a client is built: discovery must stay SDK-free
@@ -148,10 +148,17 @@ class GcpBigQueryBilling(BillingSource[GcpBigQuerySettings]):
             )
             rows = job.result(page_size=10_000, timeout=timeout, retry=None, job_retry=None)
             self.scanned_bytes += int(job.total_bytes_billed or 0)
-            for raw in rows:
-                row = self._row(raw)
-                if row is not None:
-                    yield row
+            tokens: set[str] = set()
+            for page in rows.pages:  # page by page: the client would follow a repeated pageToken forever
+                for raw in page:
+                    row = self._row(raw)
+                    if row is not None:
+                        yield row
+                token = rows.next_page_token
+                if token in tokens:
+                    raise FetchError(Reason.BAD_RESPONSE, "BigQuery repeated a pageToken; stopped paging")
+                if token:
+                    tokens.add(token)
         except google_errors.GoogleAPICallError as err:
             raise self._error(err) from err
         except RefreshError as err:
@@ -214,4 +221,4 @@ class GcpBigQueryBilling(BillingSource[GcpBigQuerySettings]):
             return FetchError(Reason.CONFIG, f"BigQuery refused the query: {said}")
         if isinstance(err, google_errors.ServerError):
             return FetchError(Reason.UNAVAILABLE, f"BigQuery failed: {said}")
-        return FetchError(Reason.BAD_RESPONSE, f"BigQuery: {said}")
+        return FetchError(reason_for_status(int(err.code or 0)), f"BigQuery: {said}")  # e.g. a proxy's 408

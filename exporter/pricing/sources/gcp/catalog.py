@@ -31,7 +31,7 @@ from exporter.inventory.node import CapacityType, Node
 from exporter.pricing.money import parse_money
 from exporter.pricing.quote import Basis
 from exporter.pricing.sources.context import SourceContext
-from exporter.pricing.sources.fetch import FetchError, parse_retry_after
+from exporter.pricing.sources.fetch import FetchError, parse_retry_after, reason_for_status
 from exporter.pricing.sources.gcp.json_scan import scan_page
 from exporter.pricing.sources.gcp.machine_shapes import gpu_id, implied_gpus, machine_shape
 from exporter.pricing.sources.registry import register
@@ -312,33 +312,27 @@ class GcpCatalogPrices(ShelfSource[GcpCatalogSettings]):
 
     def _http_error(self, response: requests.Response) -> FetchError:
         status = response.status_code
-        message, reason = _google_error(response)
+        message, google_reason = _google_error(response)
         what = f"Cloud Billing Catalog answered {status}" + (f" ({message})" if message else "")
-        if status == 400 and ("API_KEY" in reason or "API key" in message):
+        if status == 400 and ("API_KEY" in google_reason or "API key" in message):
             return self._failed(Reason.AUTH, f"{what}: check gcp.catalog.api_key")
-        if status == 400:
-            return self._failed(Reason.CONFIG, f"{what}: check pricing.currency")
-        if status == 401:
-            return self._failed(Reason.AUTH, f"{what}: check the API key or the Workload Identity binding")
-        if status == 403:
-            return self._failed(
-                Reason.PERMISSION,
-                f"{what}: enable the Cloud Billing API (cloudbilling.googleapis.com) in the project of the "
-                "API key or service account, and allow the key to call it",
-            )
-        if status == 404:
-            return self._failed(Reason.NOT_FOUND, f"{what}: check gcp.catalog.endpoint_url")
-        if status == 429:
+        reason = reason_for_status(status)
+        if reason is Reason.THROTTLED:
             return self._failed(
                 Reason.THROTTLED,
                 what,
                 parse_retry_after(response.headers.get("Retry-After"), self.clock.time()),
             )
-        if status == 408:
-            return self._failed(Reason.TIMEOUT, what)
-        if status >= 500:
-            return self._failed(Reason.UNAVAILABLE, what)
-        return self._failed(Reason.BAD_RESPONSE, what)
+        hint = {
+            Reason.CONFIG: ": check pricing.currency",
+            Reason.AUTH: ": check gcp.catalog.api_key or the Workload Identity binding",
+            Reason.PERMISSION: (
+                ": enable the Cloud Billing API (cloudbilling.googleapis.com) in the project of the "
+                "API key or service account, and allow the key to call it"
+            ),
+            Reason.NOT_FOUND: ": check gcp.catalog.endpoint_url",
+        }.get(reason, "")
+        return self._failed(reason, what + hint)
 
 
 def machine_price(prices: Mapping[PriceKey, Decimal], key: Key) -> ShelfPrice | None:
