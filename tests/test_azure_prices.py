@@ -524,3 +524,13 @@ def test_egress_through_the_environment_proxy(monkeypatch: pytest.MonkeyPatch) -
             assert bypassing.status.up and len(seen) == 1
     finally:
         proxy.shutdown()
+
+
+def test_an_empty_answer_for_a_new_region_is_no_price_not_a_failure() -> None:
+    """Only a region that had prices makes an empty answer a failure: a size Azure does not sell in a
+    region it never priced is simply unpriced, and the source stays up."""
+    with FakeRetailPricesAPI([]) as fake:
+        source = AzureRetailPrices(AzureRetailSettings(enabled=True, endpoint_url=fake.url), context())
+        source.wanted([aks("Standard_D4s_v3")])
+        source.refresh()
+        assert source.status.up and source.quote(aks("Standard_D4s_v3")) is None

@@ -26,9 +26,12 @@ Per-fault expectations, and why:
     fact about prices: down with NO_DATA, last rates kept.
   * GCP catalog: the whole Compute Engine SKU list comes in one listing; an empty listing is broken, not
     "every machine is free": down with NO_DATA, last prices kept.
-  * AWS price list, AWS spot, Azure retail: each query asks about one key (a type in a region); an empty
-    answer is the list saying it has no price for that key, which the source remembers ("no price"): up,
-    and the node is unpriced.
+  * Azure retail: one query asks for every Virtual Machines meter of a few sizes in a region; nothing at
+    all for a region that had prices is the API failing (meters do not vanish overnight): down with
+    NO_DATA, last prices kept, the empty answer not cached.
+  * AWS price list, AWS spot: each query asks about one key (a type in a region); an empty answer is the
+    list saying it has no price for that key, which the source remembers ("no price"): up, and the node is
+    unpriced.
 """
 
 from __future__ import annotations
@@ -164,7 +167,7 @@ def azure_retail(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ha
     with FakeRetailPricesAPI(items) as fake:
         settings = AzureRetailSettings(enabled=True, endpoint_url=fake.url, timeout_seconds=TIMEOUT, **SHELF)
         source = AzureRetailPrices(settings, context(clock := FakeClock()))
-        yield Harness(fake, source, source.status, aks_node("Standard_D4s_v3"), clock, no_data=None)
+        yield Harness(fake, source, source.status, aks_node("Standard_D4s_v3"), clock)
 
 
 # -- billing --------------------------------------------------------------------------------------------------

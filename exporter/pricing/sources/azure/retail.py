@@ -110,17 +110,31 @@ class AzureRetailPrices(ShelfSource[AzureRetailSettings]):
         found: dict[Key, list[_Candidate]] = defaultdict(list)
         url: str | None = self._first_url(region, sorted({key[1] for key in keys}))
         seen: set[str] = set()
+        answered = 0
         while url is not None:
             if url in seen:
                 raise FetchError(Reason.BAD_RESPONSE, f"NextPageLink loops back to {_short(url)}")
             seen.add(url)
             items, next_link = self._get_page(url)
+            answered += len(items)
             for item in items:
                 read = self._read_item(item, now)
                 if read is not None and read[0] in wanted:
                     found[read[0]].append(read[1])
             url = self._next_url(url, next_link)
+        if not answered and self._had_prices(region):
+            # A region's VM meters do not vanish overnight: an empty answer where there were prices is the
+            # API failing, and caching it would unprice every node of the region until the TTL runs out.
+            raise FetchError(
+                Reason.NO_DATA,
+                f"Retail Prices answered no Virtual Machines meter at all for {region}, which had prices; "
+                "keeping the last prices",
+            )
         return {key: ShelfPrice(_choose(options).price) for key, options in found.items()}
+
+    def _had_prices(self, region: str) -> bool:
+        """Whether any key of the region has a price from an earlier answer (or the cache)."""
+        return any(key[0] == region and price is not None for key, price in list(self._prices.items()))
 
     # -- internals ------------------------------------------------------------------------------------
 
