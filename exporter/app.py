@@ -17,7 +17,7 @@ from prometheus_client.registry import CollectorRegistry
 
 from exporter.cache import PriceCache
 from exporter.clock import SYSTEM_CLOCK, Clock
-from exporter.config import BillingSettings, Config, ConfigError, billing_tag_keys
+from exporter.config import Config, ConfigError, billing_tag_keys, enabled_billing
 from exporter.health import Health
 from exporter.inventory.node import Node
 from exporter.inventory.parse import SpotLabel
@@ -85,7 +85,7 @@ class App:
         self.cache: PriceCache | None = None
         if config.cache.enabled and not config.demo:
             self.cache = PriceCache(config.cache.path, self.health.integration("cache"))
-        billing = [key for key, s in config.sources.items() if isinstance(s, BillingSettings) and s.enabled]
+        billing = list(enabled_billing(config))
         if billing and self.cache is None:
             # Billed rates and observed hours live in memory only: say so once, not at every lost restart.
             log.warning(

@@ -26,6 +26,7 @@ from exporter.config.model import (
     SplitConfig,
     WebConfig,
     billing_tag_keys,
+    enabled_billing,
     tag_label,
 )
 
@@ -48,6 +49,7 @@ __all__ = [
     "SplitConfig",
     "WebConfig",
     "billing_tag_keys",
+    "enabled_billing",
     "load_config",
     "tag_label",
 ]

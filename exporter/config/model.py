@@ -206,7 +206,15 @@ def tag_label(key: str) -> str:
 def billing_tag_keys(config: Config) -> tuple[str, ...]:
     """Every allowlisted tag key of the enabled billing sources, in first-seen order."""
     keys: dict[str, None] = {}
-    for settings in config.sources.values():
-        if isinstance(settings, BillingSettings) and settings.enabled:
-            keys.update(dict.fromkeys(settings.tags))
+    for settings in enabled_billing(config).values():
+        keys.update(dict.fromkeys(settings.tags))
     return tuple(keys)
+
+
+def enabled_billing(config: Config) -> dict[str, BillingSettings]:
+    """The enabled billing sources' settings, by section key."""
+    return {
+        key: settings
+        for key, settings in config.sources.items()
+        if isinstance(settings, BillingSettings) and settings.enabled
+    }
