@@ -66,7 +66,10 @@ class RefreshScheduler:
         while not stop.is_set():
             if self._changed.wait(self._tick_seconds):
                 self._changed.clear()
-                self._reprice_if_needed(changed=True)
+                try:
+                    self._reprice_if_needed(changed=True)
+                except Exception:  # one node that cannot be priced or rendered must not end re-pricing
+                    log.exception("re-pricing the nodes failed")
 
     def tick(self) -> None:
         """One pass: refresh the sources that are due, in order, then re-price if anything changed."""
@@ -81,8 +84,11 @@ class RefreshScheduler:
     def _refresh_loop(self, source: PriceSource, stop: threading.Event) -> None:
         """One source's thread: refresh when due, tell the re-pricing thread when quotes changed."""
         while not stop.is_set():
-            if self._is_due(source) and self._refresh(source, self._lookups()):
-                self._changed.set()
+            try:
+                if self._is_due(source) and self._refresh(source, self._lookups()):
+                    self._changed.set()
+            except Exception:  # gathering the nodes failed: this source tries again next tick
+                log.exception("refresh of price source %s failed", source.name)
             stop.wait(self._tick_seconds)
 
     def _is_due(self, source: PriceSource) -> bool:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import pytest
 
@@ -194,3 +194,35 @@ def test_readiness_waits_for_every_price_list_but_not_for_bills() -> None:
         price_list.release.set()
         stop.set()
         thread.join(5)
+
+
+def test_a_failing_reprice_or_node_list_ends_no_thread(caplog: pytest.LogCaptureFixture) -> None:
+    """Re-pricing and gathering the nodes run on the scheduler's threads: a failure in either is logged,
+    and the threads go on (the next change is re-priced)."""
+    log: list[str] = []
+    shelf = Source("shelf", log, 0.0, changes=True)
+    h = Harness(shelf, tick_seconds=0.001)
+    failures = {"reprice": 2, "nodes": 2}
+    reprice, nodes = h._reprice, h._nodes  # the harness's own callbacks, made to fail
+
+    def flaky(kind: str, call: Callable[[], object]) -> Callable[[], object]:
+        def run() -> object:
+            if failures[kind] > 0:
+                failures[kind] -= 1
+                raise RuntimeError(f"{kind} broke")
+            return call()
+
+        return run
+
+    h.scheduler._reprice = flaky("reprice", reprice)
+    h.scheduler._lookups = flaky("nodes", nodes)
+    stop, thread = running(h)
+    try:
+        with caplog.at_level(logging.ERROR, logger="exporter.scheduler"):
+            wait_until(lambda: h.reprices >= 2 and log.count("shelf") >= 2)
+        assert "re-pricing the nodes failed" in caplog.text
+        assert "refresh of price source shelf failed" in caplog.text
+    finally:
+        stop.set()
+        thread.join(5)
+    assert not thread.is_alive()
