@@ -3,7 +3,8 @@
 The fixture bill is hourly CUR line items for an EKS cluster: an on-demand node, a reserved-instance node
 (DiscountedUsage), a savings-plan node (SavingsPlanCoveredUsage + SavingsPlanNegation), a spot node, a node
 launched mid-day, EDP discounts (net columns and EdpDiscount lines), data transfer, an EBS volume and an
-instance outside the cluster; the last day is half-landed and one node is missing from the bill. The
+instance outside the cluster; the last day is half-landed for everyone, the day before is half-landed
+for one node only (the export fills line items in unevenly), and one node is missing from the bill. The
 truth of each node is computed here from the line items, by AWS's definitions, not by the exporter's SQL.
 """
 
@@ -56,7 +57,8 @@ class Line:
     team: str = ""
 
 
-def eks(name: str, instance: str, *, spot: bool = False, zone: str = "us-east-1a") -> Node:
+def eks(name: str, instance: str, *, spot: bool = False, zone: str = "us-east-1a",
+        created: datetime | None = None) -> Node:
     return node(
         name,
         uid=f"uid-{instance}",
@@ -64,6 +66,7 @@ def eks(name: str, instance: str, *, spot: bool = False, zone: str = "us-east-1a
         ref=ProviderRef("aws", zone=zone, instance_id=instance),
         capacity_type=CapacityType.SPOT if spot else CapacityType.ON_DEMAND,
         labels={"eks.amazonaws.com/nodegroup": "general", "cost-center": "cc-1234"} if not spot else {},
+        created=(created or datetime(2024, 5, 1, 7, 12, tzinfo=UTC)).timestamp(),
     )
 
 
@@ -71,9 +74,12 @@ ON_DEMAND = eks("ip-10-0-12-87.ec2.internal", "i-0fea4fd46592d050b")
 RESERVED = eks("ip-10-0-44-102.ec2.internal", "i-03dc801fd988ab620")
 SAVINGS = eks("ip-10-0-70-9.ec2.internal", "i-0b22a22eec53b9321", zone="us-east-1b")
 SPOT = eks("ip-10-0-91-23.ec2.internal", "i-0e5b1a4f3c2d1e0f9", spot=True, zone="us-east-1c")
-LATE = eks("ip-10-0-3-200.ec2.internal", "i-07c9e1d2f3a4b5c6d")  # launched May 31, 13:30
-MISSING = eks("ip-10-0-9-9.ec2.internal", "i-0123456789abcdef0")  # launched this morning: no bill yet
-NODES = [ON_DEMAND, RESERVED, SAVINGS, SPOT, LATE, MISSING]
+# launched May 31, 13:30; its Node object registered a minute later
+LATE = eks("ip-10-0-3-200.ec2.internal", "i-07c9e1d2f3a4b5c6d", created=datetime(2024, 5, 31, 13, 31, 8, tzinfo=UTC))
+HALF = eks("ip-10-0-5-77.ec2.internal", "i-05a5a5a5a5a5a5a5a")  # June 1: only 11 of its 24 h landed so far
+MISSING = eks("ip-10-0-9-9.ec2.internal", "i-0123456789abcdef0", created=datetime(2024, 6, 3, 7, tzinfo=UTC))
+NODES = [ON_DEMAND, RESERVED, SAVINGS, SPOT, LATE, HALF, MISSING]
+HALF_USED = [date(2024, 5, 29), *USED[:2]]  # June 1 is still being filled: the older May 29 counts instead
 OD_RATE, RI_RATE, SP_RATE = 0.192, 0.121, 0.138
 
 
@@ -108,8 +114,12 @@ def bill_lines() -> list[Line]:
             amount = 0.5 if at == launched else 1.0  # launched at 13:30: per-second billing
             lines.append(Line("Usage", at, "BoxUsage:m5.xlarge", LATE.ref.instance_id, amount, OD_RATE * amount,
                               OD_RATE * amount * (1 - EDP)))
+        if at.date() != date(2024, 6, 1) or at.hour < 11:
+            lines.append(Line("Usage", at, "BoxUsage:m5.xlarge", HALF.ref.instance_id, 1, OD_RATE, OD_RATE * (1 - EDP)))
         if at.hour == 0:  # a day's data transfer out, one line
             lines.append(Line("Usage", at, "DataTransfer-Out-Bytes", ON_DEMAND.ref.instance_id, 2.0, 0.18, 0.171))
+            lines.append(Line("Usage", at, "DataTransfer-Out-Bytes", HALF.ref.instance_id, 1.0, 0.09 + at.day / 1000,
+                              0.0855))
     return lines
 
 
@@ -127,11 +137,12 @@ def amortized(line: Line, basis: str) -> float:
                                       "SavingsPlanNegation") else 0.0
 
 
-def truth(instance: str, basis: str) -> tuple[float, float]:
+def truth(instance: str, basis: str, days: list[date] | None = None) -> tuple[float, float]:
     """(cost, billed hours) of an instance's compute over the used days."""
+    days = days or (HALF_USED if instance == HALF.ref.instance_id else USED)
     cost = hours_ = 0.0
     for line in bill_lines():
-        if line.resource == instance and line.start.date() in USED and "Usage:" in line.usage_type:
+        if line.resource == instance and line.start.date() in days and "Usage:" in line.usage_type:
             cost += amortized(line, basis)
             if line.kind in ("Usage", "DiscountedUsage", "SavingsPlanCoveredUsage"):
                 hours_ += line.amount
@@ -214,7 +225,7 @@ def test_billed_rate_times_billed_hours_is_the_bill(athena: FakeAthena, version:
     status = health.integration("aws_cur")
     assert status.up, status.detail
     assert status.data_timestamp == datetime(2024, 6, 2, tzinfo=UTC).timestamp()  # June 1 is the newest
-    for instance in (ON_DEMAND, RESERVED, SAVINGS, SPOT, LATE):
+    for instance in (ON_DEMAND, RESERVED, SAVINGS, SPOT, LATE, HALF):
         cost, billed_hours = truth(instance.ref.instance_id, basis)
         facts = source.facts(instance)
         quote = source.quote(instance)
@@ -224,8 +235,11 @@ def test_billed_rate_times_billed_hours_is_the_bill(athena: FakeAthena, version:
             assert float(quote.hourly) == pytest.approx(0.0, abs=1e-9)
         else:
             assert math.isclose(float(quote.hourly) * billed_hours, cost, rel_tol=0.005), instance.name
-        used = USED[1:] if instance is LATE else USED  # launched on May 31
+        used = {LATE.name: USED[1:], HALF.name: HALF_USED}.get(instance.name, USED)  # LATE: launched May 31
         assert [d for d, _ in facts.days] == [d.isoformat() for d in used]
+        for day, day_cost in facts.days:  # the daily cost of each usable day is that day's bill
+            expected, _ = truth(instance.ref.instance_id, basis, [date.fromisoformat(day)])
+            assert day_cost == pytest.approx(expected, rel=0.005, abs=1e-9), (instance.name, day)
     assert source.quote(MISSING) is None and source.facts(MISSING) is None
 
 
@@ -238,9 +252,11 @@ def test_query_prunes_partitions_filters_ids_and_reads_tags_and_network(athena: 
     assert "line_item_resource_id IN (" in sql and "i-0ffffffffffffffff" not in sql
     assert athena.queries[-1]["QueryExecutionContext"]["Database"] == "cur"
     assert athena.queries[-1]["WorkGroup"] == "primary"
-    assert source.scanned_bytes > 0 and source.rows_ingested == 4 * 5 + 3  # May 29 - June 2 (LATE: 3)
+    assert source.scanned_bytes > 0 and source.rows_ingested == 5 * 5 + 3  # May 29 - June 2 (LATE: 3)
     facts = source.facts(ON_DEMAND)
     assert facts is not None and facts.network_hourly == pytest.approx(3 * 0.18 / 72)
+    half = source.facts(HALF)  # the network of its three complete days, not of the half-landed one
+    assert half is not None and half.network_hourly == pytest.approx((0.27 + (29 + 30 + 31) / 1000) / 72)
     assert dict(facts.tags) == {"team": "payments"}
     reserved = source.facts(RESERVED)
     assert reserved is not None and reserved.network_hourly == 0.0 and dict(reserved.tags) == {"team": "search"}

@@ -46,6 +46,13 @@ class Node:
     gpu_count: int
     gpu_model: str
     labels: dict[str, str] = field(default_factory=dict, compare=True, hash=False)
+    created: float | None = None  # metadata.creationTimestamp (epoch seconds); None: unknown
+
+    def alive_seconds(self, start: float, end: float, gone: float | None = None) -> float:
+        """How long within [start, end) the node existed: from its creation (if known) to `gone`."""
+        first = max(start, self.created) if self.created is not None else start
+        last = min(end, gone) if gone is not None else end
+        return max(0.0, last - first)
 
     @property
     def provider(self) -> str:

@@ -4,15 +4,19 @@ to query its bill (AWS CUR through Athena, GCP's BigQuery export, Azure Cost Man
 Reconciliation rules (docs/pricing.md, "Billing"):
 - Every `refresh_interval_seconds` the bill is queried once for the cluster's resources over the last few
   UTC days: rows of (resource, day, cost in the configured basis, billed hours, network cost, tags).
-- Billing lands 6 to 24 h late and a half-billed day would deflate a rate, so a day counts only when it is
-  complete: the bill holds usage ending after it (its watermark) and it ended `settle_hours` ago.
-- A node's billed rate is Σ cost ÷ Σ billed hours over its latest `lookback_days` complete days. A node
-  with no complete day on the bill gets no quote, so the engine prices it from the shelf until it has one.
+- Bills land 6 to 24 h late and fill in line items at different times, so an export-wide watermark says
+  nothing about one resource. A day's bill is usable for a node when the day ended `settle_hours` ago and
+  its billed hours cover every hour the node was alive that day (from `metadata.creationTimestamp` to the
+  deletion the exporter saw; `SLACK_HOURS` per node for the minutes between a VM's start or stop and its
+  Node object's). A day still being filled is skipped: it never pushes an older usable day out.
+- A node's billed rate is Σ cost ÷ Σ billed hours over its latest `lookback_days` usable days. A node
+  with no usable day gets no quote, so the engine prices it from the shelf until it has one.
+- Where one bill resource holds many nodes (an Azure scale set), a day's rate is the resource's cost ÷
+  its billed instance-hours, and each node's share of the day is that rate × the hours it was alive.
 - Rates persist in SQLite and are served while the last successful query is at most
   `max_staleness_seconds` old; then quotes stop (the engine falls back to shelf prices and the `source`
   label says so) until a query succeeds again, with no restart.
-- The hours each node was seen are kept per UTC day (`presence.py`): Azure apportions a scale set's
-  cost over its observed instance-hours with them, and `backfill` writes hourly series with them.
+- The hours each node was seen are kept per UTC day (`presence.py`) for `backfill`.
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ from exporter.pricing.sources.presence import Presence
 
 # The scheduler calls `refresh` this often; the source decides itself when a query is due.
 TICK_SECONDS = 60.0
+# Per node and day, how far billed hours may fall short of the node's alive hours: a VM is billed from its
+# start, minutes before its Node object is created, and its deletion is seen up to a tick late.
+SLACK_HOURS = 0.25
+CACHE_VERSION = 2  # 2: billed facts keyed by node uid (1 keyed them by bill resource)
 _DAY = timedelta(days=1)
 S = TypeVar("S", bound=BillingSettings)
 
@@ -55,7 +63,7 @@ class BillRow:
     day: date
     end: datetime  # newest usage end among the row's line items: the bill's watermark is their maximum
     cost: float  # in the configured cost basis
-    hours: float  # billed instance-hours (0 where the bill has none: Azure uses observed hours)
+    hours: float  # billed instance-hours (of every instance, where the resource is a scale set)
     on_demand_cost: float = 0.0  # part of `cost` billed at undiscounted on-demand rates
     network_cost: float = 0.0
     currency: str = ""
@@ -110,10 +118,33 @@ class Bill:
         return DayTotals(columns[0][i], columns[1][i], columns[2][i], columns[3][i])
 
 
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A node of a bill resource, alive from its creation to `gone` (None: still in the cluster)."""
+
+    node: Node
+    gone: float | None = None
+
+    def alive_hours(self, day: date) -> float:
+        start = midnight(day).timestamp()
+        return self.node.alive_seconds(start, start + 86_400, self.gone) / 3600
+
+
+@dataclass(frozen=True, slots=True)
+class NodeDay:
+    """One usable day of one node: its share of the resource's bill."""
+
+    day: date
+    cost: float
+    hours: float
+    on_demand_cost: float
+    network_cost: float
+
+
 class BillingSource(ABC, Generic[S]):
     """Base of the billing sources, generic over their settings type. Subclasses set `name` and
-    `resource_kind` and implement `resource`, `query` and `where` (and `billed_hours` when the bill has no
-    usable hours)."""
+    `resource_kind` and implement `resource`, `query` and `where` (and `shared` where one bill resource
+    holds several nodes)."""
 
     kind = "billing"
     name: str
@@ -132,8 +163,10 @@ class BillingSource(ABC, Generic[S]):
         self._health = context.health
         self._cache = context.cache
         self._fetcher = context.fetcher(self.name, settings, count_calls=True)
-        self._billed: dict[str, BillFacts] = {}
-        self._resources: set[str] = set()
+        self._billed: dict[str, BillFacts] = {}  # node uid → facts
+        self._members: dict[str, Member] = {}  # node uid → the node, for the nodes in the cluster
+        self._resources: dict[str, str] = {}  # node uid → bill resource
+        self._gone: dict[str, tuple[Member, str]] = {}  # nodes seen leaving, while their days can be billed
         self._last_success: float | None = None
         self._next_query = 0.0
         self._served_fresh = False
@@ -158,17 +191,17 @@ class BillingSource(ABC, Generic[S]):
     def where(self) -> str:
         """Where this source reads its bill, for messages ("Athena table cur.data in us-east-1")."""
 
-    def billed_hours(self, resource: str, day: date, hours: float) -> float | None:
-        """The hours a day's cost is divided by; None when unknown (the day is then not used)."""
-        return hours
+    def shared(self, resource: str) -> bool:
+        """Whether the resource is billed for several nodes at once (a scale set), so that each node's
+        share of a day is the day's rate × its own alive hours, not the resource's whole cost."""
+        return False
 
     # -- PriceSource ----------------------------------------------------------------------------------
 
     def quote(self, node: Node) -> Quote | None:
         if not self._fresh(self.clock.time()):
             return None
-        resource = self.resource(node)
-        facts = self._billed.get(resource) if resource is not None else None
+        facts = self._billed.get(node.uid)
         if facts is None:
             return None
         return Quote(
@@ -180,13 +213,25 @@ class BillingSource(ABC, Generic[S]):
 
     def facts(self, node: Node) -> BillFacts | None:
         """The node's billed days, network cost and tags, held even when too stale to price with."""
-        resource = self.resource(node)
-        return self._billed.get(resource) if resource is not None else None
+        return self._billed.get(node.uid)
 
     def wanted(self, nodes: Iterable[Node]) -> None:
-        seen = [(node.name, r) for node in nodes if (r := self.resource(node)) is not None]
-        self._resources = {r for _, r in seen}
-        self._presence.mark(seen, self.clock.time())
+        """Take the cluster's nodes; a node that left since the last call is kept as gone at this time,
+        so that its hours still count against its resource's bill (a churned scale set)."""
+        now = self.clock.time()
+        members, resources = {}, {}
+        for node in nodes:
+            resource = self.resource(node)
+            if resource is not None:
+                members[node.uid], resources[node.uid] = Member(node), resource
+                self._gone.pop(node.uid, None)
+        for uid, member in self._members.items():
+            if uid not in members:
+                self._gone[uid] = (Member(member.node, now), self._resources[uid])
+        horizon = self.window(now)[0].timestamp()
+        self._gone = {uid: g for uid, g in self._gone.items() if (g[0].gone or now) >= horizon}
+        self._members, self._resources = members, resources
+        self._presence.mark([(m.node.name, resources[uid]) for uid, m in members.items()], now)
 
     def pending(self) -> bool:
         return False  # a new node cannot be on a bill that lands hours late: nothing to fetch at once
@@ -202,7 +247,7 @@ class BillingSource(ABC, Generic[S]):
         self._next_query = now + self.settings.retry_interval_seconds
         started = self.clock.monotonic()
         try:
-            billed, newest = self._fetch(sorted(self._resources), now)
+            billed, newest = self._fetch(now)
         except Exception as err:  # a refresh never raises: the last rates stay, the status says why
             if not isinstance(err, FetchError):  # a bug or an answer no mapping foresaw
                 self.log.exception("querying the bill failed unexpectedly")
@@ -219,10 +264,6 @@ class BillingSource(ABC, Generic[S]):
         return changed
 
     # -- presence -------------------------------------------------------------------------------------
-
-    def observe(self, nodes: Iterable[Node], at: float) -> None:
-        """Note the UTC hour in which these nodes (and the exporter) were seen."""
-        self._presence.mark([(n.name, r) for n in nodes if (r := self.resource(n)) is not None], at)
 
     def presence(self, day: date) -> dict[str, tuple[int, str]]:
         """Node name → (mask of UTC hours seen, resource) on a day; key "" is the exporter's own."""
@@ -241,35 +282,70 @@ class BillingSource(ABC, Generic[S]):
         """The bill for [start, end), folded per (resource, day), with retries of transient failures."""
         return self._fetcher.run(lambda: self._fold(self.query(resources, start, end), resources))
 
-    def complete(self, day: date, watermark: datetime, now: float) -> bool:
-        """A day is trusted once the bill holds later usage and it ended `settle_hours` ago."""
-        end = midnight(day) + _DAY
-        return end < watermark and end.timestamp() + self.settings.settle_hours * 3600 <= now
+    def settled(self, day: date, now: float) -> bool:
+        """A day may be used once it ended `settle_hours` ago (and then only where its bill is full)."""
+        return (midnight(day) + _DAY).timestamp() + self.settings.settle_hours * 3600 <= now
+
+    def node_day(
+        self, resource: str, day: date, totals: DayTotals, alive: Sequence[float], own: float
+    ) -> NodeDay | None:
+        """A node's share of its resource's bill on a day, or None when the day is not usable for it.
+
+        `alive` are the hours each node of the resource (the cluster's and those seen leaving) was alive
+        that day, `own` the node's own. The day is usable when the billed hours cover them all.
+        """
+        if totals.hours <= 0:
+            return None
+        needed = sum(alive) - SLACK_HOURS * sum(1 for hours in alive if hours > 0)
+        if totals.hours < needed:
+            return None  # still being filled in: used once it is complete
+        if not self.shared(resource):
+            return NodeDay(day, totals.cost, totals.hours, totals.on_demand_cost, totals.network_cost)
+        if own <= 0:
+            return None  # the scale set was billed that day, but not for this node
+        share = own / totals.hours
+        return NodeDay(
+            day, totals.cost * share, own, totals.on_demand_cost * share, totals.network_cost * share
+        )
 
     def invalid_row(self, key: str, problem: str) -> None:
         """Count (and log once) a bill row that cannot be read; the other rows still count."""
         self._health.invalid("billing_row", f"{self.name}:{key}", problem)
 
-    def _fetch(self, resources: Sequence[str], now: float) -> tuple[dict[str, BillFacts], float]:
+    def _fetch(self, now: float) -> tuple[dict[str, BillFacts], float]:
+        resources = sorted(set(self._resources.values()))
         if not resources:
             raise FetchError(Reason.NO_DATA, f"no node in the cluster has a {self.resource_kind} to look up")
         start, end = self.window(now)
         bill = self.bill(resources, start, end)
         assert bill.watermark is not None  # _fold raises NO_DATA otherwise
-        complete = [day for day in reversed(bill.days()) if self.complete(day, bill.watermark, now)]
-        if not complete:
+        settled = [day for day in reversed(bill.days()) if self.settled(day, now)]
+        if not settled:
             raise FetchError(
                 Reason.NO_DATA,
-                f"{self.where()}: the newest usage of the cluster's resources ends "
-                f"{bill.watermark:%Y-%m-%d %H:%M} UTC; no day since {start:%Y-%m-%d} is complete yet",
+                f"{self.where()}: no day since {start:%Y-%m-%d} ended {self.settings.settle_hours:g} h ago "
+                f"(the newest usage of the cluster's resources ends {bill.watermark:%Y-%m-%d %H:%M} UTC)",
             )
+        members: dict[str, list[Member]] = {}
+        for uid, member in self._members.items():
+            members.setdefault(self._resources[uid], []).append(member)
+        for member, resource in self._gone.values():
+            members.setdefault(resource, []).append(member)
         shared: dict[tuple[str, ...], tuple[str, ...]] = {}  # most nodes use the same days: one tuple
         billed = {}
-        for resource in bill.resources:
-            facts = self._facts(resource, bill, complete, shared)
+        for uid, member in self._members.items():
+            resource = self._resources[uid]
+            facts = self._facts(member, resource, members[resource], bill, settled, shared)
             if facts is not None:
-                billed[resource] = facts
-        newest = complete[0]
+                billed[uid] = facts
+        if not billed:
+            raise FetchError(
+                Reason.NO_DATA,
+                f"{self.where()}: on no day since {start:%Y-%m-%d} that ended {self.settings.settle_hours:g} h "
+                "ago do the billed hours of a node's resource cover the hours the node was alive: "
+                "the bill is still being filled in",
+            )
+        newest = max(date.fromisoformat(facts.day_names[-1]) for facts in billed.values())
         return billed, (midnight(newest) + _DAY).timestamp()
 
     def _fold(self, rows: Iterator[BillRow], wanted: Sequence[str]) -> Bill:
@@ -301,30 +377,39 @@ class BillingSource(ABC, Generic[S]):
         return bill
 
     def _facts(
-        self, resource: str, bill: Bill, complete: list[date], shared: dict[tuple[str, ...], tuple[str, ...]]
+        self,
+        member: Member,
+        resource: str,
+        members: list[Member],
+        bill: Bill,
+        settled: list[date],
+        shared: dict[tuple[str, ...], tuple[str, ...]],
     ) -> BillFacts | None:
-        used: list[tuple[date, DayTotals, float]] = []
-        for day in complete:  # newest first
+        used: list[NodeDay] = []
+        for day in settled:  # newest first
             totals = bill.totals(resource, day)
-            hours = self.billed_hours(resource, day, totals.hours) if totals is not None else None
-            if totals is not None and hours is not None and hours > 0:
-                used.append((day, totals, hours))
+            if totals is None:
+                continue
+            alive = [m.alive_hours(day) for m in members]
+            node_day = self.node_day(resource, day, totals, alive, member.alive_hours(day))
+            if node_day is not None:
+                used.append(node_day)
                 if len(used) == self.settings.lookback_days:
                     break
         if not used:
             return None
         used.reverse()
-        hours = sum(h for _, _, h in used)
-        names = tuple(day.isoformat() for day, _, _ in used)
+        hours = sum(d.hours for d in used)
+        names = tuple(d.day.isoformat() for d in used)
         tags = bill.tags.get(resource, {})
         return BillFacts(
             self.name,
-            sum(t.cost for _, t, _ in used) / hours,
-            sum(t.on_demand_cost for _, t, _ in used) / hours,
+            sum(d.cost for d in used) / hours,
+            sum(d.on_demand_cost for d in used) / hours,
             hours,
             shared.setdefault(names, names),
-            tuple(t.cost for _, t, _ in used),
-            sum(t.network_cost for _, t, _ in used) / hours if self.attributes_network else None,
+            tuple(d.cost for d in used),
+            sum(d.network_cost for d in used) / hours if self.attributes_network else None,
             tuple((k, tags[k]) for k in self.settings.tags if k in tags),
         )
 
@@ -338,7 +423,7 @@ class BillingSource(ABC, Generic[S]):
         if self._cache is None:
             return
         self._cache.store(self.name, ((r, _dump(f)) for r, f in self._billed.items()), replace=True)
-        meta = {"last_success": self._last_success, "newest": newest}
+        meta = {"last_success": self._last_success, "newest": newest, "version": CACHE_VERSION}
         self._cache.store(f"{self.name}.meta", [("state", json.dumps(meta))])
 
     def _load_cache(self) -> None:
@@ -352,6 +437,9 @@ class BillingSource(ABC, Generic[S]):
             last, newest = float(meta["last_success"]), float(meta["newest"])
         except (ValueError, KeyError, TypeError) as err:
             self.log.warning("ignoring unreadable cached state: %s", err)
+            return
+        if meta.get("version") != CACHE_VERSION:  # rates of an older release: query the bill at once
+            self.log.info("cached billed rates are from an older release; querying the bill again")
             return
         for resource, entry in self._cache.load(self.name).items():
             try:
