@@ -1,10 +1,12 @@
 """`node-cost-exporter backfill`: reconciled hourly costs of past days as OpenMetrics, for
 `promtool tsdb create-blocks-from openmetrics`, so the estimates Prometheus recorded can be corrected.
 
-For each complete billing day in the range, every hour in which the exporter saw a node gets one sample
+For each settled billing day in the range, every hour in which the exporter saw a node gets one sample
 of `nodecost_node_reconciled_hourly_cost`: that day's billed cost of the node's resource divided by its
-billed hours. `sum_over_time(nodecost_node_reconciled_hourly_cost[1d])` is then the node's billed cost of
-the day. Node names come from the hours the exporter observed (kept in its SQLite cache for
+billed hours, where those cover the hours the resource's nodes were seen (the first and last hour seen
+may be partial); a day still being filled in for a node is skipped for it.
+`sum_over_time(nodecost_node_reconciled_hourly_cost[1d])` is then the node's billed cost of the day.
+Node names come from the hours the exporter observed (kept in its SQLite cache for
 `presence_retention_days`): run it with the exporter's configuration and cache.
 """
 
@@ -32,7 +34,7 @@ def write_backfill(
     now = time.time() if now is None else now
     days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
     series: dict[tuple[str, str, str], list[tuple[int, float]]] = {}
-    counts = {"samples": 0, "incomplete_days": 0, "unbilled_node_days": 0}
+    counts = {"samples": 0, "incomplete_days": 0, "unbilled_node_days": 0, "unfilled_node_days": 0}
     for source in sources:
         seen = {day: source.presence(day) for day in days}
         resources = sorted({r for names in seen.values() for name, (_, r) in names.items() if name and r})
@@ -40,22 +42,31 @@ def write_backfill(
             continue
         start = midnight(first)
         bill = source.bill(resources, start, start + timedelta(days=len(days)))
-        watermark = bill.watermark
-        assert watermark is not None  # a bill without rows raises NO_DATA
         for day in days:
-            if not source.complete(day, watermark, now):
+            if not source.settled(day, now):
                 counts["incomplete_days"] += 1
                 continue
             day_start = int(midnight(day).timestamp())
+            members: dict[str, list[tuple[str, int]]] = {}
             for name, (mask, resource) in seen[day].items():
+                if name:
+                    members.setdefault(resource, []).append((name, mask))
+            for resource, nodes in members.items():
                 totals = bill.totals(resource, day)
-                hours = source.billed_hours(resource, day, totals.hours) if totals else None
-                if not name or totals is None or not hours:
-                    counts["unbilled_node_days"] += bool(name)
+                if totals is None:
+                    counts["unbilled_node_days"] += len(nodes)
                     continue
-                rate = totals.cost / hours
-                samples = series.setdefault((name, source.name, source.currency), [])
-                samples += [(day_start + 3600 * h, rate) for h in range(24) if mask >> h & 1]
+                # hours seen are whole hours: the first and the last may have been partly lived
+                alive = [max(0, mask.bit_count() - 1) for _, mask in nodes]
+                for (name, mask), own in zip(nodes, alive, strict=True):
+                    share = source.node_day(resource, day, totals, alive, own)
+                    if share is None or not share.hours:
+                        counts["unfilled_node_days"] += 1
+                        continue
+                    samples = series.setdefault((name, source.name, source.currency), [])
+                    samples += [
+                        (day_start + 3600 * h, share.cost / share.hours) for h in range(24) if mask >> h & 1
+                    ]
     out.write(f"# HELP {METRIC} {HELP}\n# TYPE {METRIC} gauge\n")
     for (name, source_name, currency), samples in sorted(series.items()):
         labels = f'node="{escape(name)}",source="{source_name}",currency="{currency}"'
@@ -111,8 +122,9 @@ def main(argv: Sequence[str]) -> int:
         print(f"node-cost-exporter backfill: {err.reason.value}: {err.detail}", file=sys.stderr)
         return 1
     print(
-        f"wrote {counts['samples']} samples; skipped {counts['incomplete_days']} incomplete days and "
-        f"{counts['unbilled_node_days']} node-days not on the bill",
+        f"wrote {counts['samples']} samples; skipped {counts['incomplete_days']} days not settled yet, "
+        f"{counts['unbilled_node_days']} node-days not on the bill and {counts['unfilled_node_days']} "
+        "node-days the bill has not filled in yet",
         file=sys.stderr,
     )
     return 0

@@ -464,3 +464,47 @@ def test_engine_falls_back_to_shelf_when_stale_and_returns(athena: FakeAthena) -
     source.refresh()
     price = engine.price(RESERVED)
     assert price is not None and price.source == "aws_cur"
+
+
+def test_backfill_writes_each_usable_day_and_skips_days_still_being_filled(athena: FakeAthena, tmp_path: Path) -> None:
+    """`backfill` applies the same rule as the live rates: a settled day counts for a node only when its
+    billed hours cover the hours the exporter saw it (HALF's June 1 is skipped, the others are written)."""
+    import io
+
+    from exporter.backfill import METRIC, write_backfill
+    from exporter.cache import PriceCache
+
+    health = Health()
+    clock = FakeClock(datetime(2024, 5, 29, 0, 30, tzinfo=UTC))
+    cache = PriceCache(str(tmp_path / "cache.sqlite"), health.integration("cache"))
+    source = AwsCurBilling(
+        AwsCurSettings(enabled=True, endpoint_url=athena.url, database="cur", table="data_exports", retries=0,
+                       poll_interval_seconds=0.01, timeout_seconds=5.0),
+        context(clock, health=health, cache=cache),
+    )
+    while clock.now < NOW.timestamp():  # the exporter watched the cluster every hour
+        source.wanted([n for n in NODES if n.created is not None and n.created <= clock.now])
+        clock.now += 3600
+    source.refresh()  # writes today's hours to the cache
+    out = io.StringIO()
+    counts = write_backfill([source], date(2024, 5, 29), date(2024, 6, 2), out, now=NOW.timestamp())
+    assert counts["incomplete_days"] == 1  # June 2 has not settled
+    assert counts["unfilled_node_days"] == 1  # HALF on June 1
+    per_day: dict[tuple[str, str], float] = {}
+    for line in out.getvalue().splitlines():
+        if line.startswith(METRIC):
+            labels, value, stamp = line.rsplit(" ", 2)
+            name = labels.split('node="')[1].split('"')[0]
+            day = datetime.fromtimestamp(int(stamp), UTC).date().isoformat()
+            per_day[name, day] = per_day.get((name, day), 0.0) + float(value)
+    for instance in (ON_DEMAND, RESERVED, HALF):
+        for day in (date(2024, 5, 29), date(2024, 5, 30), date(2024, 5, 31), date(2024, 6, 1)):
+            expected, _ = truth(instance.ref.instance_id, "amortized", [day])
+            if instance is HALF and day == date(2024, 6, 1):
+                assert (instance.name, day.isoformat()) not in per_day
+            else:
+                assert per_day[instance.name, day.isoformat()] == pytest.approx(expected, rel=0.005)
+    late_cost, late_hours = truth(LATE.ref.instance_id, "amortized", [date(2024, 5, 31)])
+    # LATE (created 13:31) was first seen at the 14:30 look: 10 hours of May 31, each at the day's rate
+    assert per_day[LATE.name, "2024-05-31"] == pytest.approx(10 * late_cost / late_hours, rel=0.005)
+    assert out.getvalue().endswith("# EOF\n")

@@ -12,7 +12,7 @@ Reconciliation rules (docs/pricing.md, "Billing"):
 - A node's billed rate is Σ cost ÷ Σ billed hours over its latest `lookback_days` usable days. A node
   with no usable day gets no quote, so the engine prices it from the shelf until it has one.
 - Where one bill resource holds many nodes (an Azure scale set), a day's rate is the resource's cost ÷
-  its billed instance-hours, and each node's share of the day is that rate × the hours it was alive.
+  its billed instance-hours, and each node's share of the day is that rate times the hours it was alive.
 - Rates persist in SQLite and are served while the last successful query is at most
   `max_staleness_seconds` old; then quotes stop (the engine falls back to shelf prices and the `source`
   label says so) until a query succeeds again, with no restart.
@@ -193,7 +193,7 @@ class BillingSource(ABC, Generic[S]):
 
     def shared(self, resource: str) -> bool:
         """Whether the resource is billed for several nodes at once (a scale set), so that each node's
-        share of a day is the day's rate × its own alive hours, not the resource's whole cost."""
+        share of a day is the day's rate times its own alive hours, not the resource's whole cost."""
         return False
 
     # -- PriceSource ----------------------------------------------------------------------------------
@@ -341,8 +341,9 @@ class BillingSource(ABC, Generic[S]):
         if not billed:
             raise FetchError(
                 Reason.NO_DATA,
-                f"{self.where()}: on no day since {start:%Y-%m-%d} that ended {self.settings.settle_hours:g} h "
-                "ago do the billed hours of a node's resource cover the hours the node was alive: "
+                f"{self.where()}: on no day since {start:%Y-%m-%d} that ended "
+                f"{self.settings.settle_hours:g} h ago do the billed hours of a node's resource cover "
+                "the hours the node was alive: "
                 "the bill is still being filled in",
             )
         newest = max(date.fromisoformat(facts.day_names[-1]) for facts in billed.values())
