@@ -64,6 +64,52 @@ FROM (
 GROUP BY project_id, zone, vm, usage_day"""
 
 
+def deadline_session(credentials: Any, seconds: float) -> Any:
+    """An authorized HTTP session whose calls never wait longer than `seconds`.
+
+    google-cloud-bigquery raises the timeout of every jobs.getQueryResults call to at least 120 s, whatever
+    the caller asks, and google-auth gives a token refresh 120 s: a hung BigQuery or token endpoint would
+    hold a refresh for minutes past timeout_seconds. Capping at the session keeps one budget for all.
+    """
+    from google.auth.transport.requests import AuthorizedSession, Request
+
+    def cap(timeout: Any) -> Any:
+        if isinstance(timeout, tuple):
+            return tuple(seconds if t is None else min(float(t), seconds) for t in timeout)
+        return seconds if timeout is None else min(float(timeout), seconds)
+
+    class DeadlineRequest(Request):  # token refreshes
+        def __call__(
+            self,
+            url: str,
+            method: str = "GET",
+            body: Any = None,
+            headers: Any = None,
+            timeout: Any = None,
+            **kwargs: Any,
+        ) -> Any:
+            return super().__call__(url, method, body, headers, cap(timeout), **kwargs)  # type: ignore[no-untyped-call]
+
+    class DeadlineSession(AuthorizedSession):  # BigQuery API calls
+        def request(  # type: ignore[override]
+            self,
+            method: str,
+            url: str,
+            data: Any = None,
+            headers: Any = None,
+            max_allowed_time: Any = None,
+            timeout: Any = None,
+            **kwargs: Any,
+        ) -> Any:
+            return super().request(  # type: ignore[no-untyped-call]
+                method, url, data, headers, max_allowed_time, cap(timeout), **kwargs
+            )
+
+    return DeadlineSession(  # type: ignore[no-untyped-call]
+        credentials, refresh_timeout=seconds, auth_request=DeadlineRequest()
+    )
+
+
 @register(
     "gcp.bigquery",
     settings=GcpBigQuerySettings,
@@ -88,6 +134,7 @@ class GcpBigQueryBilling(BillingSource[GcpBigQuerySettings]):
         return f"BigQuery table {self.settings.project}.{self.settings.dataset}.{self.settings.table}"
 
     def _bigquery(self) -> bigquery.Client:
+        import google.auth
         from google.api_core.client_options import ClientOptions
         from google.auth.exceptions import DefaultCredentialsError
         from google.cloud import bigquery
@@ -97,17 +144,22 @@ class GcpBigQueryBilling(BillingSource[GcpBigQuerySettings]):
                 ClientOptions(api_endpoint=self.settings.endpoint_url) if self.settings.endpoint_url else None
             )
             try:
-                self._client = bigquery.Client(
-                    project=self.settings.job_project or self.settings.project,
-                    location=self.settings.location or None,
-                    client_options=options,
-                )
+                credentials, _ = google.auth.default(scopes=bigquery.Client.SCOPE)
             except DefaultCredentialsError as err:
                 raise FetchError(
                     Reason.AUTH,
                     "no Google credentials: give the pod a Workload Identity bound to a service account "
                     f"with {_ROLES} (or set GOOGLE_APPLICATION_CREDENTIALS) ({err})",
                 ) from err
+            self._client = bigquery.Client(
+                project=self.settings.job_project or self.settings.project,
+                credentials=credentials,
+                location=self.settings.location or None,
+                client_options=options,
+                # the client's documented HTTP-object parameter: a session whose every call, token
+                # refreshes included, ends by timeout_seconds (see `deadline_session`)
+                _http=deadline_session(credentials, self.settings.timeout_seconds),
+            )
         return self._client
 
     def query(self, resources: Sequence[str], start: datetime, end: datetime) -> Iterator[BillRow]:
