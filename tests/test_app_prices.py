@@ -8,13 +8,19 @@ from __future__ import annotations
 
 import json
 import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from exporter.app import App, demo_nodes_path
 from exporter.config import Config, load_config
+from exporter.http import serve
 from fakes.azure_api import FakeRetailPricesAPI, vm_items
 from tests.conftest import FakeClock, scrape, turn, wait_until, write
 
@@ -161,3 +167,57 @@ def test_a_spot_nodes_list_price_is_refreshed_like_its_own(tmp_path: Path) -> No
         clock.advance(86400 - 3600)
         turn(app)
         assert f"{listed} 0.4" in scrape(app)
+
+
+def test_a_hung_bill_at_cold_start_holds_up_neither_shelf_prices_nor_readiness(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Cold start, no cache, the billing service hung (Athena holds every request far past the test): every
+    node is priced from the shelf (or the offline table) and /readyz is 200 within 20 s of the shelf
+    answering, because no source waits on another."""
+    from fakes.athena_api import FakeAthena
+    from fakes.server import Fault
+
+    for name, value in (("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE"), ("AWS_SECRET_ACCESS_KEY", "secret-example"),
+                        ("AWS_EC2_METADATA_DISABLED", "true")):
+        monkeypatch.setenv(name, value)
+    with FakeRetailPricesAPI(azure_items()) as shelf, FakeAthena() as athena:
+        athena.hold_seconds = 300.0
+        athena.inject(Fault.TIMEOUT, None)
+        config = configured(tmp_path, shelf.url, **{
+            "aws.cur.enabled": True, "aws.cur.endpoint_url": athena.url, "aws.cur.database": "cur",
+            "aws.cur.table": "data_exports", "aws.cur.timeout_seconds": 300, "aws.cur.retries": 0,
+        })
+        app = App(config)
+        stop = threading.Event()
+        started = time.monotonic()
+        app.start(stop)
+        server = serve(app, "127.0.0.1", 0)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}/readyz"
+            wait_until(lambda: _status(url) == 200, timeout=20.0)
+            assert time.monotonic() - started <= 20.0
+            assert athena.requests, "the bill was asked for (and hangs)"
+            text = scrape(app)
+            nodes = json.loads(Path(config.kubernetes.nodes_file).read_text())["items"]
+            for item in nodes:
+                if not item["spec"].get("providerID"):
+                    continue  # an on-prem node: no price list has it
+                line = hourly(text, item["metadata"]["name"])
+                assert 'source="aws_cur"' not in line, line
+            assert 'source="azure_retail"' in hourly(text, AKS)
+        finally:
+            stop.set()
+            server.shutdown()
+            server.server_close()
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return int(response.status)
+    except urllib.error.HTTPError as err:
+        return err.code
+    except OSError:
+        return 0
