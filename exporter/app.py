@@ -18,6 +18,7 @@ from prometheus_client.registry import CollectorRegistry
 from exporter.cache import PriceCache
 from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.config import Config, ConfigError, billing_tag_keys, enabled_billing
+from exporter.config.sources.aws import NET_COST_BASES, AwsCurSettings
 from exporter.health import Health
 from exporter.inventory.node import Node
 from exporter.inventory.parse import SpotLabel
@@ -93,6 +94,7 @@ class App:
                 "loses them (shelf prices until the first query answers, and backfill needs the cache)",
                 ", ".join(billing),
             )
+        _warn_discount_on_a_net_bill(config)
         context = SourceContext(self.health, self.cache, config.pricing.currency, clock)
         self.engine = PricingEngine(build_sources(config, context), config.pricing, self.health)
         self._lock = threading.Lock()
@@ -188,3 +190,16 @@ class App:
 
     def alive(self) -> bool:
         return all(thread.is_alive() for thread in self._threads)
+
+
+def _warn_discount_on_a_net_bill(config: Config) -> None:
+    """A net CUR basis already carries an EDP or private rate: the global discount belongs at 0 then."""
+    cur, discount = config.sources.get("aws.cur"), config.pricing.discounts.aws
+    if isinstance(cur, AwsCurSettings) and cur.enabled and cur.cost_basis in NET_COST_BASES and discount:
+        log.warning(
+            "pricing.discounts.aws is %s while aws.cur.cost_basis is %s, whose rates already carry your "
+            "EDP or private-rate discount: set pricing.discounts.aws to 0 (docs/pricing.md, 'On top of "
+            "every list price')",
+            discount,
+            cur.cost_basis,
+        )

@@ -24,7 +24,7 @@ from exporter.metrics.families import escape
 from exporter.pricing.sources.billing import BillingSource, midnight
 
 METRIC = "nodecost_node_reconciled_hourly_cost"
-HELP = "Billed cost of the node per hour, from the bill of each complete day (backfilled)."
+HELP = "Billed cost of the node per hour, from the bill of each usable day (backfilled)."
 
 
 def write_backfill(

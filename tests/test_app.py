@@ -133,3 +133,18 @@ def test_a_cloud_enabled_without_its_extra_is_a_config_error() -> None:
         "aws.pricing.enabled: needs the 'aws' extra, which is not installed (boto3 is missing): "
         "run with `uv run --extra aws ...`, or `pip install 'node-cost-exporter[aws]'`"
     ) in result.stderr
+
+
+def test_a_discount_beside_a_net_cur_basis_is_warned_about_at_start(caplog: pytest.LogCaptureFixture) -> None:
+    """A net basis already carries the EDP: a non-zero pricing.discounts.aws beside it is a mistake to name."""
+    nodes = {"kubernetes.nodes_file": demo_nodes_path(), "cache.enabled": False}
+    for basis, discount, warned in (("amortized_net", "0.05", True), ("net_unblended", "0.05", True),
+                                    ("amortized_net", "0", False), ("amortized", "0.05", False)):
+        caplog.clear()
+        env = {**BILLING, "NODECOST_AWS__CUR__COST_BASIS": basis, "NODECOST_PRICING__DISCOUNTS__AWS": discount}
+        with caplog.at_level(logging.WARNING, "exporter.app"):
+            App(load_config(None, env=env, overrides=nodes))
+        said = [r.getMessage() for r in caplog.records if "pricing.discounts.aws" in r.getMessage()]
+        assert len(said) == int(warned), (basis, discount, said)
+        if warned:
+            assert f"aws.cur.cost_basis is {basis}" in said[0] and "set pricing.discounts.aws to 0" in said[0]

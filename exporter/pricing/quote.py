@@ -48,7 +48,7 @@ class BillFacts:
 
     @property
     def days(self) -> tuple[tuple[str, float], ...]:
-        """(UTC day, billed cost) of each complete day used, oldest first."""
+        """(UTC day, billed cost) of each usable day used, oldest first."""
         return tuple(zip(self.day_names, self.day_costs, strict=True))
 
 

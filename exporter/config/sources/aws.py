@@ -11,6 +11,7 @@ from exporter.config.sections import section
 PRICE_LIST_REGIONS = ("us-east-1", "ap-south-1", "eu-central-1", "cn-northwest-1")
 CUR_VERSIONS = ("2.0", "legacy")
 COST_BASES = ("amortized", "amortized_net", "unblended", "net_unblended")
+NET_COST_BASES = ("amortized_net", "net_unblended")  # after EDP and private-rate discounts
 
 
 def _usd_only(shelf: ShelfSettings, config: Config) -> None:

@@ -15,7 +15,7 @@ from collections.abc import Collection, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from exporter.config.sources.aws import AwsCurSettings
+from exporter.config.sources.aws import NET_COST_BASES, AwsCurSettings
 from exporter.health import Reason
 from exporter.inventory.node import Node
 from exporter.pricing.sources.aws.client import _fetch_error, aws_session
@@ -38,7 +38,7 @@ _ACTIONS = (
 
 def _cost(basis: str) -> str:
     """The SQL of one line item's cost in the chosen basis."""
-    net = basis.endswith("_net") or basis == "net_unblended"
+    net = basis in NET_COST_BASES
 
     def col(gross: str, net_col: str) -> str:
         return f"COALESCE({net_col}, {gross})" if net else gross
@@ -104,7 +104,7 @@ def cur_query(
     instance = _any_like("line_item_usage_type", _INSTANCE_USAGE)
     network = _any_like("line_item_usage_type", _NETWORK_USAGE)
     cost = _cost(settings.cost_basis)
-    net_basis = settings.cost_basis in ("amortized_net", "net_unblended")
+    net_basis = settings.cost_basis in NET_COST_BASES
     on_demand = (
         "0"
         if net_basis  # a net basis already carries the private rate: the configured discount must not
