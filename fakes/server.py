@@ -16,8 +16,10 @@ every fake:
 Fault.TIMEOUT and Fault.DROPPED are the base's own, the same on every cloud since neither has a wire shape:
 TIMEOUT reads the request and holds it unanswered for `hold_seconds` (longer than any client timeout in the
 tests), then drops the connection; DROPPED reads the request and closes the connection at once, with no
-answer (a load balancer or proxy resetting it, a server dying mid-request). BAD_RESPONSE defaults to the
-real answer cut in half, with status 200.
+answer (a load balancer or proxy resetting it, a server dying mid-request). CUT sends the real answer's
+status and headers with its full Content-Length, then half its body, and closes (a server dying midway).
+BAD_RESPONSE defaults to the real answer cut in half, with status 200 and a Content-Length that matches:
+a whole answer whose body is garbled.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ class Fault(Enum):
     THROTTLED = "throttled"  # rate limited, with the cloud's retry-after header when one is given
     TIMEOUT = "timeout"  # no answer within the client's timeout
     DROPPED = "dropped"  # the connection closed without an answer
+    CUT = "cut"  # the connection closed midway through the answer's body (Content-Length not met)
     UNAVAILABLE = "unavailable"  # a 5xx
     BAD_RESPONSE = "bad_response"  # a 200 whose body is garbled
     NO_DATA = "no_data"  # a valid, empty answer
@@ -104,6 +107,24 @@ class Answer:
         indent: int | None = None,
     ) -> Answer:
         return cls(status, json.dumps(payload, indent=indent).encode(), dict(headers or {}), content_type)
+
+    def cut(self) -> Answer:
+        """This answer with its whole length announced but only half its body sent before the connection
+        closes: a server or proxy dying midway (urllib3 reads it as an IncompleteRead)."""
+        full = self
+
+        def stream(handler: BaseHTTPRequestHandler) -> None:
+            handler.send_response(full.status)
+            for name, value in full.headers.items():
+                handler.send_header(name, value)
+            handler.send_header("Content-Type", full.content_type)
+            handler.send_header("Content-Length", str(len(full.body)))
+            handler.end_headers()
+            handler.wfile.write(full.body[: len(full.body) // 2])
+            handler.wfile.flush()
+            handler.close_connection = True
+
+        return Answer(self.status, self.body, self.headers, self.content_type, stream=stream)
 
     def truncated(self) -> Answer:
         """This answer as a broken server or proxy would send it: status 200, the body cut in half."""
@@ -228,6 +249,8 @@ class FakeServer:
             self.enqueue(self._hold, times, when=when)
         elif fault is Fault.DROPPED:
             self.enqueue(_no_answer, times, when=when)
+        elif fault is Fault.CUT:
+            self.enqueue(lambda request: self.handle(request).cut(), times, when=when)
         else:
             self.enqueue(lambda request: self.fault_answer(fault, request, retry_after), times, when=when)
 

@@ -29,6 +29,7 @@ FAULTS = [
     (Fault.TIMEOUT, Reason.TIMEOUT),
     (Fault.UNAVAILABLE, Reason.UNAVAILABLE),
     (Fault.DROPPED, Reason.UNAVAILABLE),
+    (Fault.CUT, Reason.UNAVAILABLE),
     (Fault.BAD_RESPONSE, Reason.BAD_RESPONSE),
 ]
 

@@ -20,6 +20,8 @@ Per-fault expectations, and why:
 - unavailable (5xx until cleared): retried, then down with UNAVAILABLE.
 - dropped (the connection closed with no answer, until cleared): retried, then down with UNAVAILABLE, not
   TIMEOUT: no deadline passed, the server or something in between hung up.
+- cut (the connection closed midway through the body, short of its Content-Length): the same as dropped,
+  never a half answer parsed as a whole one.
 - bad_response (a 200 with a truncated body): down with BAD_RESPONSE, not retried (one call).
 - no_data (a valid, empty answer): depends on what an empty answer means.
   * Billing: an empty bill for the cluster's resources is a broken export or the wrong table, never a
@@ -349,6 +351,7 @@ CASES = [
     Case(Fault.TIMEOUT, True, Reason.TIMEOUT),
     Case(Fault.UNAVAILABLE, True, Reason.UNAVAILABLE),
     Case(Fault.DROPPED, True, Reason.UNAVAILABLE),
+    Case(Fault.CUT, True, Reason.UNAVAILABLE),
     Case(Fault.BAD_RESPONSE, True, Reason.BAD_RESPONSE),
     Case(Fault.NO_DATA, True, Reason.NO_DATA),
 ]
@@ -389,7 +392,7 @@ def test_fault_then_recovery(harness: Harness, case: Case) -> None:
         assert harness.quote() == good, "a failed refresh must keep the last good quote"
         assert not unknown_keys(status.detail), f"the detail names keys that do not exist: {status.detail}"
     answered = len(harness.fake.requests) - asked
-    if case.fault in (Fault.THROTTLED, Fault.TIMEOUT, Fault.UNAVAILABLE, Fault.DROPPED):
+    if case.fault in (Fault.THROTTLED, Fault.TIMEOUT, Fault.UNAVAILABLE, Fault.DROPPED, Fault.CUT):
         assert answered > 1, "a transient fault is retried"
     elif case.fault in (Fault.PERMISSION, Fault.BAD_RESPONSE):
         assert not waits, "retrying cannot help: the source must not back off and retry"

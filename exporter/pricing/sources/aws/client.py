@@ -80,6 +80,23 @@ def aws_session() -> Any:
     return session
 
 
+def whole_answers(client: Any) -> Any:
+    """The client, refusing an answer whose body is shorter than its Content-Length: a connection cut
+    midway through the answer. botocore would parse the half it got (a JSON or XML error at best, a
+    silently short page at worst); it is a dropped connection, so it surfaces as one (UNAVAILABLE)."""
+    from botocore.exceptions import ConnectionClosedError
+
+    def check(response_dict: dict[str, Any], **_: Any) -> None:
+        body, headers = response_dict.get("body"), response_dict.get("headers") or {}
+        length = str(headers.get("content-length") or "")
+        cut = isinstance(body, bytes) and length.isdigit() and len(body) < int(length)
+        if cut and not headers.get("content-encoding"):
+            raise ConnectionClosedError(endpoint_url=client.meta.endpoint_url)
+
+    client.meta.events.register("before-parse", check)
+    return client
+
+
 def region_of_zone(zone: str) -> str | None:
     """The region an availability zone (or Local/Wavelength Zone) belongs to; None if it is not one."""
     match = _ZONE_REGION.match(zone)
@@ -106,17 +123,19 @@ class AwsSource(ShelfSource[S]):
         with self._client_lock:
             client = self._clients.get(region)
             if client is None:
-                client = self._clients[region] = self._session.create_client(
-                    service,
-                    region_name=region,
-                    endpoint_url=self.settings.endpoint_url or None,
-                    config=BotoConfig(
-                        connect_timeout=self.settings.timeout_seconds,
-                        read_timeout=self.settings.timeout_seconds,
-                        retries={"total_max_attempts": 1},
-                        max_pool_connections=max(10, self.settings.concurrency),
-                        user_agent_extra="node-cost-exporter",
-                    ),
+                client = self._clients[region] = whole_answers(
+                    self._session.create_client(
+                        service,
+                        region_name=region,
+                        endpoint_url=self.settings.endpoint_url or None,
+                        config=BotoConfig(
+                            connect_timeout=self.settings.timeout_seconds,
+                            read_timeout=self.settings.timeout_seconds,
+                            retries={"total_max_attempts": 1},
+                            max_pool_connections=max(10, self.settings.concurrency),
+                            user_agent_extra="node-cost-exporter",
+                        ),
+                    )
                 )
             return client
 

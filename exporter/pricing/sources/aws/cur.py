@@ -18,7 +18,7 @@ from typing import Any
 from exporter.config.sources.aws import NET_COST_BASES, AwsCurSettings
 from exporter.health import Reason
 from exporter.inventory.node import Node
-from exporter.pricing.sources.aws.client import _fetch_error, aws_session
+from exporter.pricing.sources.aws.client import _fetch_error, aws_session, whole_answers
 from exporter.pricing.sources.billing import BillingSource, BillRow, midnight
 from exporter.pricing.sources.context import SourceContext
 from exporter.pricing.sources.fetch import FetchError
@@ -155,16 +155,18 @@ class AwsCurBilling(BillingSource[AwsCurSettings]):
         super().__init__(settings, context)
         from botocore.config import Config as BotoConfig
 
-        self._client = aws_session().create_client(
-            "athena",
-            region_name=settings.region,
-            endpoint_url=settings.endpoint_url or None,
-            config=BotoConfig(
-                connect_timeout=min(60.0, settings.timeout_seconds),
-                read_timeout=min(60.0, settings.timeout_seconds),
-                retries={"total_max_attempts": 1},
-                user_agent_extra="node-cost-exporter",
-            ),
+        self._client = whole_answers(
+            aws_session().create_client(
+                "athena",
+                region_name=settings.region,
+                endpoint_url=settings.endpoint_url or None,
+                config=BotoConfig(
+                    connect_timeout=min(60.0, settings.timeout_seconds),
+                    read_timeout=min(60.0, settings.timeout_seconds),
+                    retries={"total_max_attempts": 1},
+                    user_agent_extra="node-cost-exporter",
+                ),
+            )
         )
         self._said_absent: set[str] = set()  # legacy tag columns already logged as missing
 
