@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -61,20 +62,21 @@ GIB_BYTES = 2**30
 # Where each shape below comes from:
 # - Columns, units and the meaning of usage.amount (base units: vCPU-seconds for core SKUs, byte-seconds
 #   for RAM and disks; amount_in_pricing_units in vCPU-hours, GiB-hours, GiB-months), resource.name /
-#   resource.global_name (instances/… for the VM, disks/… for its disks, under the same resource.name: a
+#   resource.global_name (instances/… for the VM, disks/… for its disks under the same resource.name: a
 #   GKE boot disk is named after its VM), cost_type ('regular', 'tax', 'adjustment', 'rounding error'),
-#   export_time, credits[].type, and `_PARTITIONTIME` being the partition a batch was exported into (so
-#   one usage hour can sit in several partitions): Google's "Structure of Detailed data export",
-#   https://cloud.google.com/billing/docs/how-to/export-data-bigquery-tables/detailed-usage, and "Structure
-#   of Standard data export" (…/standard-usage) for the common fields.
-# - SKU names: the Cloud Billing Catalog's Compute Engine SKUs ("N2 Instance Core running in EMEA", "Spot
-#   Preemptible N2 Instance Ram running in EMEA", "Balanced PD Capacity", "SSD backed PD Capacity") and,
-#   for network, Google's 2023 "Network SKU changes" notice: VM egress moved to service Networking and its
-#   SKUs were renamed "… Data Transfer Out …" ("Network Inter Zone Data Transfer Out", "Network Internet
-#   Data Transfer Out from EMEA to Americas"); rows from before it say "Network Internet Egress from EMEA
-#   to Americas" under Compute Engine (https://cloud.google.com/vpc/network-pricing).
-# - Service ids: Compute Engine 6F81-5844-456A, Networking E505-1604-58F8 (Cloud Billing Catalog).
-# - Credit names as the export shows them ("Committed use discount: CPU", "Sustained Usage Discount").
+#   export_time and credits[].type: Google's "Structure of Detailed data export",
+#   https://cloud.google.com/billing/docs/how-to/export-data-bigquery-tables/detailed-usage (and its
+#   "Standard data export" sibling for the common fields). `_PARTITIONTIME` as the day a batch was
+#   exported, so that one usage hour's rows can sit in several partitions: the same export docs
+#   (partitioned tables, data exported through the day and corrected late).
+# - Compute Engine SKU names as the Cloud Billing Catalog lists them ("N2 Instance Core running in EMEA",
+#   "Spot Preemptible N2 Instance Ram running in EMEA", "Balanced PD Capacity", "SSD backed PD Capacity").
+# - Network: Google's 2023 network SKU changes moved VM egress to service Networking and renamed it
+#   "… Data Transfer Out …" ("Network Inter Zone Data Transfer Out", "Network Internet Data Transfer Out
+#   from EMEA to Americas"); older rows say "Network Internet Egress from EMEA to Americas" under Compute
+#   Engine. Those rows' location.zone is left empty here: the query must not need it.
+# - Service ids: Compute Engine 6F81-5844-456A, Networking E505-1604-58F8 (Cloud Billing Catalog). SKU ids
+#   and credit names are made up: the query reads neither.
 COMPUTE = {"id": "6F81-5844-456A", "description": "Compute Engine"}
 NETWORKING = {"id": "E505-1604-58F8", "description": "Networking"}
 CREDIT_NAMES = {
@@ -106,7 +108,7 @@ def export_row(
     return (
         "010101-ABCDEF-123456",
         service,
-        {"id": f"SKU-{abs(hash(sku)) % 10**8:08d}", "description": sku},
+        {"id": f"{zlib.crc32(sku.encode()):08X}", "description": sku},
         start,
         start + timedelta(hours=1),
         {"id": PROJECT, "number": "123456789012", "name": PROJECT},
@@ -258,13 +260,18 @@ def make_source(bigquery: FakeBigQuery, adc: Path, monkeypatch: pytest.MonkeyPat
 def test_the_fixture_has_the_shapes_it_claims() -> None:
     """Guard the fixture itself: what the query must cope with is really in it."""
     rows = bill()
-    split = [r for r in rows if r[9]["name"] == CUD.name and r[3] == datetime(2024, 6, 3, 10) and "Core" in r[2]["description"]]
-    assert len(split) == 2 and split[1][18].date() == date(2024, 6, 5) and split[1][10] - split[1][3] > timedelta(days=1)
+    split = [
+        r for r in rows
+        if r[9]["name"] == CUD.name and r[3] == datetime(2024, 6, 3, 10) and "Core" in r[2]["description"]
+    ]
+    late = split[1]  # exported more than a day after its usage hour, into a later partition
+    assert len(split) == 2 and late[18].date() == date(2024, 6, 5) and late[10] - late[3] > timedelta(days=1)
     assert {r[1]["description"] for r in rows if "Data Transfer Out" in r[2]["description"]} == {"Networking"}
     assert {r[1]["description"] for r in rows if "Egress" in r[2]["description"]} == {"Compute Engine"}
     assert any("/disks/" in r[9]["global_name"] and r[9]["name"] == CUD.name for r in rows)
     assert {r[17] for r in rows} == {"regular", "tax", "adjustment"}
-    first = min((r for r in rows if r[9]["name"] == LATE.name and "Core" in r[2]["description"]), key=lambda r: r[3])
+    cores = [r for r in rows if r[9]["name"] == LATE.name and "Core" in r[2]["description"]]
+    first = min(cores, key=lambda r: r[3])
     assert first[3] == datetime(2024, 6, 3, 8) and first[14]["amount"] == pytest.approx(46 * 60 * 8)
 
 
@@ -309,7 +316,7 @@ def test_each_vm_day_is_its_instance_cost_and_running_hours(
     assert billed.watermark == LANDED
     partition_start = next(
         p for p in bigquery.jobs[-1]["queryParameters"] if p["name"] == "partition_start"
-    )
+    )  # the window's first day less one, and no upper bound on the export day
     assert partition_start["parameterValue"]["value"].startswith(f"{start - timedelta(days=1):%Y-%m-%d}")
     for vm in (CUD, SUD, SPOT, LATE):
         resource = source.resource(vm)
