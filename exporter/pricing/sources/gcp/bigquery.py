@@ -1,11 +1,18 @@
 """GCP billed cost: the detailed Cloud Billing export in BigQuery (`gcp_billing_export_resource_v1_…`).
 
-One parameterised query per refresh, pruned on `_PARTITIONTIME`, aggregated by BigQuery per (project,
-zone, VM name) and UTC day. A VM's cost is its Compute Engine rows' `cost` (already after negotiated
-prices) plus their credits of the configured types (committed-use and sustained-use discounts, free tier,
-promotions…; all by default). Billed hours are the hourly usage slots in which the VM had a machine
-(core) SKU: the export is hourly, so a VM that ran part of an hour counts that hour. Network cost is the
-VM's rows whose SKU is egress.
+One parameterised query per refresh, aggregated by BigQuery to one row per (project, zone, VM name) and
+UTC usage day, over the rows of the VM's instance (`resource.global_name` …/zones/Z/instances/NAME; its
+disks, billed under the same `resource.name` as …/disks/…, are left out) whose `cost_type` is 'regular':
+- cost: the instance's Compute Engine rows other than egress, `cost` (already after negotiated prices) plus
+  their credits of the configured types (committed-use and sustained-use discounts, free tier,
+  promotions…; all by default);
+- hours: the time the VM ran, from its core SKUs' usage in vCPU-seconds divided by its vCPU count x 3600,
+  the vCPU count read off the bill itself (its fullest usage hour in the window; see `bigquery_query`), so
+  a VM started at 08:14 ran 15.77 h that day;
+- network: the instance's egress rows, "… Data Transfer Out …" (service Networking, since 2023) or
+  "… Egress …" (Compute Engine, before);
+- every export batch of an hour summed, also those exported days late into later `_PARTITIONTIME`
+  partitions: partitions are pruned from the window's first day less one, with no upper bound.
 """
 
 from __future__ import annotations
@@ -32,35 +39,97 @@ _ROLES = (
 )
 
 
+# The detailed export's shapes this query is built to (Google's "Structure of Detailed data export"
+# page, cloud.google.com/billing/docs/how-to/export-data-bigquery-tables/detailed-usage, and the 2023
+# networking SKU changes):
+# - A VM is its rows whose `resource.global_name` is `//compute.googleapis.com/projects/P/zones/Z/
+#   instances/…` (matched as '%/zones/%/instances/%', so a project or disk called "instances" is no VM).
+#   Its boot and attached disks bill under the same `resource.name` but a `…/disks/…` global name: they are
+#   dropped here, so a node's cost is its machine (cores, RAM, GPUs, licences…), not its storage. The zone
+#   of the key is read from the global name (a Networking row's `location.zone` need not be the VM's),
+#   `location.zone` only where it has none; the project is `project.id`.
+# - Only `cost_type = 'regular'` rows count: tax, adjustment and rounding-error rows are not usage.
+# - Network: egress SKUs, "… Data Transfer Out …" under service Networking since the 2023 SKU changes and
+#   "… Egress …" under Compute Engine before, on the instance's global name; under either service. Every
+#   other Networking row of an instance (ingress, external IPs) is neither cost nor network.
+# - Hours: Compute Engine core SKUs ("N2 Instance Core running in EMEA", the legacy "… Instance with 1
+#   VCPU …" and "Micro Instance with burstable CPU …"; not "Licensing Fee …") have `usage.unit` 'seconds'
+#   and an amount of vCPU-seconds. The export has no vCPU count, so a VM's is read off its own bill: the
+#   largest core amount of one of its usage hours in the window (an hour's rows from all export batches
+#   summed first) is one fully run hour, vCPUs x 3600, and each hour counts its core amount ÷ that. A VM
+#   that ran no full hour in the whole window is over-counted (its best partial hour counts as whole), and a
+#   VM resized within the window counts its hours on the smaller shape short: both rare for a node.
+# - One usage hour can come in several rows from different export batches (`export_time`), some more than
+#   a day late; all are summed. `_PARTITIONTIME` is the day a row's batch was exported, which is never
+#   before the usage it bills: the partition filter is a lower bound only, the window's first day less one
+#   (slack for a partition day that is not the export's UTC day), so that every row exported up to now for
+#   the window's usage is read however late it came, while the partitions before are pruned. No upper
+#   bound: a late row sits in any later partition. No `export_time` filter either: it is not the
+#   partitioning column (a filter on it prunes nothing), and the lower bound it would state is the same.
+#   `usage_start_time` then picks the window's usage.
+# Each CTE is referenced once (BigQuery would run one referenced twice twice, scanning the table again).
+_NETWORK_SKU = (
+    "(LOWER(sku.description) LIKE '%data transfer out%' OR LOWER(sku.description) LIKE '%egress%')"
+)
+_CORE_SKU = (
+    "(service.description = 'Compute Engine' AND usage.unit = 'seconds'"
+    " AND (sku.description LIKE '%Core%' OR sku.description LIKE '%Instance with%')"
+    " AND sku.description NOT LIKE '%Licensing Fee%')"
+)
+
+
 def bigquery_query(settings: GcpBigQuerySettings) -> str:
-    """The one GoogleSQL query of a refresh; its values come as parameters."""
+    """The one GoogleSQL query of a refresh, aggregated per (project, zone, VM) and UTC usage day; its
+    values come as parameters."""
     table = f"`{settings.project}.{settings.dataset}.{settings.table}`"
     credit_filter = " WHERE c.type IN UNNEST(@credit_types)" if settings.credit_types else ""
-    tags = "".join(
-        f",\n  MAX((SELECT l.value FROM UNNEST(labels) AS l WHERE l.key = @tag_{i})) AS tag_{i}"
-        for i in range(len(settings.tags))
+    count = range(len(settings.tags))
+    row_tags = "".join(
+        f",\n    (SELECT l.value FROM UNNEST(labels) AS l WHERE l.key = @tag_{i}) AS tag_{i}" for i in count
     )
-    return f"""SELECT
-  project_id, zone, vm,
-  DATE(usage_start_time) AS usage_day,
-  SUM(IF(is_network, 0, net_cost)) AS cost,
-  COUNT(DISTINCT IF(is_machine, usage_start_time, NULL)) AS hours,
-  SUM(IF(is_network, net_cost, 0)) AS network_cost,
-  MAX(usage_end_time) AS usage_end,
-  MAX(currency) AS currency{tags}
-FROM (
+    slot_tags = "".join(f", MAX(tag_{i}) AS tag_{i}" for i in count)
+    day_tags = "".join(f",\n  MAX(tag_{i}) AS tag_{i}" for i in count)
+    return f"""WITH billed AS (
   SELECT
-    project.id AS project_id, location.zone AS zone, resource.name AS vm,
-    usage_start_time, usage_end_time, currency, labels,
+    project.id AS project_id,
+    COALESCE(REGEXP_EXTRACT(resource.global_name, r'/zones/([^/]+)/instances/'), location.zone) AS zone,
+    resource.name AS vm, resource.global_name AS global_name,
+    usage_start_time, usage_end_time, currency,
     cost + IFNULL((SELECT SUM(c.amount) FROM UNNEST(credits) AS c{credit_filter}), 0) AS net_cost,
-    LOWER(sku.description) LIKE '%egress%' AS is_network,
-    (sku.description LIKE '%Core%' OR sku.description LIKE '%Instance with%') AS is_machine
+    {_NETWORK_SKU} AS is_network,
+    IF({_CORE_SKU}, usage.amount, 0) AS core_seconds{row_tags}
   FROM {table}
   WHERE _PARTITIONTIME >= @partition_start
     AND usage_start_time >= @start AND usage_start_time < @end
-    AND service.description = 'Compute Engine'
+    AND cost_type = 'regular'
     AND resource.name IN UNNEST(@vms)
+    AND resource.global_name LIKE '%/zones/%/instances/%'
+    AND (service.description = 'Compute Engine' OR (service.description = 'Networking' AND {_NETWORK_SKU}))
+),
+hourly AS (
+  SELECT
+    project_id, zone, vm, global_name, usage_start_time,
+    SUM(IF(is_network, 0, net_cost)) AS cost,
+    SUM(IF(is_network, net_cost, 0)) AS network_cost,
+    SUM(core_seconds) AS core_seconds,
+    MAX(usage_end_time) AS usage_end,
+    MAX(currency) AS currency{slot_tags}
+  FROM billed
+  GROUP BY project_id, zone, vm, global_name, usage_start_time
+),
+sized AS (
+  SELECT *, MAX(core_seconds) OVER (PARTITION BY global_name) AS full_hour_seconds
+  FROM hourly
 )
+SELECT
+  project_id, zone, vm,
+  DATE(usage_start_time) AS usage_day,
+  SUM(cost) AS cost,
+  SUM(IF(full_hour_seconds > 0, core_seconds / full_hour_seconds, 0)) AS hours,
+  SUM(network_cost) AS network_cost,
+  MAX(usage_end) AS usage_end,
+  MAX(currency) AS currency{day_tags}
+FROM sized
 GROUP BY project_id, zone, vm, usage_day"""
 
 
@@ -170,6 +239,7 @@ class GcpBigQueryBilling(BillingSource[GcpBigQuerySettings]):
 
         vms = sorted({r.rsplit("/", 1)[-1] for r in resources})
         params: list[Any] = [
+            # the export days to read: from the window's first day less one, onwards (bigquery_query)
             bigquery.ScalarQueryParameter("partition_start", "TIMESTAMP", start - timedelta(days=1)),
             bigquery.ScalarQueryParameter("start", "TIMESTAMP", start),
             bigquery.ScalarQueryParameter("end", "TIMESTAMP", end),
