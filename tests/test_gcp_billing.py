@@ -7,6 +7,7 @@ node missing from the bill."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import zlib
@@ -338,6 +339,28 @@ def test_each_vm_day_is_its_instance_cost_and_running_hours(
     assert late is not None and late.hours == pytest.approx(15 + 46 / 60)
     assert late.cost / late.hours == pytest.approx(CORE * 8 + RAM * 32)  # proportional first hour
     assert billed.totals(f"{PROJECT}/{ZONE}/{MISSING.name}", date(2024, 6, 3)) is None
+
+
+def test_a_node_created_mid_day_counts_that_day_with_its_alive_hours(
+    bigquery: FakeBigQuery, adc: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LATE's VM started 08:14 on June 3 and its Node registered a minute later: June 3 is usable with the
+    15.77 h it ran, so its rate and daily costs come from June 3 and 4. Without a creation time it counts
+    as alive all day, and the bill's 15.77 h of June 3 look like a day still being filled: skipped."""
+    registered = dataclasses.replace(LATE, created=(LATE_START + timedelta(minutes=1)).timestamp())
+    for late, days in ((registered, ("2024-06-03", "2024-06-04")), (LATE, ("2024-06-04",))):
+        health = Health()
+        source = make_source(bigquery, adc, monkeypatch, health, FakeClock(NOW))
+        source.wanted([CUD, late])
+        assert source.refresh() is True, health.integration("gcp_bigquery").detail
+        facts, quote = source.facts(late), source.quote(late)
+        assert facts is not None and quote is not None and facts.day_names == days
+        hours = 24.0 * len(days) - (8 + 14 / 60) * ("2024-06-03" in days)
+        assert facts.hours == pytest.approx(hours)
+        assert math.isclose(float(quote.hourly) * facts.hours, truth(LATE.name, days), rel_tol=0.005)
+        for day, cost in facts.days:
+            assert cost == pytest.approx(truth(LATE.name, (day,)), rel=0.005), day
+        assert facts.network_hourly == pytest.approx(truth(LATE.name, days, "network") / hours)
 
 
 def test_a_backend_error_is_retried_by_our_fetcher_only(
