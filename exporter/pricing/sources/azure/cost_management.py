@@ -11,9 +11,9 @@ Cost Management reports an AKS pool per scale set, not per instance, so a scale 
 prices an instance-hour as the set's cost that day ÷ the instance-hours the bill says it bought, and a node's
 share of the day is that rate times the hours the node was alive (a day whose billed hours fall short of the
 hours its nodes were alive is still being filled in and is skipped). An availability-set VM is billed on its
-own. The bill's own hours count every instance that ran, including those that came and went between two
-looks at the cluster, which hours the exporter observed could not. Tags are not read (no grouping slot
-left): Kubernetes node labels still fill the tags info metric.
+own. The bill's hours count every instance that ran, also those the exporter never saw (gone before it
+started, or between two looks at the cluster), so the rate is what the pool paid per instance-hour. Tags
+are not read (no grouping slot left): Kubernetes node labels still fill the tags info metric.
 
 Throttling is a 429 with `x-ms-ratelimit-microsoft.costmanagement-*-retry-after` headers rather than
 `Retry-After`, so the SDK's own retries are off and the billing base retries with those delays.
