@@ -18,15 +18,18 @@ What it models, because a cost source depends on each of these:
   TheLastMonth, TheCurrentMonth (and BillingMonthToDate / TheLastBillingMonth as calendar months) relative
   to `today`; `dataset.granularity` Daily (`UsageDate` Number column, 20240601), Monthly (`BillingMonth`
   Datetime column, "2024-06-01T00:00:00") or None/absent (no date column); `dataset.aggregation` up to two
-  `{alias: {"name": "Cost"|"PreTaxCost", "function": "Sum"}}`; `dataset.grouping` up to two Dimensions;
+  `{alias: {"name": "Cost"|"PreTaxCost"|"UsageQuantity", "function": "Sum"}}` (UsageQuantity sums
+  `UsageRecord.quantity`, in the meter's unit: hours for Virtual Machines, GB for Bandwidth; the same in
+  both cost types); `dataset.grouping` up to two Dimensions;
   `dataset.filter` trees of `and`/`or` (at least two items each, as the spec says) over `dimensions` and
   `tags` comparisons with operator `In`. JSON keys are matched case-insensitively, as ARM's deserializer does;
 - the response as the service shapes it (see the published BillingAccountQuery example and a real
   response quoted in Azure/azure-sdk-for-go#3765): columns in the order aggregations, date, groupings,
-  `Currency`; **a cost column is named after the aggregated column (`name`), not after the alias** (alias
-  "totalCost" with name "PreTaxCost" yields a "PreTaxCost" column; with no aggregation the column is
-  "PreTaxCost", as in the published example); rows summed per (date, grouping values, currency) with
-  `math.fsum`, zero-cost rows kept, costs as JSON numbers, ResourceId values lower-cased as the service
+  `Currency`; **an aggregated column is named after the column it aggregates (`name`), not after the
+  alias** (alias "totalCost" with name "PreTaxCost" yields a "PreTaxCost" column, "totalQuantity" with
+  name "UsageQuantity" a "UsageQuantity" column; with no aggregation the column is "PreTaxCost", as in
+  the published example); rows summed per (date, grouping values, currency) with `math.fsum`, zero-cost
+  rows kept, costs and quantities as JSON numbers, ResourceId values lower-cased as the service
   returns them (ResourceGroupName values keep the record's case); rows sorted by date then grouping
   values (the real order is unspecified);
 - paging: more rows than `page_size` → `properties.nextLink` =
@@ -51,8 +54,23 @@ Use from the SDK (see tests/test_cost_management_fake.py):
 `retry_total=0` keeps azure-core from retrying (by default it retries a POST only on 500/503/504, or when a
 standard Retry-After header is present, so a Cost Management 429 is never retried by the SDK itself).
 
-Not modelled: TagKey grouping, dimensions other than those in `DIMENSIONS`, sorting, `configuration.columns`,
-the QPU budget itself, query range limits, the legacy `Usage` type (real service: ≈ ActualCost; here 400).
+Where each shape comes from:
+- request body, `properties.columns`/`rows`, `nextLink`, the `UsageDate` number (20180331) and the
+  no-aggregation "PreTaxCost" column: the published example `BillingAccountQuery.json`
+  (Azure/azure-rest-api-specs, specification/cost-management/.../stable/2023-03-01/examples/; a copy is
+  /work/shared/fixtures/real/azure_pricing/cost_management_query_BillingAccountQuery.example.json), and the
+  QueryDefinition/QueryAggregation/QueryGrouping models of the same spec (at most two groupings, `Sum`);
+- the `UsageQuantity` aggregation and what a quantity means: the Query API's QueryAggregation `name`
+  (the column to aggregate) over the usage details' `Quantity`; AKS scale-set rows of the `Virtual
+  Machines` meter category, one per scale set ResourceId with `AdditionalInfo.UsageType` "ComputeHR", and
+  `Bandwidth` rows on the same ResourceId, as in opencost's cost-export template (a copy is
+  /work/shared/fixtures/real/billing/azure_cost_export_template_aks_vmss.csv; that export has no quantity
+  column, so the hour unit of the VM meters comes from the Retail Prices API's `unitOfMeasure` "1 Hour");
+- the 429 headers: learn.microsoft.com, "Cost Management API latency and rate limits"; ARM error bodies:
+  the ErrorResponse shared by every ARM API.
+
+Not modelled: TagKey grouping, UnitOfMeasure (a quantity is summed as given), dimensions other than those
+in `DIMENSIONS`, sorting, `configuration.columns`, the QPU budget itself, query range limits, the legacy `Usage` type (real service: ≈ ActualCost; here 400).
 Error messages for body validation are "Invalid query definition: ..." (code BadRequest); the exact wording
 of the service's messages for each case is not published.
 """
@@ -97,7 +115,9 @@ QUERY_SUFFIX = "/providers/microsoft.costmanagement/query"
 TENANT_ID = "72f988bf-0000-4000-8000-00000000fa4e"  # made up, stable
 CLIENT_OBJECT_ID = "0b1f6a3c-5d7e-4f80-9a1b-2c3d4e5f6a7b"  # the object id a 403 names; made up, stable
 PRICING_MODELS = ("OnDemand", "Reservation", "SavingsPlan", "Spot")
-COST_COLUMNS = ("Cost", "PreTaxCost")  # aggregatable columns, both in the billing currency
+COST_COLUMNS = ("Cost", "PreTaxCost")  # cost columns, both in the billing currency
+QUANTITY_COLUMN = "UsageQuantity"  # the usage quantity, in each meter's unit
+AGGREGATABLE = (*COST_COLUMNS, QUANTITY_COLUMN)
 MAX_GROUPINGS = 2
 MAX_AGGREGATIONS = 2
 QPU = "x-ms-ratelimit-microsoft.costmanagement"
@@ -117,6 +137,7 @@ class UsageRecord:
     amortized_cost: float
     actual_cost: float  # ActualCost view: a reservation purchase is a lump on its day, covered usage is 0
     meter_category: str = "Virtual Machines"
+    quantity: float = 0.0  # UsageQuantity: instance-hours for Virtual Machines meters, GB for Bandwidth
     resource_group: str = ""  # derived from resource_id when empty
     currency: str = "USD"
     tags: dict[str, str] = field(default_factory=dict)
@@ -214,7 +235,7 @@ class _Query:
     first: datetime.date
     last: datetime.date
     granularity: str  # "daily" | "monthly" | "none"
-    cost_columns: list[str]
+    cost_columns: list[str]  # the aggregated columns in order: cost columns and UsageQuantity
     groupings: list[tuple[str, Callable[[UsageRecord], str]]]
     predicate: Predicate
 
@@ -295,9 +316,11 @@ def _aggregations(raw: Any) -> list[str]:
     for alias, spec in raw.items():
         agg = _ci(spec, f"aggregation.{alias}")
         name = str(agg.get("name", ""))
-        canonical = next((c for c in COST_COLUMNS if c.lower() == name.lower()), None)
+        canonical = next((c for c in AGGREGATABLE if c.lower() == name.lower()), None)
         if canonical is None:
-            raise _invalid(f"aggregation '{alias}': column '{name}' is not valid; use Cost or PreTaxCost")
+            raise _invalid(
+                f"aggregation '{alias}': column '{name}' is not valid; use Cost, PreTaxCost or UsageQuantity"
+            )
         if str(agg.get("function", "")).lower() != "sum":
             raise _invalid(f"aggregation '{alias}': function '{agg.get('function')}' is not valid; use Sum")
         columns.append(canonical)
@@ -368,7 +391,7 @@ def _filter(raw: Any, where: str) -> Predicate:
 
 def run_query(query: _Query, records: Iterable[UsageRecord]) -> tuple[list[JSONObj], Rows]:
     """Columns and aggregated rows of a parsed query over the records a scope sees."""
-    sums: dict[tuple[Any, ...], list[float]] = {}
+    sums: dict[tuple[Any, ...], list[tuple[float, float]]] = {}
     for record in records:
         if not query.first <= record.date <= query.last or not query.predicate(record):
             continue
@@ -377,7 +400,7 @@ def run_query(query: _Query, records: Iterable[UsageRecord]) -> tuple[list[JSONO
             *(getter(record) for _, getter in query.groupings),
             record.currency,
         )
-        sums.setdefault(key, []).append(getattr(record, query.cost_field))
+        sums.setdefault(key, []).append((getattr(record, query.cost_field), record.quantity))
     columns: list[JSONObj] = [{"name": c, "type": "Number"} for c in query.cost_columns]
     if query.granularity == "daily":
         columns.append({"name": "UsageDate", "type": "Number"})
@@ -388,9 +411,11 @@ def run_query(query: _Query, records: Iterable[UsageRecord]) -> tuple[list[JSONO
     rows: Rows = []
     for key in sorted(sums, key=lambda k: tuple(str(part) for part in k)):
         date_value, *rest = key
-        total = math.fsum(sums[key])
+        cost = math.fsum(c for c, _ in sums[key])
+        quantity = math.fsum(q for _, q in sums[key])
         dated = [] if date_value is None else [date_value]
-        rows.append([total] * len(query.cost_columns) + dated + rest)
+        totals = [quantity if c == QUANTITY_COLUMN else cost for c in query.cost_columns]
+        rows.append(totals + dated + rest)
     return columns, rows
 
 

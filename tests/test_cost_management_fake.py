@@ -273,6 +273,56 @@ def test_node_resource_group_scope_sees_only_its_resources(
     )
 
 
+def test_usage_quantity_is_summed_beside_the_cost_per_meter_category(
+    fake: FakeCostManagement, client: CostManagementClient
+) -> None:
+    """UsageQuantity sums the records' quantities beside their cost (hours of the VM meters, GB of the
+    Bandwidth ones), in both cost types; its column is named after the aggregated column, like a cost's."""
+    fake.records[:] = [
+        UsageRecord(day(1), VMSS, "OnDemand", 0.146 * 20, 0.146 * 20, quantity=20.0),  # instance _0, 20 h
+        UsageRecord(day(1), VMSS, "OnDemand", 0.146 * 24, 0.146 * 24, quantity=24.0),  # instance _1
+        UsageRecord(day(1), VMSS, "Reservation", 0.09 * 7.5, 0.0, quantity=7.5),  # covered: 0 in ActualCost
+        UsageRecord(day(1), VMSS, "OnDemand", 0.00000204, 0.00000204, "Bandwidth", quantity=0.0002),
+        UsageRecord(day(1), DISK, "OnDemand", 0.0013392, 0.0013392, "Storage", quantity=0.001),
+        UsageRecord(day(2), VMSS, "OnDemand", 0.146 * 3, 0.146 * 3, quantity=3.0),
+    ]
+    for kind, covered in (("AmortizedCost", 0.09 * 7.5), ("ActualCost", 0.0)):
+        definition = query(kind, grouping=("ResourceId", "MeterCategory"),
+                           filter=dimension("MeterCategory", "Virtual Machines", "Bandwidth"))
+        assert definition.dataset is not None
+        definition.dataset.aggregation = {
+            "totalCost": QueryAggregation(name="Cost", function="Sum"),
+            "totalQuantity": QueryAggregation(name="UsageQuantity", function="Sum"),
+        }
+        result = usage(client, NODE_RG, definition)
+        assert [(c.name, c.type) for c in result.columns] == [
+            ("Cost", "Number"),
+            ("UsageQuantity", "Number"),
+            ("UsageDate", "Number"),
+            ("ResourceId", "String"),
+            ("MeterCategory", "String"),
+            ("Currency", "String"),
+        ]
+        rows = {(r[2], r[3], r[4]): (r[0], r[1]) for r in result.rows}
+        assert rows == {
+            (20240601, VMSS.lower(), "Bandwidth"): (pytest.approx(0.00000204), pytest.approx(0.0002)),
+            (20240601, VMSS.lower(), "Virtual Machines"): (
+                pytest.approx(0.146 * 44 + covered),
+                pytest.approx(51.5),
+            ),
+            (20240602, VMSS.lower(), "Virtual Machines"): (pytest.approx(0.438), pytest.approx(3.0)),
+        }
+
+
+def test_an_unknown_aggregation_column_is_refused(fake: FakeCostManagement, client: CostManagementClient) -> None:
+    definition = query()
+    assert definition.dataset is not None
+    definition.dataset.aggregation = {"totalHours": QueryAggregation(name="UsageHours", function="Sum")}
+    with pytest.raises(HttpResponseError) as raised:
+        client.query.usage(SUB, definition)
+    assert raised.value.status_code == 400 and "UsageQuantity" in str(raised.value)
+
+
 def test_monthly_granularity_and_month_to_date(
     fake: FakeCostManagement, client: CostManagementClient
 ) -> None:

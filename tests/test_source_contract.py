@@ -268,7 +268,9 @@ def azure_cost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harn
     scale_set = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{group}/providers/Microsoft.Compute/virtualMachineScaleSets/{aks.ref.scale_set}"
     with FakeCostManagement(tmp_path) as fake:
         fake.scopes.add(f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{group}")
-        fake.records.extend(UsageRecord(day, scale_set, "OnDemand", 24 * 0.096, 24 * 0.096) for day in BILLED_DAYS)
+        fake.records.extend(
+            UsageRecord(day, scale_set, "OnDemand", 24 * 0.096, 24 * 0.096, quantity=24.0) for day in BILLED_DAYS
+        )
         health, clock = Health(), FakeClock(NOW)
         settings = AzureCostSettings(
             enabled=True,
@@ -279,15 +281,10 @@ def azure_cost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harn
         )
         source = AzureCostBilling(
             settings,
-            # the cache keeps the observed hours the scale set's cost is apportioned over
             context(clock, health=health, cache=PriceCache(str(tmp_path / "cache.sqlite"), health.integration("cache"))),
             credential=StaticToken(fake.token),
             connection_verify=fake.ca_file,
         )
-        at = datetime(2024, 6, 1, tzinfo=UTC)
-        while at < NOW:  # the exporter saw the node every hour: cost is apportioned over those hours
-            source.observe([aks], at.timestamp())
-            at += timedelta(hours=1)
         yield Harness(fake, source, health.integration("azure_cost_management"), aks, clock)
 
 

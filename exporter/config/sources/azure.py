@@ -24,7 +24,10 @@ class AzureRetailSettings(ShelfSettings):
 class AzureCostSettings(BillingSettings):
     scope: str = ""  # /subscriptions/<id>, or the AKS node resource group …/resourceGroups/MC_…
     cost_type: str = "AmortizedCost"  # or ActualCost
-    min_observed_hours: int = 12  # a day's scale-set cost is apportioned only if the exporter ran this long
+    # Deprecated and ignored: scale sets are priced from the bill's own instance-hours (UsageQuantity), not
+    # from the hours the exporter observed. Still accepted so existing configs load; the source logs one
+    # WARNING when it is set to anything but 12. To be removed in the next release.
+    min_observed_hours: int = 12
 
     def validate(self, key: str, config: Config) -> None:
         super().validate(key, config)
@@ -38,5 +41,3 @@ class AzureCostSettings(BillingSettings):
             )
         if self.cost_type not in COST_TYPES:
             raise ConfigError(f"{key}.cost_type", f"must be one of {', '.join(COST_TYPES)}")
-        if not 1 <= self.min_observed_hours <= 24:
-            raise ConfigError(f"{key}.min_observed_hours", "must be between 1 and 24")

@@ -1,13 +1,19 @@
 """Azure billed cost: the Cost Management Query API (AmortizedCost by default, ActualCost selectable).
 
-One query per refresh over the scope (a subscription, or the AKS node resource group), Daily, grouped by
-ResourceId and PricingModel (two groupings: the API's maximum), filtered to the cluster's VMs and scale
-sets and to the Virtual Machines meter category, following `nextLink`. Cost Management reports an AKS
-pool's cost per scale set, not per instance, and has no usage hours for it: a scale set's daily cost is
-divided by the instance-hours the exporter itself observed that day (the hours each node was seen, kept
-in SQLite), scaled up to 24 h when the exporter was not running all day and not used at all when it ran
-fewer than `min_observed_hours`. Network cost is not told apart (the grouping slots are taken) and tags
-are not read: Kubernetes node labels still fill the tags info metric.
+One query per refresh over the scope (a subscription, or the AKS node resource group), Daily, aggregating
+`Cost` and `UsageQuantity` (Sum), grouped by ResourceId and MeterCategory (two groupings: the API's
+maximum), filtered to the cluster's VMs and scale sets and to the `Virtual Machines` and `Bandwidth` meter
+categories, following `nextLink`. A `Virtual Machines` row is a resource's compute that day: its cost and
+its billed instance-hours (the meters' unit is "1 Hour"); a `Bandwidth` row is its data transfer (its
+quantity is GB, so it adds network cost and no hours).
+
+Cost Management reports an AKS pool per scale set, not per instance, so a scale set is `shared`: the base
+prices an instance-hour as the set's cost that day ÷ the instance-hours the bill says it bought, and a node's
+share of the day is that rate times the hours the node was alive (a day whose billed hours fall short of the
+hours its nodes were alive is still being filled in and is skipped). An availability-set VM is billed on its
+own. The bill's hours count every instance that ran, also those the exporter never saw (gone before it
+started, or between two looks at the cluster), so the rate is what the pool paid per instance-hour. Tags
+are not read (no grouping slot left): Kubernetes node labels still fill the tags info metric.
 
 Throttling is a 429 with `x-ms-ratelimit-microsoft.costmanagement-*-retry-after` headers rather than
 `Retry-After`, so the SDK's own retries are off and the billing base retries with those delays.
@@ -15,9 +21,8 @@ Throttling is a 429 with `x-ms-ratelimit-microsoft.costmanagement-*-retry-after`
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Iterator, Sequence
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from exporter.config.sources.azure import AzureCostSettings
@@ -41,6 +46,9 @@ _RETRY_HEADERS = (
 )
 _ROLE = "the Cost Management Reader role (Microsoft.CostManagement/query/action) on the scope"
 _MAX_PAGES = 1_000
+COMPUTE = "Virtual Machines"  # meter category of VM and scale-set compute; quantity in hours
+NETWORK = "Bandwidth"  # meter category of data transfer; quantity in GB
+DEFAULT_MIN_OBSERVED_HOURS = 12  # the deprecated setting's default: any other value is reported as ignored
 API_VERSION = "2025-03-01"  # azure-mgmt-costmanagement 5's own
 
 
@@ -53,7 +61,7 @@ API_VERSION = "2025-03-01"  # azure-mgmt-costmanagement 5's own
 class AzureCostBilling(BillingSource[AzureCostSettings]):
     name = "azure_cost_management"
     resource_kind = "VM or scale set"
-    attributes_network = False
+    attributes_network = True  # Bandwidth rows carry the VM's or scale set's data transfer
 
     def __init__(
         self,
@@ -67,7 +75,13 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
         self._credential = credential
         self._verify = connection_verify
         self._client: Any = None
-        self._observed: dict[date, tuple[int, Counter[str]]] = {}  # filled during one query's use
+        if settings.min_observed_hours != DEFAULT_MIN_OBSERVED_HOURS:
+            self.log.warning(
+                "azure.cost_management.min_observed_hours (%s) is deprecated and ignored: a scale set's "
+                "cost is now divided by the instance-hours billed with it (UsageQuantity), not by the hours "
+                "the exporter observed; remove the setting (it will be refused in a later release)",
+                settings.min_observed_hours,
+            )
 
     def resource(self, node: Node) -> str | None:
         ref = node.ref
@@ -81,27 +95,9 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
     def where(self) -> str:
         return f"Cost Management scope {self.settings.scope}"
 
-    def billed_hours(self, resource: str, day: date, hours: float) -> float | None:
-        """Instance-hours observed for the resource that day, scaled to the hours the exporter ran."""
-        observed = self._observed.get(day)
-        if observed is None:
-            observed = self._observed[day] = self._observed_hours(day)
-        own, per_resource = observed
-        if own < self.settings.min_observed_hours:
-            return None
-        return per_resource.get(resource, 0) * 24 / own
-
-    def _observed_hours(self, day: date) -> tuple[int, Counter[str]]:
-        """The hours the exporter ran that day, and each resource's observed instance-hours: read once
-        per day and query, not once per scale set."""
-        per_resource: Counter[str] = Counter()
-        own = 0
-        for name, (mask, resource) in self.presence(day).items():
-            if name:
-                per_resource[resource] += bin(mask).count("1")
-            else:
-                own = bin(mask).count("1")
-        return own, per_resource
+    def shared(self, resource: str) -> bool:
+        """A scale set is billed for all its instances at once; a VM (availability set) for itself."""
+        return "/virtualmachinescalesets/" in resource
 
     def _management(self) -> Any:
         if self._client is None:
@@ -131,10 +127,13 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
             "timePeriod": {"from": f"{start:%Y-%m-%dT%H:%M:%SZ}", "to": f"{last:%Y-%m-%dT%H:%M:%SZ}"},
             "dataset": {
                 "granularity": "Daily",
-                "aggregation": {"totalCost": {"name": "Cost", "function": "Sum"}},
+                "aggregation": {
+                    "totalCost": {"name": "Cost", "function": "Sum"},
+                    "totalQuantity": {"name": "UsageQuantity", "function": "Sum"},
+                },
                 "grouping": [
                     {"type": "Dimension", "name": "ResourceId"},
-                    {"type": "Dimension", "name": "PricingModel"},
+                    {"type": "Dimension", "name": "MeterCategory"},
                 ],
                 "filter": {
                     "and": [
@@ -143,7 +142,7 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
                             "dimensions": {
                                 "name": "MeterCategory",
                                 "operator": "In",
-                                "values": ["Virtual Machines"],
+                                "values": [COMPUTE, NETWORK],
                             }
                         },
                     ]
@@ -152,7 +151,6 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
         }
 
     def query(self, resources: Sequence[str], start: datetime, end: datetime) -> Iterator[BillRow]:
-        self._observed = {}  # hours seen since the last query may have been added
         body = self.definition(resources, start, end)
         scope = self.settings.scope.strip("/")
         client = self._management()
@@ -249,24 +247,27 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
             str(c.get("name", "")).lower() for c in properties.get("columns") or [] if isinstance(c, dict)
         ]
         cost_column = next((c for c in ("cost", "pretaxcost", "costusd") if c in columns), None)
-        if cost_column is None or "usagedate" not in columns or "resourceid" not in columns:
+        wanted = ("usagequantity", "usagedate", "resourceid", "metercategory")
+        if cost_column is None or not all(c in columns for c in wanted):
             raise FetchError(Reason.BAD_RESPONSE, f"Cost Management answered with columns {columns}")
         for raw in properties.get("rows") or []:
             values = dict(zip(columns, raw, strict=False)) if isinstance(raw, list) else {}
             resource = str(values.get("resourceid") or "").lower()
+            category = str(values.get("metercategory") or "")
             try:
                 day = datetime.strptime(str(int(values["usagedate"])), "%Y%m%d").date()
-                yield BillRow(
-                    resource,
-                    day,
-                    midnight(day) + timedelta(days=1),
-                    float(values[cost_column]),
-                    0.0,  # no hours in Cost Management: `billed_hours` supplies the observed ones
-                    0.0,  # Cost Management reports the negotiated (EA/MCA) price: no discount on top
-                    currency=str(values.get("currency") or ""),
-                )
+                cost, quantity = float(values[cost_column]), float(values["usagequantity"])
             except (KeyError, ValueError, TypeError) as err:
                 self.invalid_row(resource or "?", f"unreadable Cost Management row {raw!r}: {err}")
+                continue
+            currency = str(values.get("currency") or "")
+            end = midnight(day) + timedelta(days=1)
+            # Cost Management reports the negotiated (EA/MCA) price: no on-demand part to discount on top.
+            if category.lower() == COMPUTE.lower():
+                yield BillRow(resource, day, end, cost, quantity, currency=currency)
+            elif category.lower() == NETWORK.lower():  # quantity in GB: network cost, no hours
+                yield BillRow(resource, day, end, 0.0, 0.0, network_cost=cost, currency=currency)
+            # another category only if the filter was not applied: not this source's to count
 
 
 def _said(err: HttpResponseError) -> str:
