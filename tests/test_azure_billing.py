@@ -52,6 +52,7 @@ VM = f"{ARM}/virtualMachines/aks-nodepool1-19574989-0"
 NOW = datetime(2024, 6, 6, 10, 0, tzinfo=UTC)
 D = [date(2024, 6, d) for d in range(1, 7)]  # June 1..6: 1-4 settled, 5 settling, 6 today
 OD, RI, SPOT_RATE, VM_RATE = 0.096, 0.06, 0.02, 0.10  # $/h: on-demand, reservation (amortized), spot, VM
+LICENCE = 0.04  # $/h of software billed on the VM's hours (Virtual Machines Licenses)
 
 
 def at(day: int, hour: int = 0, minute: int = 0) -> datetime:
@@ -137,6 +138,9 @@ def bill(not_landed: set[tuple[str, date]] = NOT_LANDED) -> list[UsageRecord]:
             hours = alive(VM_CREATED, None, day)
             records.append(UsageRecord(day, VM, "OnDemand", hours * VM_RATE, hours * VM_RATE, quantity=hours))
             records.append(UsageRecord(day, VM, "OnDemand", 1.5, 1.5, "Bandwidth", quantity=12.0))
+            # software billed by the VM's hour (e.g. SQL Server): its cost counts, its hours are the same hours
+            records.append(UsageRecord(day, VM, "OnDemand", hours * LICENCE, hours * LICENCE, "Virtual Machines Licenses",
+                                       quantity=hours))
     records.append(UsageRecord(D[2], f"{ARM}/disks/aks-pool-osdisk", "OnDemand", 5.0, 5.0, "Storage", quantity=720))
     return records
 
@@ -149,6 +153,8 @@ def day_bill(records: list[UsageRecord], resource: str, day: date, kind: str) ->
             amount = r.amortized_cost if kind == "AmortizedCost" else r.actual_cost
             if r.meter_category == "Virtual Machines":
                 cost, hours = cost + amount, hours + r.quantity
+            elif r.meter_category == "Virtual Machines Licenses":
+                cost += amount
             elif r.meter_category == "Bandwidth":
                 network += amount
     return cost, hours, network
@@ -238,7 +244,7 @@ def test_churned_scale_set_is_priced_per_billed_instance_hour(fake: FakeCostMana
     # Spot and the single VM get their own rates; the VM is billed on its own hours, with its bandwidth.
     spot, vm = source.quote(SPOT_NODE), source.quote(VM_NODE)
     assert spot is not None and math.isclose(float(spot.hourly), SPOT_RATE, rel_tol=0.005)
-    assert vm is not None and math.isclose(float(vm.hourly), VM_RATE, rel_tol=0.005)
+    assert vm is not None and math.isclose(float(vm.hourly), VM_RATE + LICENCE, rel_tol=0.005)  # licence-hours not hours
     vm_facts = source.facts(VM_NODE)
     assert vm_facts is not None and [d for d, _ in vm_facts.days] == ["2024-06-02", "2024-06-03", "2024-06-04"]
     assert vm_facts.hours == 72 and vm_facts.network_hourly == pytest.approx(3 * 1.5 / 72)
@@ -264,12 +270,11 @@ def test_the_query_asks_for_cost_and_hours_by_resource_and_meter_category(
     assert sorted(ids["values"]) == sorted(
         r.lower() for r in (POOL, SPOT, VM, f"{ARM}/virtualMachineScaleSets/{NEW_POOL}")
     )
-    assert (categories["name"], categories["values"]) == ("MeterCategory", ["Virtual Machines", "Bandwidth"])
+    wanted = ["Virtual Machines", "Virtual Machines Licenses", "Bandwidth"]
+    assert (categories["name"], categories["values"]) == ("MeterCategory", wanted)
     # One row per resource, day and meter category; the disk is filtered out by the query.
-    expected = {
-        (r.date, r.resource_id, r.meter_category) for r in bill() if r.meter_category in ("Virtual Machines", "Bandwidth")
-    }
-    assert source.rows_ingested == len(expected) == 6 * 2 + 5 * 3
+    expected = {(r.date, r.resource_id, r.meter_category) for r in bill() if r.meter_category in wanted}
+    assert source.rows_ingested == len(expected) == 6 * 2 + 5 * 4
 
 
 def test_a_node_created_mid_window_has_no_cost_before_it_existed(fake: FakeCostManagement, tmp_path: Path) -> None:
@@ -494,7 +499,7 @@ def test_discount_is_not_applied_on_top_of_azure_bills(fake: FakeCostManagement,
     source.refresh()
     config = PricingConfig(discounts=PricingConfig().discounts.__class__(azure=Decimal("0.2")))
     price = PricingEngine([source], config, health).price(VM_NODE)
-    assert price is not None and math.isclose(float(price.hourly), VM_RATE, rel_tol=0.005)
+    assert price is not None and math.isclose(float(price.hourly), VM_RATE + LICENCE, rel_tol=0.005)
 
 
 # -- min_observed_hours: deprecated -------------------------------------------------------------------------

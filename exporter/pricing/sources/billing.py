@@ -292,17 +292,18 @@ class BillingSource(ABC, Generic[S]):
         """A node's share of its resource's bill on a day, or None when the day is not usable for it.
 
         `alive` are the hours each node of the resource (the cluster's and those seen leaving) was alive
-        that day, `own` the node's own. The day is usable when the billed hours cover them all.
+        that day, `own` the node's own. The day is usable when the billed hours cover them all, and only
+        for a node that existed that day.
         """
         if totals.hours <= 0:
             return None
         needed = sum(alive) - SLACK_HOURS * sum(1 for hours in alive if hours > 0)
         if totals.hours < needed:
             return None  # still being filled in: used once it is complete
+        if own <= 0:  # billed, but not for this node: a scale set's other instances, or a reused name
+            return None
         if not self.shared(resource):
             return NodeDay(day, totals.cost, totals.hours, totals.on_demand_cost, totals.network_cost)
-        if own <= 0:
-            return None  # the scale set was billed that day, but not for this node
         share = own / totals.hours
         return NodeDay(
             day, totals.cost * share, own, totals.on_demand_cost * share, totals.network_cost * share

@@ -2,10 +2,12 @@
 
 One query per refresh over the scope (a subscription, or the AKS node resource group), Daily, aggregating
 `Cost` and `UsageQuantity` (Sum), grouped by ResourceId and MeterCategory (two groupings: the API's
-maximum), filtered to the cluster's VMs and scale sets and to the `Virtual Machines` and `Bandwidth` meter
-categories, following `nextLink`. A `Virtual Machines` row is a resource's compute that day: its cost and
-its billed instance-hours (the meters' unit is "1 Hour"); a `Bandwidth` row is its data transfer (its
-quantity is GB, so it adds network cost and no hours).
+maximum), filtered to the cluster's VMs and scale sets and to the `Virtual Machines`, `Virtual Machines
+Licenses` and `Bandwidth` meter categories, following `nextLink`. A `Virtual Machines` row is a resource's
+compute that day: its cost and its billed instance-hours (the meters' unit is "1 Hour"); a `Virtual
+Machines Licenses` row is software billed by the hour on the same instances (its cost counts, its
+licence-hours would count those hours twice); a `Bandwidth` row is its data transfer (its quantity is GB,
+so it adds network cost and no hours).
 
 Cost Management reports an AKS pool per scale set, not per instance, so a scale set is `shared`: the base
 prices an instance-hour as the set's cost that day ÷ the instance-hours the bill says it bought, and a node's
@@ -47,6 +49,7 @@ _RETRY_HEADERS = (
 _ROLE = "the Cost Management Reader role (Microsoft.CostManagement/query/action) on the scope"
 _MAX_PAGES = 1_000
 COMPUTE = "Virtual Machines"  # meter category of VM and scale-set compute; quantity in hours
+LICENSES = "Virtual Machines Licenses"  # software billed per VM hour (SQL Server, RHEL…): cost, no new hours
 NETWORK = "Bandwidth"  # meter category of data transfer; quantity in GB
 DEFAULT_MIN_OBSERVED_HOURS = 12  # the deprecated setting's default: any other value is reported as ignored
 API_VERSION = "2025-03-01"  # azure-mgmt-costmanagement 5's own
@@ -142,7 +145,7 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
                             "dimensions": {
                                 "name": "MeterCategory",
                                 "operator": "In",
-                                "values": [COMPUTE, NETWORK],
+                                "values": [COMPUTE, LICENSES, NETWORK],
                             }
                         },
                     ]
@@ -173,6 +176,7 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
         from azure.core.exceptions import (
             ClientAuthenticationError,
             HttpResponseError,
+            IncompleteReadError,
             ResourceNotFoundError,
             ServiceRequestError,
             ServiceRequestTimeoutError,
@@ -197,6 +201,9 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
                 Reason.NOT_FOUND,
                 f"{self.where()} was not found ({_said(err)}): check azure.cost_management.scope",
             ) from err
+        except IncompleteReadError as err:  # the connection closed midway through the answer
+            detail = f"Cost Management's answer was cut off: {_said(err)}"
+            raise FetchError(Reason.UNAVAILABLE, detail) from err
         except HttpResponseError as err:
             raise self._status_error(err) from err
         except (ServiceRequestTimeoutError, ServiceResponseTimeoutError) as err:
@@ -265,6 +272,8 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
             # Cost Management reports the negotiated (EA/MCA) price: no on-demand part to discount on top.
             if category.lower() == COMPUTE.lower():
                 yield BillRow(resource, day, end, cost, quantity, currency=currency)
+            elif category.lower() == LICENSES.lower():  # the same hours again, as licence-hours: cost only
+                yield BillRow(resource, day, end, cost, 0.0, currency=currency)
             elif category.lower() == NETWORK.lower():  # quantity in GB: network cost, no hours
                 yield BillRow(resource, day, end, 0.0, 0.0, network_cost=cost, currency=currency)
             # another category only if the filter was not applied: not this source's to count
