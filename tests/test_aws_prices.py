@@ -192,10 +192,10 @@ def test_region_of_zone() -> None:
 
 
 def test_sessions_share_one_model_loader_but_resolve_credentials_each(monkeypatch: pytest.MonkeyPatch) -> None:
-    first = aws_session()
+    first = aws_session(30.0)
     assert first.get_credentials().access_key == "AKIAIOSFODNN7EXAMPLE"
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAI44QH8DHBEXAMPLE")
-    second = aws_session()
+    second = aws_session(30.0)
     assert second.get_component("data_loader") is first.get_component("data_loader")
     assert second.get_credentials().access_key == "AKIAI44QH8DHBEXAMPLE"
 

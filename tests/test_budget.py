@@ -92,3 +92,110 @@ def test_bigquery_backend_error_on_results_is_unavailable_within_the_budget(harn
     took = time.monotonic() - started
     assert (harness.status.up, harness.status.reason) == (False, Reason.UNAVAILABLE), harness.status.detail
     assert took <= BUDGET_SECONDS, f"backendError on getQueryResults took {took:.1f} s"
+
+
+@pytest.mark.timeout(60)
+def test_a_hung_azure_token_endpoint_is_reported_within_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Production Azure credentials (DefaultAzureCredential, here its workload identity) fetch a token from
+    Entra ID first. A hung token endpoint must end at the deadline too: azure-identity's transport would
+    wait 300 s per try, and retry."""
+    import http.server
+    import ssl
+    import threading
+
+    from exporter.config.sources.azure import AzureCostSettings
+    from exporter.pricing.sources.azure.cost_management import AzureCostBilling
+    from fakes.server import self_signed_cert
+    from tests.conftest import FakeClock, context
+
+    cert, key = self_signed_cert(tmp_path)
+    release = threading.Event()
+
+    class Hung(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            release.wait(120)
+
+        do_GET = do_POST
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hung)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    token = tmp_path / "azure-identity-token"
+    token.write_text("eyJhbGciOiJSUzI1NiJ9.e30.c2lnbmF0dXJl")  # a projected service account token's shape
+    for name, value in {
+        "AZURE_CLIENT_ID": "6f2a3b1c-0d4e-4f5a-9b8c-7d6e5f4a3b2c",
+        "AZURE_TENANT_ID": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+        "AZURE_FEDERATED_TOKEN_FILE": str(token),
+        "AZURE_AUTHORITY_HOST": f"https://127.0.0.1:{server.server_address[1]}",
+        "REQUESTS_CA_BUNDLE": cert,
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = AzureCostSettings(enabled=True, scope="/subscriptions/6f2a3b1c-0d4e-4f5a-9b8c-7d6e5f4a3b2c",
+                                 endpoint_url="https://127.0.0.1:9", timeout_seconds=DEADLINE, retries=0)
+    source = AzureCostBilling(settings, context(FakeClock()))
+    source.wanted([contract.aks_node("Standard_D4s_v3")])
+    started = time.monotonic()
+    try:
+        source.refresh()
+    finally:
+        release.set()
+        server.shutdown()
+    took = time.monotonic() - started
+    assert (source.status.up, source.status.reason) == (False, Reason.AUTH), source.status.detail
+    assert took <= BUDGET_SECONDS, f"the token request took {took:.1f} s"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("source_key", ["aws.pricing", "aws.cur"])
+def test_a_hung_sts_endpoint_is_reported_within_the_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source_key: str
+) -> None:
+    """IRSA credentials come from STS AssumeRoleWithWebIdentity, through a client botocore makes itself:
+    a hung STS must end at the source's deadline too, not after botocore's 60 s a try."""
+    import http.server
+    import threading
+
+    from exporter.config.sources.aws import AwsCurSettings, AwsPricingSettings
+    from exporter.pricing.sources.aws.cur import AwsCurBilling
+    from exporter.pricing.sources.aws.price_list import AwsOnDemandPrices
+    from tests.conftest import FakeClock, context, node
+
+    release = threading.Event()
+
+    class Hung(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            release.wait(120)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hung)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    contract.aws_env(monkeypatch, tmp_path)
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    token = tmp_path / "eks-pod-identity-token"
+    token.write_text("eyJhbGciOiJSUzI1NiJ9.e30.c2lnbmF0dXJl")
+    monkeypatch.setenv("AWS_ROLE_ARN", "arn:aws:iam::111122223333:role/node-cost-exporter")
+    monkeypatch.setenv("AWS_WEB_IDENTITY_TOKEN_FILE", str(token))
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", f"http://127.0.0.1:{server.server_address[1]}")
+    source: Any
+    if source_key == "aws.pricing":
+        settings = AwsPricingSettings(enabled=True, endpoint_url="http://127.0.0.1:9", timeout_seconds=DEADLINE,
+                                      retries=0)
+        source = AwsOnDemandPrices(settings, context(FakeClock()))
+    else:
+        cur = AwsCurSettings(enabled=True, endpoint_url="http://127.0.0.1:9", database="cur", table="t",
+                             timeout_seconds=DEADLINE, retries=0)
+        source = AwsCurBilling(cur, context(FakeClock()))
+    source.wanted([node()])
+    started = time.monotonic()
+    try:
+        source.refresh()
+    finally:
+        release.set()
+        server.shutdown()
+    took = time.monotonic() - started
+    assert not source.status.up and source.status.reason in (Reason.TIMEOUT, Reason.AUTH), source.status.detail
+    assert took <= BUDGET_SECONDS, f"the STS call took {took:.1f} s"

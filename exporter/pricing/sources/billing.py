@@ -354,8 +354,15 @@ class BillingSource(ABC, Generic[S]):
         bill = Bill(wanted)
         foreign: set[str] = set()
         count = 0
+        deadline = self.clock.monotonic() + self.settings.timeout_seconds
         for row in rows:
             count += 1
+            if self.clock.monotonic() > deadline:  # each call has its own deadline; this bounds the paging
+                raise FetchError(
+                    Reason.TIMEOUT,
+                    f"{self.where()}: the query's answer took longer than {self.settings.timeout_seconds:g}s "
+                    f"to read ({count - 1} rows so far); raise {self.settings.section_key}.timeout_seconds",
+                )
             if row.currency and row.currency != self.currency:
                 foreign.add(row.currency)
                 continue

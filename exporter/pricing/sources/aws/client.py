@@ -64,14 +64,26 @@ _loader: Any = None  # botocore's data loader, shared by every AWS session of th
 _loader_lock = threading.Lock()
 
 
-def aws_session() -> Any:
+def aws_session(timeout_seconds: float) -> Any:
     """A botocore session of its own (credentials and config resolved for its source) on the process's
     one data loader, so service models are parsed once. botocore's Loader caches what it loads and is
-    only ever added to, so sharing it across sessions and threads is safe."""
+    only ever added to, so sharing it across sessions and threads is safe.
+
+    The clients botocore makes for itself, the STS client of IRSA's AssumeRoleWithWebIdentity above all,
+    get the source's deadline and no retries too: by default a hung STS endpoint holds a call for 60 s a
+    try, several tries."""
     import botocore.session
+    from botocore.config import Config as BotoConfig
 
     global _loader
     session = botocore.session.Session()
+    session.set_default_client_config(
+        BotoConfig(
+            connect_timeout=min(60.0, timeout_seconds),
+            read_timeout=timeout_seconds,
+            retries={"total_max_attempts": 1},
+        )
+    )
     with _loader_lock:
         if _loader is None:
             _loader = session.get_component("data_loader")  # the first session's, from its config
@@ -111,7 +123,7 @@ class AwsSource(ShelfSource[S]):
 
     def __init__(self, settings: S, context: SourceContext) -> None:
         super().__init__(settings, context)  # USD only: config validation sees to it
-        self._session = aws_session()
+        self._session = aws_session(settings.timeout_seconds)
         self._clients: dict[str, Any] = {}
         self._client_lock = threading.Lock()  # botocore sessions are not thread-safe; clients are
         self._warn_lock = threading.Lock()

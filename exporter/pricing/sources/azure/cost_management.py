@@ -106,17 +106,23 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
         if self._client is None:
             from azure.mgmt.costmanagement import CostManagementClient
 
+            # Every HTTP call, token requests included, has the source's deadline and no SDK retries: the
+            # billing base retries, honouring Cost Management's own headers (azure-core's defaults retry 3
+            # times with backoff, and wait up to 300 s for an answer).
+            timeouts: dict[str, Any] = {
+                "retry_total": 0,
+                "connection_timeout": min(60.0, self.settings.timeout_seconds),
+                "read_timeout": self.settings.timeout_seconds,
+            }
             credential = self._credential
             if credential is None:
                 from azure.identity import DefaultAzureCredential
 
-                credential = DefaultAzureCredential()
+                credential = DefaultAzureCredential(**timeouts)
             self._client = CostManagementClient(
                 credential,
                 base_url=self.settings.endpoint_url or None,
-                retry_total=0,  # retried by the billing base, honouring Cost Management's own headers
-                connection_timeout=min(60.0, self.settings.timeout_seconds),
-                read_timeout=self.settings.timeout_seconds,
+                **timeouts,
                 connection_verify=self._verify,
                 user_agent="node-cost-exporter",
             )
