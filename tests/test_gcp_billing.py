@@ -291,6 +291,8 @@ def test_billed_rate_includes_the_counted_credits(
         assert facts.hours == pytest.approx(72) and facts.day_names == USED_DAYS
         billed = truth(vm.name, USED_DAYS, credit_types=credit_types)
         assert math.isclose(float(quote.hourly) * facts.hours, billed, rel_tol=0.005), vm.name
+        for day, cost in facts.days:  # each usable day's cost is that day's bill
+            assert cost == pytest.approx(truth(vm.name, (day,), credit_types=credit_types), rel=0.005), day
         network = truth(vm.name, USED_DAYS, "network")
         assert facts.network_hourly == pytest.approx(network / 72), vm.name
         assert dict(facts.tags) == {"team": "checkout"}
