@@ -4,6 +4,7 @@ move time instead of waiting for it, and can assert on the sleeps a retry policy
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Protocol
 
 
@@ -32,3 +33,15 @@ class SystemClock:
 
 
 SYSTEM_CLOCK = SystemClock()
+
+
+def parse_time(value: object) -> datetime | None:
+    """An ISO 8601 / RFC 3339 time as APIs write it ("2026-11-20T08:14:03Z"), read as UTC when it names no
+    zone; None when absent or unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -1,4 +1,5 @@
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -485,3 +486,15 @@ def test_gke_provisioning_label_alone_marks_spot() -> None:
     assert parse(obj).capacity_type is CapacityType.SPOT
     obj = node_obj(labels={"cloud.google.com/gke-provisioning": "standard"})
     assert parse(obj).capacity_type is CapacityType.ON_DEMAND
+
+
+def test_creation_time_is_read_for_billing_completeness() -> None:
+    """metadata.creationTimestamp decides from when a node counts as alive on its bill."""
+    items = real_items("eks_graviton_m6gd_managed_nodegroup.nodelist.json")
+    stamp = items[0]["metadata"]["creationTimestamp"]
+    node = parse(items[0])
+    assert node.created is not None
+    assert datetime.fromtimestamp(node.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ") == stamp
+    for absent in ({}, {"creationTimestamp": 1700000000}, {"creationTimestamp": "yesterday"}):
+        obj = {"metadata": {"name": "n", "uid": "u", **absent}}
+        assert parse(obj).created is None, absent  # unknown: billing counts the node alive all day

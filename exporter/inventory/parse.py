@@ -11,11 +11,11 @@ import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 from sys import intern
 from typing import Any
 
+from exporter.clock import parse_time
 from exporter.config import KubernetesConfig
 from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.inventory.providerid import parse_provider_id
@@ -121,7 +121,7 @@ def parse_node(obj: Any, spot_labels: Sequence[SpotLabel]) -> Node:
         gpu_count=sum(math.ceil(_quantity(capacity.get(r))) for r in _GPU_RESOURCES),
         gpu_model=_first(labels, *_GPU_MODEL_LABELS),
         labels=labels,
-        created=_timestamp(metadata.get("creationTimestamp")),
+        created=created.timestamp() if (created := parse_time(metadata.get("creationTimestamp"))) else None,
     )
 
 
@@ -159,18 +159,6 @@ def _first(labels: Mapping[str, str], *keys: str) -> str:
         if value:
             return value
     return ""
-
-
-def _timestamp(value: object) -> float | None:
-    """An RFC 3339 time as Kubernetes writes it ("2026-11-20T08:14:03Z"); None when absent or unreadable:
-    billing then treats the node as alive all day."""
-    if not isinstance(value, str):
-        return None
-    try:
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return moment.timestamp() if moment.tzinfo else moment.replace(tzinfo=UTC).timestamp()
 
 
 def _dict(value: object) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from urllib3.exceptions import HTTPError, NewConnectionError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
 
 from exporter import __version__
+from exporter.clock import parse_time
 from exporter.config.sources.azure import AzureRetailSettings
 from exporter.health import Reason
 from exporter.inventory.node import CapacityType, Node
@@ -214,8 +215,8 @@ class AzureRetailPrices(ShelfSource[AzureRetailSettings]):
             return None
         if price == 0:
             return None
-        start = _time(item.get("effectiveStartDate")) or _EPOCH
-        end = _time(item.get("effectiveEndDate"))
+        start = parse_time(item.get("effectiveStartDate")) or _EPOCH
+        end = parse_time(item.get("effectiveEndDate"))
         key = (
             region,
             arm_sku,
@@ -311,16 +312,6 @@ def _retry_after(headers: Mapping[str, str], now: float) -> float | None:
     ]
     delays = [delay for value in values if (delay := parse_retry_after(value, now)) is not None]
     return max(delays) if delays else None
-
-
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        when = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def _literal(value: str) -> str:
