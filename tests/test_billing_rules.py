@@ -30,6 +30,7 @@ class ListedBill(BillingSource[AwsCurSettings]):
     """A billing source whose bill is a list of rows; a scale set is any resource starting with "vmss"."""
 
     name = "aws_cur"
+    provider = "aws"
     resource_kind = "instance"
 
     def __init__(self, rows: list[BillRow], clock: FakeClock, *, seconds_per_row: float = 0.0) -> None:

@@ -14,6 +14,7 @@ from exporter.metrics.collector import ExporterCollector
 from exporter.metrics.families import NODE_FAMILIES, Family, billing_tags_family
 from exporter.metrics.process import ProcessMetrics
 from exporter.metrics.store import NodeMetricsStore
+from exporter.pricing.quote import Commitment
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "metrics.md"
 ROW = re.compile(r"^\| `(?P<name>[a-z_]+)` \| (?P<type>\w+) \|[^|]+\|(?P<labels>[^|]*)\| .+ \|$")
@@ -29,6 +30,10 @@ class Bill:
     name = "aws_cur"
     scanned_bytes = 10_485_760
     rows_ingested = 42
+
+    def commitments(self) -> tuple[Commitment, ...]:
+        arn = "arn:aws:savingsplans::111122223333:savingsplan/3f1c2a9e-7d6e-4b5a-9c8d-1e2f3a4b5c6d"
+        return (Commitment("aws", arn, 0.42, 0.9, ("2024-06-01",)),)
 
 
 def documented() -> dict[str, tuple[str, frozenset[str]]]:

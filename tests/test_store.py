@@ -76,6 +76,8 @@ nodecost_node_unpriced{node="rack3-worker-07"} 1.0
 # TYPE nodecost_node_billed_daily_cost gauge
 # HELP nodecost_node_network_hourly_cost Network (data transfer) cost the bill attributes to the node, per billed hour.
 # TYPE nodecost_node_network_hourly_cost gauge
+# HELP nodecost_node_commitment_coverage_ratio Share (0-1) of the node's billed usage over its billed days that a commitment covered: a reserved instance, savings plan, committed use discount or reservation.
+# TYPE nodecost_node_commitment_coverage_ratio gauge
 """
 
 

@@ -22,6 +22,7 @@ from prometheus_client.registry import Collector
 from exporter import __version__
 from exporter.health import Health
 from exporter.metrics.store import UNPRICED, NodeMetricsStore
+from exporter.pricing.quote import Commitment
 
 
 class WatchStats(Protocol):
@@ -33,6 +34,8 @@ class BillStats(Protocol):
     name: str
     scanned_bytes: int
     rows_ingested: int
+
+    def commitments(self) -> tuple[Commitment, ...]: ...
 
 
 class ExporterCollector(Collector):
@@ -66,6 +69,7 @@ class ExporterCollector(Collector):
                 rows.add_metric([bill.name], bill.rows_ingested)
             yield scanned
             yield rows
+            yield from self._commitments()
         nodes = GaugeMetricFamily(
             "nodecost_nodes", "Nodes by the source that priced them.", labels=["source"]
         )
@@ -102,6 +106,27 @@ class ExporterCollector(Collector):
         build = InfoMetricFamily("nodecost_build", "Exporter version and Python runtime; value is always 1.")
         build.add_metric([], {"version": __version__, "python_version": platform.python_version()})
         yield build
+
+    def _commitments(self) -> Iterator[Metric]:
+        """Each commitment's unused cost and utilization over its bill's latest settled days."""
+        unused = GaugeMetricFamily(
+            "nodecost_commitment_unused_hourly_cost",
+            "Cost per hour of a commitment (reservation, savings plan, committed use discount) that covered "
+            "no usage, over the bill's latest settled days; in pricing.currency, never spread onto nodes.",
+            labels=["provider", "commitment"],
+        )
+        utilization = GaugeMetricFamily(
+            "nodecost_commitment_utilization_ratio",
+            "Share (0-1) of a commitment's cost that covered usage, over the bill's latest settled days.",
+            labels=["provider", "commitment"],
+        )
+        for bill in self._bills:
+            for commitment in bill.commitments():
+                labels = [commitment.provider, commitment.commitment]
+                unused.add_metric(labels, commitment.unused_hourly)
+                utilization.add_metric(labels, commitment.utilization)
+        yield unused
+        yield utilization
 
     def _integrations(self) -> Iterator[Metric]:
         labels = ["integration"]

@@ -135,6 +135,13 @@ def _network(node: Node, price: NodePrice | None) -> Sequence[Sample]:
     return (((node.name, billed.source, price.currency), billed.network_hourly),)
 
 
+def _coverage(node: Node, price: NodePrice | None) -> Sequence[Sample]:
+    billed = price.billed if price is not None else None
+    if billed is None or billed.coverage is None:
+        return ()
+    return (((node.name,), billed.coverage),)
+
+
 NODE_FAMILIES: tuple[Family, ...] = (
     Family(
         "nodecost_node_info",
@@ -211,6 +218,14 @@ NODE_FAMILIES: tuple[Family, ...] = (
         "Network (data transfer) cost the bill attributes to the node, per billed hour.",
         ("node", "source", "currency"),
         _network,
+    ),
+    Family(
+        "nodecost_node_commitment_coverage_ratio",
+        "gauge",
+        "Share (0-1) of the node's billed usage over its billed days that a commitment covered: a reserved "
+        "instance, savings plan, committed use discount or reservation.",
+        ("node",),
+        _coverage,
     ),
 )
 

@@ -45,11 +45,24 @@ class BillFacts:
     day_costs: tuple[float, ...]  # the billed cost of each of those days
     network_hourly: float | None = None  # data transfer cost ÷ billed hours, where the cloud attributes it
     tags: tuple[tuple[str, str], ...] = ()  # allowlisted billing tags of the node's resource
+    coverage: float | None = None  # the share of its billed usage a commitment covered (RI, SP, CUD…)
 
     @property
     def days(self) -> tuple[tuple[str, float], ...]:
         """(UTC day, billed cost) of each usable day used, oldest first."""
         return tuple(zip(self.day_names, self.day_costs, strict=True))
+
+
+@dataclass(frozen=True, slots=True)
+class Commitment:
+    """One commitment (reservation, savings plan, committed use discount) over a billing source's latest
+    settled days: what of it went unused. The unused part is never spread onto nodes."""
+
+    provider: str  # "aws", "gcp", "azure"
+    commitment: str  # the bill's id of it: an RI or SP ARN, a GCP commitment, an Azure reservation order
+    unused_hourly: float  # Σ unused cost ÷ the hours of the days used, in the source's cost basis
+    utilization: float  # Σ used ÷ Σ committed over those days
+    days: tuple[str, ...]  # the UTC days used, oldest first
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,6 +21,7 @@ Reconciliation rules (docs/pricing.md, "Billing"):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -35,7 +36,7 @@ from typing import Generic, TypeVar
 from exporter.config import BillingSettings
 from exporter.health import Reason
 from exporter.inventory.node import Node
-from exporter.pricing.quote import Basis, BillFacts, Quote
+from exporter.pricing.quote import Basis, BillFacts, Commitment, Quote
 from exporter.pricing.sources.context import SourceContext
 from exporter.pricing.sources.fetch import FetchError
 from exporter.pricing.sources.presence import Presence
@@ -45,7 +46,7 @@ TICK_SECONDS = 60.0
 # Per node and day, how far billed hours may fall short of the node's alive hours: a VM is billed from its
 # start, minutes before its Node object is created, and its deletion is seen up to a tick late.
 SLACK_HOURS = 0.25
-CACHE_VERSION = 2  # 2: billed facts keyed by node uid (1 keyed them by bill resource)
+CACHE_VERSION = 3  # 2: billed facts keyed by node uid (1: by bill resource); 3: with commitment coverage
 _DAY = timedelta(days=1)
 S = TypeVar("S", bound=BillingSettings)
 
@@ -68,6 +69,19 @@ class BillRow:
     network_cost: float = 0.0
     currency: str = ""
     tags: tuple[tuple[str, str], ...] = ()
+    covered_hours: float = (
+        0.0  # the part of `hours` a commitment covered (RI, savings plan, CUD, reservation)
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CommitmentDay:
+    """One commitment's day, as a cloud module reads it from its bill (`commitment_days`)."""
+
+    commitment: str  # the bill's id of the commitment
+    day: date
+    committed: float  # what the commitment cost that day (its fee, amortized), in the source's cost basis
+    used: float  # the part of that which covered usage
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +90,7 @@ class DayTotals:
     hours: float
     on_demand_cost: float
     network_cost: float
+    covered_hours: float = 0.0
 
 
 class Bill:
@@ -85,7 +100,8 @@ class Bill:
     def __init__(self, resources: Sequence[str]) -> None:
         self.resources = list(resources)
         self._index = {resource: i for i, resource in enumerate(self.resources)}
-        self._days: dict[date, tuple[array[float], ...]] = {}  # cost, hours, on-demand, network, rows
+        # per day: cost, hours, on-demand, network, covered hours, rows
+        self._days: dict[date, tuple[array[float], ...]] = {}
         self.tags: dict[str, dict[str, str]] = {}
         self.watermark: datetime | None = None
 
@@ -97,11 +113,10 @@ class Bill:
         columns = self._days.get(row.day)
         if columns is None:
             columns = self._days[row.day] = tuple(
-                array("d", bytes(8 * len(self.resources))) for _ in range(5)
+                array("d", bytes(8 * len(self.resources))) for _ in range(6)
             )
-        for column, value in zip(
-            columns, (row.cost, row.hours, row.on_demand_cost, row.network_cost, 1.0), strict=True
-        ):
+        values = (row.cost, row.hours, row.on_demand_cost, row.network_cost, row.covered_hours, 1.0)
+        for column, value in zip(columns, values, strict=True):
             column[i] += value
         if self.watermark is None or row.end > self.watermark:
             self.watermark = row.end
@@ -113,9 +128,9 @@ class Bill:
 
     def totals(self, resource: str, day: date) -> DayTotals | None:
         i, columns = self._index.get(resource), self._days.get(day)
-        if i is None or columns is None or not columns[4][i]:
+        if i is None or columns is None or not columns[5][i]:
             return None
-        return DayTotals(columns[0][i], columns[1][i], columns[2][i], columns[3][i])
+        return DayTotals(columns[0][i], columns[1][i], columns[2][i], columns[3][i], columns[4][i])
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +154,7 @@ class NodeDay:
     hours: float
     on_demand_cost: float
     network_cost: float
+    covered_hours: float
 
 
 class BillingSource(ABC, Generic[S]):
@@ -148,8 +164,11 @@ class BillingSource(ABC, Generic[S]):
 
     kind = "billing"
     name: str
+    provider: str  # "aws", "gcp", "azure": the `provider` label of its commitments
     resource_kind: str  # "EC2 instance id", … for messages
     attributes_network = True  # False where the bill cannot tell a node's network cost apart
+    reports_coverage = False  # True where BillRow.covered_hours says what commitments covered
+    reports_commitments = False  # True where `commitment_days` reads the commitments off the bill
 
     def __init__(self, settings: S, context: SourceContext) -> None:
         self.settings = settings
@@ -164,6 +183,7 @@ class BillingSource(ABC, Generic[S]):
         self._cache = context.cache
         self._fetcher = context.fetcher(self.name, settings, count_calls=True)
         self._billed: dict[str, BillFacts] = {}  # node uid → facts
+        self._commitments: tuple[Commitment, ...] = ()
         self._members: dict[str, Member] = {}  # node uid → the node, for the nodes in the cluster
         self._resources: dict[str, str] = {}  # node uid → bill resource
         self._gone: dict[str, tuple[Member, str]] = {}  # nodes seen leaving, while their days can be billed
@@ -191,6 +211,11 @@ class BillingSource(ABC, Generic[S]):
     def where(self) -> str:
         """Where this source reads its bill, for messages ("Athena table cur.data in us-east-1")."""
 
+    def commitment_days(self, start: datetime, end: datetime) -> Iterator[CommitmentDay]:
+        """Each commitment's committed and used cost per UTC day in [start, end); none by default. Raise
+        FetchError on failure: the node rates still update, the last commitments are kept."""
+        return iter(())
+
     def shared(self, resource: str) -> bool:
         """Whether the resource is billed for several nodes at once (a scale set), so that each node's
         share of a day is the day's rate times its own alive hours, not the resource's whole cost."""
@@ -210,6 +235,10 @@ class BillingSource(ABC, Generic[S]):
             Basis.BILLED,
             on_demand_hourly=Decimal(repr(facts.on_demand_hourly)) if facts.on_demand_hourly else None,
         )
+
+    def commitments(self) -> tuple[Commitment, ...]:
+        """The commitments of the last successful refresh (or the cache), while fresh enough to serve."""
+        return self._commitments if self._fresh(self.clock.time()) else ()
 
     def facts(self, node: Node) -> BillFacts | None:
         """The node's billed days, network cost and tags, held even when too stale to price with."""
@@ -258,6 +287,7 @@ class BillingSource(ABC, Generic[S]):
         self._next_query = now + self.settings.refresh_interval_seconds
         changed |= billed != self._billed or not self._served_fresh
         self._billed, self._last_success, self._served_fresh = billed, now, True
+        self._refresh_commitments(now)
         self._persist(newest)
         took = self.clock.monotonic() - started
         self.status.succeeded(duration=took, data_timestamp=newest, count=False, now=self.clock.time())
@@ -286,6 +316,37 @@ class BillingSource(ABC, Generic[S]):
         """A day may be used once it ended `settle_hours` ago (and then only where its bill is full)."""
         return (midnight(day) + _DAY).timestamp() + self.settings.settle_hours * 3600 <= now
 
+    def _refresh_commitments(self, now: float) -> None:
+        """Commitments over their latest `lookback_days` settled days; a failure keeps the last ones."""
+        if not self.reports_commitments:
+            return
+        start, end = self.window(now)
+        try:
+            days = self._fetcher.run(lambda: list(self.commitment_days(start, end)))
+        except FetchError as err:
+            self.log.warning(
+                "querying commitments failed (%s): %s; keeping the last figures", err.reason, err.detail
+            )
+            return
+        per: dict[str, dict[date, tuple[float, float]]] = {}
+        for entry in days:
+            committed, used = per.setdefault(entry.commitment, {}).get(entry.day, (0.0, 0.0))
+            per[entry.commitment][entry.day] = (committed + entry.committed, used + entry.used)
+        commitments = []
+        for commitment, by_day in sorted(per.items()):
+            settled = [d for d in sorted(by_day, reverse=True) if self.settled(d, now)]
+            used_days = sorted(settled[: self.settings.lookback_days])
+            committed = sum(by_day[d][0] for d in used_days)
+            if not used_days or committed <= 0:
+                continue
+            used = min(sum(by_day[d][1] for d in used_days), committed)
+            unused_hourly = (committed - used) / (24 * len(used_days))
+            days_used = tuple(d.isoformat() for d in used_days)
+            commitments.append(
+                Commitment(self.provider, commitment, unused_hourly, used / committed, days_used)
+            )
+        self._commitments = tuple(commitments)
+
     def node_day(
         self, resource: str, day: date, totals: DayTotals, alive: Sequence[float], own: float
     ) -> NodeDay | None:
@@ -303,10 +364,22 @@ class BillingSource(ABC, Generic[S]):
         if own <= 0:  # billed, but not for this node: a scale set's other instances, or a reused name
             return None
         if not self.shared(resource):
-            return NodeDay(day, totals.cost, totals.hours, totals.on_demand_cost, totals.network_cost)
+            return NodeDay(
+                day,
+                totals.cost,
+                totals.hours,
+                totals.on_demand_cost,
+                totals.network_cost,
+                totals.covered_hours,
+            )
         share = own / totals.hours
         return NodeDay(
-            day, totals.cost * share, own, totals.on_demand_cost * share, totals.network_cost * share
+            day,
+            totals.cost * share,
+            own,
+            totals.on_demand_cost * share,
+            totals.network_cost * share,
+            totals.covered_hours * share,
         )
 
     def invalid_row(self, key: str, problem: str) -> None:
@@ -420,6 +493,7 @@ class BillingSource(ABC, Generic[S]):
             tuple(d.cost for d in used),
             sum(d.network_cost for d in used) / hours if self.attributes_network else None,
             tuple((k, tags[k]) for k in self.settings.tags if k in tags),
+            min(1.0, sum(d.covered_hours for d in used) / hours) if self.reports_coverage else None,
         )
 
     # -- staleness and the cache ----------------------------------------------------------------------
@@ -433,7 +507,8 @@ class BillingSource(ABC, Generic[S]):
             return
         self._cache.store(self.name, ((r, _dump(f)) for r, f in self._billed.items()), replace=True)
         meta = {"last_success": self._last_success, "newest": newest, "version": CACHE_VERSION}
-        self._cache.store(f"{self.name}.meta", [("state", json.dumps(meta))])
+        commitments = json.dumps([dataclasses.astuple(c) for c in self._commitments])
+        self._cache.store(f"{self.name}.meta", [("state", json.dumps(meta)), ("commitments", commitments)])
 
     def _load_cache(self) -> None:
         if self._cache is None:
@@ -455,6 +530,14 @@ class BillingSource(ABC, Generic[S]):
                 self._billed[resource] = _load(self.name, entry.value)
             except (ValueError, KeyError, TypeError) as err:
                 self.log.warning("ignoring unreadable cached rate of %s: %s", resource, err)
+        saved = self._cache.load(f"{self.name}.meta").get("commitments")
+        try:
+            self._commitments = tuple(
+                Commitment(str(p), str(c), float(u), float(r), tuple(str(d) for d in days))
+                for p, c, u, r, days in (json.loads(saved.value) if saved else [])
+            )
+        except (ValueError, TypeError) as err:
+            self.log.warning("ignoring unreadable cached commitments: %s", err)
         self._last_success = last
         self._next_query = last + self.settings.refresh_interval_seconds
         self.status.restored(last, newest)
@@ -470,12 +553,13 @@ def _dump(facts: BillFacts) -> str:
             facts.day_costs,
             facts.network_hourly,
             facts.tags,
+            facts.coverage,
         ]
     )
 
 
 def _load(source: str, text: str) -> BillFacts:
-    hourly, on_demand, hours, names, costs, network, tags = json.loads(text)
+    hourly, on_demand, hours, names, costs, network, tags, coverage = json.loads(text)
     return BillFacts(
         source,
         float(hourly),
@@ -485,4 +569,5 @@ def _load(source: str, text: str) -> BillFacts:
         tuple(float(c) for c in costs),
         None if network is None else float(network),
         tuple((str(k), str(v)) for k, v in tags),
+        None if coverage is None else float(coverage),
     )

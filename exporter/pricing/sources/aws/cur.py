@@ -149,6 +149,7 @@ def _days(start: datetime, end: datetime) -> Iterator[date]:
 @register("aws.cur", settings=AwsCurSettings, extra="aws", sdk=("boto3",))
 class AwsCurBilling(BillingSource[AwsCurSettings]):
     name = "aws_cur"
+    provider = "aws"
     resource_kind = "EC2 instance id"
 
     def __init__(self, settings: AwsCurSettings, context: SourceContext) -> None:

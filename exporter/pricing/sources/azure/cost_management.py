@@ -63,6 +63,7 @@ API_VERSION = "2025-03-01"  # azure-mgmt-costmanagement 5's own
 )
 class AzureCostBilling(BillingSource[AzureCostSettings]):
     name = "azure_cost_management"
+    provider = "azure"
     resource_kind = "VM or scale set"
     attributes_network = True  # Bandwidth rows carry the VM's or scale set's data transfer
 

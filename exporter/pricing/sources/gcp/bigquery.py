@@ -187,6 +187,7 @@ def deadline_session(credentials: Any, seconds: float) -> Any:
 )
 class GcpBigQueryBilling(BillingSource[GcpBigQuerySettings]):
     name = "gcp_bigquery"
+    provider = "gcp"
     resource_kind = "Compute Engine VM"
 
     def __init__(self, settings: GcpBigQuerySettings, context: SourceContext) -> None:
