@@ -24,6 +24,7 @@ ALERTS = {
     "NodeCostFallbackPricing",
     "NodeCostKubernetesWatchDown",
     "NodeCostExporterAbsent",
+    "NodeCostCommitmentUnderused",
 }
 
 
