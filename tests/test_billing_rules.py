@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from exporter.cache import PriceCache
 from exporter.config.sources.aws import AwsCurSettings
 from exporter.health import Health, Reason
 from exporter.inventory.node import Node, ProviderRef
-from exporter.pricing.sources.billing import BillingSource, BillRow, midnight
+from exporter.pricing.sources.billing import BillingSource, BillRow, CommitmentDay, midnight
 from tests.conftest import FakeClock, context, node
 
 NOW = datetime(2024, 6, 6, 10, tzinfo=UTC)  # June 2-4 settled (settle_hours 24), June 5 not
@@ -33,10 +35,12 @@ class ListedBill(BillingSource[AwsCurSettings]):
     provider = "aws"
     resource_kind = "instance"
 
-    def __init__(self, rows: list[BillRow], clock: FakeClock, *, seconds_per_row: float = 0.0) -> None:
+    def __init__(
+        self, rows: list[BillRow], clock: FakeClock, *, seconds_per_row: float = 0.0, cache: PriceCache | None = None
+    ) -> None:
         settings = AwsCurSettings(enabled=True, database="cur", table="t", retries=0, timeout_seconds=60.0)
         self.health = Health()
-        super().__init__(settings, context(clock, health=self.health))
+        super().__init__(settings, context(clock, health=self.health, cache=cache))
         self.rows, self.seconds_per_row, self._clock = rows, seconds_per_row, clock
 
     def resource(self, n: Node) -> str | None:
@@ -146,3 +150,45 @@ def test_an_answer_read_past_the_deadline_is_a_timeout() -> None:
     source.refresh()
     assert (source.status.up, source.status.reason) == (False, Reason.TIMEOUT)
     assert "aws.cur.timeout_seconds" in source.status.detail
+
+
+class CommittedBill(ListedBill):
+    """A listed bill with commitment days too."""
+
+    reports_commitments = True
+    reports_coverage = True
+
+    def __init__(
+        self, rows: list[BillRow], days: list[CommitmentDay], clock: FakeClock, cache: PriceCache
+    ) -> None:
+        super().__init__(rows, clock, cache=cache)
+        self.days = days
+
+    def commitment_days(self, start: datetime, end: datetime) -> Iterator[CommitmentDay]:
+        yield from self.days
+
+
+def test_commitments_are_folded_over_their_latest_settled_days_and_survive_a_restart(tmp_path: Path) -> None:
+    """A savings plan of $2.40 a day: June 5 is not settled, June 1 is older than lookback_days; over June
+    2-4 it covered 2.40 + 1.20 + 2.40 = 6.00 of 7.20, so 1.20 unused over 72 h. Part of a split day counts
+    once it is summed (two rows for June 3)."""
+    plan = "arn:aws:savingsplans::111122223333:savingsplan/3f1c2a9e-7d6e-4b5a-9c8d-1e2f3a4b5c6d"
+    days = [CommitmentDay(plan, day(d), 2.40, used) for d, used in ((1, 0.0), (2, 2.40), (4, 2.40), (5, 0.0))]
+    days += [CommitmentDay(plan, day(3), 1.20, 0.60), CommitmentDay(plan, day(3), 1.20, 0.60)]
+    rows = [BillRow("i-a", day(d), midnight(day(d)) + timedelta(days=1), 24.0, 24, covered_hours=18)
+            for d in range(1, 6)]
+    health = Health()
+    cache = PriceCache(str(tmp_path / "cache.sqlite"), health.integration("cache"))
+    source = CommittedBill(rows, days, clock := FakeClock(NOW), cache)
+    source.wanted([vm("a", "i-a")])
+    assert source.refresh() is True, source.status.detail
+    (commitment,) = source.commitments()
+    assert (commitment.provider, commitment.commitment) == ("aws", plan)
+    assert commitment.days == ("2024-06-02", "2024-06-03", "2024-06-04")
+    assert commitment.unused_hourly == pytest.approx(1.20 / 72) and commitment.utilization == pytest.approx(6 / 7.2)
+    facts = source.facts(vm("a", "i-a"))
+    assert facts is not None and facts.coverage == pytest.approx(0.75)
+    restarted = CommittedBill(rows, [], clock, cache)  # reads the cache as it starts
+    assert restarted.commitments() == source.commitments()
+    clock.advance(4 * 86400)  # past max_staleness_seconds: neither rates nor commitments are served
+    assert restarted.commitments() == ()
