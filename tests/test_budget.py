@@ -103,16 +103,18 @@ def test_every_fault_is_reported_within_the_budget(harness: Any, fault: Fault, r
 @pytest.mark.parametrize(
     ("fault", "reason"),
     [(Fault.TIMEOUT, Reason.TIMEOUT), (Fault.THROTTLED, Reason.THROTTLED), (Fault.DROPPED, Reason.UNAVAILABLE),
-     (Fault.BAD_RESPONSE, Reason.BAD_RESPONSE), (None, Reason.UNAVAILABLE)],
-    ids=["hung", "429", "dropped", "truncated", "backendError"],
+     (Fault.CUT, Reason.UNAVAILABLE), (Fault.BAD_RESPONSE, Reason.BAD_RESPONSE), ("results", Reason.UNAVAILABLE),
+     ("get", Reason.UNAVAILABLE)],
+    ids=["hung", "429", "dropped", "cut", "truncated", "backendError", "job_failed"],
 )
 def test_bigquery_results_call_faults_are_reported_within_the_budget(
-    harness: Any, fault: Fault | None, reason: Reason
+    harness: Any, fault: Fault | str, reason: Reason
 ) -> None:
-    """The query is accepted, then jobs.getQueryResults fails: the client raises that call's timeout to at
-    least 120 s and retries 429s and 5xx for minutes on its own; neither may happen here."""
-    if fault is None:
-        harness.fake.fail_next("backendError", count=100, on="results")
+    """The query is accepted, then jobs.getQueryResults (or the job itself, "get") fails: the client raises
+    a results call's timeout to at least 120 s and retries 429s and 5xx for minutes on its own; neither may
+    happen here."""
+    if isinstance(fault, str):  # BigQuery's backendError on that step: a 500, or a job DONE with errorResult
+        harness.fake.fail_next("backendError", count=100, on=fault)
     else:
         harness.fake.inject(fault, None, retry_after=1.0, when=lambda request: "/queries/" in request.path)
     assert_reported_within_budget(harness.refresh, harness.status, reason)
