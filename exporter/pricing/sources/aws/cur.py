@@ -199,7 +199,7 @@ def commitment_query(
     table = f'"{settings.database}"."{settings.table}"'
     window = (
         f"line_item_usage_start_date >= TIMESTAMP '{start:%Y-%m-%d %H:%M:%S}'\n"
-        f"    AND line_item_usage_start_date < TIMESTAMP '{end:%Y-%m-%d %H:%M:%S}'"
+        f"  AND line_item_usage_start_date < TIMESTAMP '{end:%Y-%m-%d %H:%M:%S}'"
     )
     day = "CAST(date_trunc('day', line_item_usage_start_date) AS DATE)"
     normalized = f"COALESCE({_NORMALIZED}, 0)" if has(_NORMALIZED) else "0"
