@@ -38,6 +38,10 @@ fake.create_table_as("cur", "daily", '''
          'USD' AS line_item_currency_code, 24 * 0.192 AS line_item_unblended_cost,
          NULL::DOUBLE AS line_item_net_unblended_cost, 0.0 AS reservation_effective_cost,
          0.0 AS savings_plan_savings_plan_effective_cost,
+         NULL::DOUBLE AS line_item_normalized_usage_amount, NULL AS reservation_reservation_a_r_n,
+         NULL::DOUBLE AS reservation_amortized_upfront_fee_for_billing_period,
+         NULL AS savings_plan_savings_plan_a_r_n, NULL::DOUBLE AS savings_plan_total_commitment_to_date,
+         NULL::DOUBLE AS savings_plan_used_commitment,
          MAP {'user_team': 'team-' || (i % 40)} AS resource_tags,
          strftime(current_date - d::INTEGER, '%Y-%m') AS billing_period
   FROM range(%(nodes)d) AS t(i), range(1, 8) AS s(d)''')
@@ -86,7 +90,8 @@ def measure(url: str, nodes: int) -> BillingRun:
 
         def _start(self, sql: str) -> str:
             execution = super()._start(sql)
-            self.query_done = time.monotonic()
+            if "AS resource" in sql:  # the nodes' query, not the commitments' that follows it
+                self.query_done = time.monotonic()
             return execution
 
         def _call(self, operation: str, **params: Any) -> dict[str, Any]:

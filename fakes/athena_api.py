@@ -92,7 +92,35 @@ CUR_COLUMNS = [
     ("reservation_net_effective_cost", "DOUBLE"),
     ("savings_plan_savings_plan_effective_cost", "DOUBLE"),
     ("savings_plan_net_savings_plan_effective_cost", "DOUBLE"),
+    # Commitment columns, after the base ones so that a row builder writes the columns above in order and
+    # `cur_row` fills these in by name. From the AWS CUR data dictionary ("Line item details", "Reservation
+    # details", "Savings Plans details"; in CUR 2.0 the table dictionary's line_item, reservation and
+    # savings_plan columns): a RIFee row is the RI's month, its usage amount the RI's hours in that month
+    # and its unblended cost the month's recurring fee; a SavingsPlanRecurringFee row is one hour of a plan.
+    ("line_item_normalization_factor", "DOUBLE"),
+    ("line_item_normalized_usage_amount", "DOUBLE"),
+    ("reservation_reservation_a_r_n", "VARCHAR"),
+    ("reservation_amortized_upfront_fee_for_billing_period", "DOUBLE"),
+    ("reservation_net_amortized_upfront_fee_for_billing_period", "DOUBLE"),
+    ("savings_plan_savings_plan_a_r_n", "VARCHAR"),
+    ("savings_plan_total_commitment_to_date", "DOUBLE"),
+    ("savings_plan_used_commitment", "DOUBLE"),
+    ("savings_plan_amortized_upfront_commitment_for_billing_period", "DOUBLE"),
+    ("savings_plan_recurring_commitment_for_billing_period", "DOUBLE"),
+    ("savings_plan_net_amortized_upfront_commitment_for_billing_period", "DOUBLE"),
+    ("savings_plan_net_recurring_commitment_for_billing_period", "DOUBLE"),
 ]
+CUR_BASE_COLUMNS = 18  # the columns a row builder gives positionally; `cur_row` adds the rest by name
+_CUR_EXTRA = [name for name, _ in CUR_COLUMNS[CUR_BASE_COLUMNS:]]
+
+
+def cur_row(base: Sequence[Any], **extra: Any) -> tuple[Any, ...]:
+    """A CUR row of CUR_COLUMNS: the first CUR_BASE_COLUMNS values in order, the commitment columns by name
+    (NULL unless given, as in a line item they do not apply to)."""
+    if len(base) != CUR_BASE_COLUMNS or not set(extra) <= set(_CUR_EXTRA):
+        raise ValueError(f"cur_row takes {CUR_BASE_COLUMNS} values and names of {_CUR_EXTRA}")
+    return (*base, *(extra.get(name) for name in _CUR_EXTRA))
+
 
 _SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
 

@@ -59,7 +59,7 @@ from exporter.config.sources.gcp import GcpBigQuerySettings, GcpCatalogSettings
 from exporter.health import Health, IntegrationStatus, Reason
 from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.pricing.quote import Quote
-from fakes.athena_api import CUR_COLUMNS, FakeAthena
+from fakes.athena_api import CUR_COLUMNS, FakeAthena, cur_row
 from fakes.aws_api import Ec2Api, PricingApi, ec2_product
 from fakes.azure_api import FakeRetailPricesAPI, vm_items
 from fakes.bigquery_api import BILLING_COLUMNS, FakeBigQuery
@@ -195,8 +195,9 @@ def aws_cur(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harness
     aws_env(monkeypatch, tmp_path)
     instance = "i-0fea4fd46592d050b"
     rows = [
-        ("111122223333", "Usage", at, at + timedelta(hours=1), "AmazonEC2", "BoxUsage:m5.xlarge", "RunInstances",
-         instance, 1.0, "USD", 0.192, 0.192, 0.192, "m5.xlarge", 0.0, 0.0, 0.0, 0.0, {}, f"{at:%Y-%m}")
+        (*cur_row(("111122223333", "Usage", at, at + timedelta(hours=1), "AmazonEC2", "BoxUsage:m5.xlarge",
+                   "RunInstances", instance, 1.0, "USD", 0.192, 0.192, 0.192, "m5.xlarge", 0.0, 0.0, 0.0, 0.0)),
+         {}, f"{at:%Y-%m}")
         for at in hours_billed()
     ]
     with FakeAthena() as fake:

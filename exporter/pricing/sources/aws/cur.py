@@ -1,16 +1,31 @@
 """AWS billed cost: the Cost and Usage Report (legacy CUR or CUR 2.0) queried through Athena.
 
-One query per refresh, aggregated by Athena per instance id and UTC day, pruned by partition and filtered
-to the cluster's instance ids, so Athena scans (and bills) as little as it can and the exporter reads one
-row per node per day. Cost per usage row in the amortized basis (the default), as AWS defines it:
+One query per refresh for the nodes, aggregated by Athena per instance id and UTC day, pruned by partition
+and filtered to the cluster's instance ids, so Athena scans (and bills) as little as it can and the exporter
+reads one row per node per day; a second one for the account's commitments (`commitment_query`), a row per
+savings plan or reserved instance and day. Cost per usage row in the amortized basis (the default), as AWS
+defines it:
 SavingsPlanCoveredUsage → the savings plan's effective cost, DiscountedUsage (reserved instance) → the
 reservation's effective cost, Usage (on-demand and spot) → its unblended cost, SavingsPlanNegation → 0.
 The `_net` bases take the `*_net_*` columns, which carry EDP and private-rate discounts; discount line
-items themselves are never summed (that would count them twice).
+items themselves are never summed (that would count them twice). The hours of DiscountedUsage and
+SavingsPlanCoveredUsage rows are the node's covered hours.
+
+Commitments (docs/pricing.md, "Commitments"), from the AWS CUR data dictionary's "Savings Plans details"
+and "Reservation details" columns:
+- a savings plan: its hourly SavingsPlanRecurringFee rows; committed = savings_plan_total_commitment_to_date
+  (the hour's amortized upfront plus recurring fee), used = savings_plan_used_commitment.
+- a reserved instance: its RIFee row is monthly and counts the month's not yet billed hours as unused, so a
+  day is derived instead. The RI's size = the RIFee's usage ÷ the hours of its month and its hourly rate =
+  (recurring fee + amortized upfront fee) ÷ that usage; its used hours on a day are the usage of the
+  DiscountedUsage rows carrying its ARN. Both are counted in normalized units
+  (line_item_normalized_usage_amount) where the RIFee row has them, so a size-flexible RI covering other
+  sizes of its family is measured as AWS measures it; in instance-hours otherwise.
 """
 
 from __future__ import annotations
 
+import calendar
 from collections.abc import Collection, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -19,7 +34,7 @@ from exporter.config.sources.aws import NET_COST_BASES, AwsCurSettings
 from exporter.health import Reason
 from exporter.inventory.node import Node
 from exporter.pricing.sources.aws.client import _fetch_error, aws_session, whole_answers
-from exporter.pricing.sources.billing import BillingSource, BillRow, midnight
+from exporter.pricing.sources.billing import BillingSource, BillRow, CommitmentDay, midnight
 from exporter.pricing.sources.context import SourceContext
 from exporter.pricing.sources.fetch import FetchError
 from exporter.pricing.sources.registry import register
@@ -30,6 +45,28 @@ MAX_IDS_IN_QUERY = 9_000
 _INSTANCE_USAGE = ("%BoxUsage%", "%SpotUsage%", "%DedicatedUsage%", "%HostUsage%")
 _NETWORK_USAGE = ("%DataTransfer%", "%-Bytes%")
 _USAGE_TYPES = "('Usage', 'DiscountedUsage', 'SavingsPlanCoveredUsage')"
+_COVERED_TYPES = "('DiscountedUsage', 'SavingsPlanCoveredUsage')"
+# The columns a legacy CUR has only once the account has had a savings plan or a reserved instance (CUR 2.0
+# has them all): without them, no commitment of that kind is read.
+SAVINGS_PLAN_COLUMNS = (
+    "savings_plan_savings_plan_a_r_n",
+    "savings_plan_total_commitment_to_date",
+    "savings_plan_used_commitment",
+)
+RESERVATION_COLUMNS = (
+    "reservation_reservation_a_r_n",
+    "reservation_amortized_upfront_fee_for_billing_period",
+)
+# Columns read where present, else their gross or instance-hour equivalent.
+_NET_SAVINGS_PLAN = (
+    "savings_plan_net_amortized_upfront_commitment_for_billing_period",
+    "savings_plan_net_recurring_commitment_for_billing_period",
+)
+_NET_RESERVATION = (
+    "line_item_net_unblended_cost",
+    "reservation_net_amortized_upfront_fee_for_billing_period",
+)
+_NORMALIZED = "line_item_normalized_usage_amount"
 _ACTIONS = (
     "athena:StartQueryExecution, athena:GetQueryExecution, athena:GetQueryResults, glue:GetTable, "
     "glue:GetPartitions, s3:GetObject on the CUR bucket and s3:PutObject on the query output location"
@@ -90,13 +127,8 @@ def cur_query(
 ) -> str:
     """The one Athena (Trino) query of a refresh; tags in `absent` (a legacy CUR without their column) are
     read as NULL."""
-    months = sorted({(d.year, d.month) for d in _days(start, end)})
     version = settings.cur_version
-    if version == "2.0":
-        periods = ", ".join(_quote(f"{y:04d}-{m:02d}") for y, m in months)
-        partitions = f"billing_period IN ({periods})"
-    else:  # legacy CUR: year='2024' AND month='6' (not zero-padded)
-        partitions = "(" + " OR ".join(f"(year = '{y}' AND month = '{m}')" for y, m in months) + ")"
+    partitions = _partitions(version, start, end)
     if len(instance_ids) <= MAX_IDS_IN_QUERY:
         ids = "line_item_resource_id IN (" + ", ".join(_quote(i) for i in instance_ids) + ")"
     else:
@@ -126,6 +158,8 @@ def cur_query(
   SUM(CASE WHEN {instance} THEN {cost} ELSE 0 END) AS cost,
   SUM(CASE WHEN {instance} AND line_item_line_item_type IN {_USAGE_TYPES}
       THEN line_item_usage_amount ELSE 0 END) AS hours,
+  SUM(CASE WHEN {instance} AND line_item_line_item_type IN {_COVERED_TYPES}
+      THEN line_item_usage_amount ELSE 0 END) AS covered_hours,
   SUM(CASE WHEN {instance} THEN {on_demand} ELSE 0 END) AS on_demand_cost,
   SUM(CASE WHEN {network} AND line_item_line_item_type = 'Usage' THEN {network_cost} ELSE 0 END)
       AS network_cost,
@@ -137,6 +171,80 @@ WHERE {partitions}
   AND line_item_usage_start_date < TIMESTAMP '{end:%Y-%m-%d %H:%M:%S}'
   AND {ids}
 GROUP BY 1, 2"""
+
+
+def _partitions(version: str, start: datetime, end: datetime) -> str:
+    """The partitions (billing periods) holding the usage of [start, end)."""
+    months = sorted({(d.year, d.month) for d in _days(start, end)})
+    if version == "2.0":
+        periods = ", ".join(_quote(f"{y:04d}-{m:02d}") for y, m in months)
+        return f"billing_period IN ({periods})"
+    # legacy CUR: year='2024' AND month='6' (not zero-padded)
+    return "(" + " OR ".join(f"(year = '{y}' AND month = '{m}')" for y, m in months) + ")"
+
+
+def commitment_query(
+    settings: AwsCurSettings, start: datetime, end: datetime, columns: Collection[str] | None = None
+) -> str | None:
+    """The query of the account's commitments in [start, end): per savings plan and UTC day its committed
+    and used cost, per reserved instance its RIFee of each billing period the window touches and its used
+    units per day. `columns` are a legacy table's (None: CUR 2.0, which has them all); a kind whose columns
+    the table lacks is left out, and None is returned when both are."""
+
+    def has(*names: str) -> bool:
+        return columns is None or all(name in columns for name in names)
+
+    net = settings.cost_basis in NET_COST_BASES
+    partitions = _partitions(settings.cur_version, start, end)
+    table = f'"{settings.database}"."{settings.table}"'
+    window = (
+        f"line_item_usage_start_date >= TIMESTAMP '{start:%Y-%m-%d %H:%M:%S}'\n"
+        f"  AND line_item_usage_start_date < TIMESTAMP '{end:%Y-%m-%d %H:%M:%S}'"
+    )
+    day = "CAST(date_trunc('day', line_item_usage_start_date) AS DATE)"
+    normalized = f"COALESCE({_NORMALIZED}, 0)" if has(_NORMALIZED) else "0"
+    parts = []
+    zero = "CAST(0 AS DOUBLE)"
+    if has(*SAVINGS_PLAN_COLUMNS):
+        committed, used = "savings_plan_total_commitment_to_date", "savings_plan_used_commitment"
+        if net and has(*_NET_SAVINGS_PLAN):
+            # no net twin of these two: the hour's net fees, and the used part scaled by the same discount
+            net_fee = f"COALESCE({_NET_SAVINGS_PLAN[0]} + {_NET_SAVINGS_PLAN[1]}, {committed})"
+            used = f"CASE WHEN {committed} > 0 THEN {used} * {net_fee} / {committed} ELSE 0 END"
+            committed = net_fee
+        parts.append(f"""SELECT 'sp' AS kind, savings_plan_savings_plan_a_r_n AS commitment,
+  {day} AS usage_day, {zero} AS amount, {zero} AS normalized,
+  SUM({committed}) AS committed, SUM({used}) AS used
+FROM {table}
+WHERE {partitions}
+  AND {window}
+  AND line_item_line_item_type = 'SavingsPlanRecurringFee'
+GROUP BY 1, 2, 3""")
+    if has(*RESERVATION_COLUMNS):
+        fee, upfront = "line_item_unblended_cost", "reservation_amortized_upfront_fee_for_billing_period"
+        if net and has(*_NET_RESERVATION):
+            fee = f"COALESCE({_NET_RESERVATION[0]}, {fee})"
+            upfront = f"COALESCE({_NET_RESERVATION[1]}, {upfront})"
+        first = midnight(start.date().replace(day=1))  # a RIFee row starts on the 1st of its month
+        parts.append(f"""SELECT 'ri_fee' AS kind, reservation_reservation_a_r_n AS commitment,
+  CAST(date_trunc('month', line_item_usage_start_date) AS DATE) AS usage_day,
+  SUM(line_item_usage_amount) AS amount, SUM({normalized}) AS normalized,
+  SUM({fee} + COALESCE({upfront}, 0)) AS committed, {zero} AS used
+FROM {table}
+WHERE {partitions}
+  AND line_item_usage_start_date >= TIMESTAMP '{first:%Y-%m-%d %H:%M:%S}'
+  AND line_item_usage_start_date < TIMESTAMP '{end:%Y-%m-%d %H:%M:%S}'
+  AND line_item_line_item_type = 'RIFee'
+GROUP BY 1, 2, 3""")
+        parts.append(f"""SELECT 'ri_used' AS kind, reservation_reservation_a_r_n AS commitment,
+  {day} AS usage_day, SUM(line_item_usage_amount) AS amount, SUM({normalized}) AS normalized,
+  {zero} AS committed, {zero} AS used
+FROM {table}
+WHERE {partitions}
+  AND {window}
+  AND line_item_line_item_type = 'DiscountedUsage'
+GROUP BY 1, 2, 3""")
+    return "\nUNION ALL\n".join(parts) or None
 
 
 def _days(start: datetime, end: datetime) -> Iterator[date]:
@@ -151,6 +259,8 @@ class AwsCurBilling(BillingSource[AwsCurSettings]):
     name = "aws_cur"
     provider = "aws"
     resource_kind = "EC2 instance id"
+    reports_coverage = True
+    reports_commitments = True
 
     def __init__(self, settings: AwsCurSettings, context: SourceContext) -> None:
         super().__init__(settings, context)
@@ -170,6 +280,7 @@ class AwsCurBilling(BillingSource[AwsCurSettings]):
             )
         )
         self._said_absent: set[str] = set()  # legacy tag columns already logged as missing
+        self._columns: set[str] | None = None  # a legacy table's columns, as this refresh's query found them
 
     def resource(self, node: Node) -> str | None:
         instance = node.ref.instance_id
@@ -179,25 +290,61 @@ class AwsCurBilling(BillingSource[AwsCurSettings]):
         return f"Athena table {self.settings.database}.{self.settings.table} in {self.settings.region}"
 
     def query(self, resources: Sequence[str], start: datetime, end: datetime) -> Iterator[BillRow]:
-        legacy = self.settings.cur_version == "legacy"
-        absent = self._absent_tags() if legacy and self.settings.tags else set()
+        absent: set[str] = set()
+        if self.settings.cur_version == "legacy":
+            self._columns = self._table_columns()
+            absent = self._absent_tags(self._columns)
         execution = self._start(cur_query(self.settings, resources, start, end, absent))
         for values in self._records(execution):
             row = self._row(values)
             if row is not None:
                 yield row
 
-    def _absent_tags(self) -> set[str]:
-        """The allowlisted tags a legacy CUR table has no column for. Its columns are the tags activated as
-        cost allocation tags when the CUR was written, and one missing column would fail the whole query:
-        the table's columns are asked first (`LIMIT 0`: no data read, the main query's permissions) and each
-        missing tag is said once."""
+    def commitment_days(self, start: datetime, end: datetime) -> Iterator[CommitmentDay]:
+        """Each savings plan's and reserved instance's committed and used cost per UTC day (module doc)."""
+        columns = None
+        if self.settings.cur_version == "legacy":
+            columns = self._columns if self._columns is not None else self._table_columns()
+            self._columns = None  # the next refresh asks the table again: a first RI adds its columns
+        sql = commitment_query(self.settings, start, end, columns)
+        if sql is None:
+            return
+        fees: dict[str, list[tuple[date, float, float, float]]] = {}  # RI → (month, hours, units, cost)
+        used: dict[tuple[str, date], tuple[float, float]] = {}  # (RI, day) → (hours, units)
+        for values in self._records(self._start(sql)):
+            commitment = values.get("commitment") or ""
+            try:
+                kind, day = values.get("kind"), date.fromisoformat(str(values["usage_day"]))
+                amount, normalized = float(values["amount"] or 0), float(values["normalized"] or 0)
+                committed, spent = float(values["committed"] or 0), float(values["used"] or 0)
+            except (KeyError, ValueError, TypeError) as err:
+                self.invalid_row(commitment or "?", f"unreadable CUR commitment row {values}: {err}")
+                continue
+            if not commitment:
+                continue
+            if kind == "sp":
+                yield CommitmentDay(commitment, day, committed, spent)
+            elif kind == "ri_fee":
+                fees.setdefault(commitment, []).append((day, amount, normalized, committed))
+            else:
+                used[commitment, day] = (amount, normalized)
+        for commitment, months in fees.items():
+            for month, hours, units, cost in months:
+                yield from _reservation_days(commitment, month, hours, units, cost, used, start, end)
+
+    def _table_columns(self) -> set[str]:
+        """A legacy CUR table's columns: they vary with what the account has (tags activated as cost
+        allocation tags, reservations, savings plans), and one missing column would fail the whole query.
+        They are asked first (`LIMIT 0`: no data read, the main query's permissions)."""
         execution = self._start(f'SELECT * FROM "{self.settings.database}"."{self.settings.table}" LIMIT 0')
         page = self._call("get_query_results", QueryExecutionId=execution, MaxResults=1)
         info = page.get("ResultSet", {}).get("ResultSetMetadata", {}).get("ColumnInfo")
         if not isinstance(info, list):
             raise FetchError(Reason.BAD_RESPONSE, f"Athena results of {execution} have no ColumnInfo")
-        columns = {str(column.get("Name", "")).lower() for column in info}
+        return {str(column.get("Name", "")).lower() for column in info}
+
+    def _absent_tags(self, columns: set[str]) -> set[str]:
+        """The allowlisted tags a legacy CUR table has no column for (read as empty), each said once."""
         absent = {key for key in self.settings.tags if f"resource_tags_{tag_name(key)}" not in columns}
         for key in sorted(absent - self._said_absent):
             self.log.warning(
@@ -306,10 +453,40 @@ class AwsCurBilling(BillingSource[AwsCurSettings]):
                 float(values["network_cost"] or 0),
                 values.get("currency") or "",
                 tags,
+                float(values["covered_hours"] or 0),
             )
         except (KeyError, ValueError, TypeError) as err:
             self.invalid_row(resource or "?", f"unreadable CUR row {values}: {err}")
             return None
+
+
+def _reservation_days(
+    commitment: str,
+    month: date,
+    hours: float,
+    units: float,
+    cost: float,
+    used: dict[tuple[str, date], tuple[float, float]],
+    start: datetime,
+    end: datetime,
+) -> Iterator[CommitmentDay]:
+    """A reserved instance's days of one month in [start, end), from its RIFee row of that month: each day
+    costs a day of the fee, and its used part is the day's covered units (at most the RI's size) at the
+    RI's rate. Normalized units where the RIFee row has them, instance-hours otherwise."""
+    normalized = units > 0
+    bought = units if normalized else hours
+    if bought <= 0:
+        return
+    days_in_month = calendar.monthrange(month.year, month.month)[1]
+    size = bought / (24 * days_in_month)  # units (instances, or normalized units) reserved each hour
+    rate = cost / bought  # per unit-hour
+    for offset in range(days_in_month):
+        day = month + timedelta(days=offset)
+        if not start <= midnight(day) < end:
+            continue
+        hours_used, units_used = used.get((commitment, day), (0.0, 0.0))
+        covered = min(units_used if normalized else hours_used, size * 24)
+        yield CommitmentDay(commitment, day, size * 24 * rate, covered * rate)
 
 
 def _timestamp(text: str) -> datetime:
