@@ -1,13 +1,13 @@
 """Azure billed cost: the Cost Management Query API (AmortizedCost by default, ActualCost selectable).
 
-The node query, once per refresh over the scope (a subscription, or the AKS node resource group), Daily, aggregating
-`Cost` and `UsageQuantity` (Sum), grouped by ResourceId and MeterCategory (two groupings: the API's
-maximum), filtered to the cluster's VMs and scale sets and to the `Virtual Machines`, `Virtual Machines
-Licenses` and `Bandwidth` meter categories, following `nextLink`. A `Virtual Machines` row is a resource's
-compute that day: its cost and its billed instance-hours (the meters' unit is "1 Hour"); a `Virtual
-Machines Licenses` row is software billed by the hour on the same instances (its cost counts, its
-licence-hours would count those hours twice); a `Bandwidth` row is its data transfer (its quantity is GB,
-so it adds network cost and no hours).
+The node query, once per refresh over the scope (a subscription, or the AKS node resource group), Daily,
+aggregating `Cost` and `UsageQuantity` (Sum), grouped by ResourceId and MeterCategory (two groupings: the
+API's maximum), filtered to the cluster's VMs and scale sets and to the `Virtual Machines`, `Virtual
+Machines Licenses` and `Bandwidth` meter categories, following `nextLink`. A `Virtual Machines` row is a
+resource's compute that day: its cost and its billed instance-hours (the meters' unit is "1 Hour"); a
+`Virtual Machines Licenses` row is software billed by the hour on the same instances (its cost counts, its
+licence-hours would count those hours twice); a `Bandwidth` row is its data transfer (its quantity is GB, so
+it adds network cost and no hours).
 
 Cost Management reports an AKS pool per scale set, not per instance, so a scale set is `shared`: the base
 prices an instance-hour as the set's cost that day ÷ the instance-hours the bill says it bought, and a node's
@@ -237,7 +237,9 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
                     try:
                         day, cost = _day(values), float(values[_cost_column(values)])
                     except (KeyError, ValueError, TypeError) as err:
-                        self.invalid_row(commitment or "?", f"unreadable Cost Management commitment row: {err}")
+                        self.invalid_row(
+                            commitment or "?", f"unreadable Cost Management commitment row: {err}"
+                        )
                         continue
                     if not commitment:
                         self.invalid_row("?", f"a {pricing_model} row without {dimension} on {day}")
