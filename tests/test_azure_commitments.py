@@ -331,3 +331,27 @@ def test_commitment_scope_is_configurable(fake: FakeCostManagement, tmp_path: Pa
 
 def _utc(timestamp: float | None) -> datetime:
     return datetime.fromtimestamp(timestamp or 0, UTC)
+
+
+def test_a_commitment_billed_in_another_currency_is_skipped(fake: FakeCostManagement, tmp_path: Path) -> None:
+    fake.records[:] = [
+        r
+        if r.benefit_id != SAVINGS_PLAN or r.charge_type != "UnusedSavingsPlan"
+        else UsageRecord(
+            r.date,
+            "",
+            "SavingsPlan",
+            r.amortized_cost,
+            0.0,
+            charge_type="UnusedSavingsPlan",
+            benefit_id=SAVINGS_PLAN,
+            subscription=SUB,
+            currency="EUR",
+        )
+        for r in fake.records
+    ]
+    source, health, _ = ready(fake, tmp_path)
+    source.refresh()
+    plan = {c.commitment: c for c in source.commitments()}[SAVINGS_PLAN.lower()]
+    assert plan.utilization == 1.0 and plan.unused_hourly == 0.0  # its EUR unused rows are not summed in
+    assert health.invalid_counts()["billing_row"] == 3  # its unused rows of June 2, 3 and 4

@@ -244,6 +244,10 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
                     if not commitment:
                         self.invalid_row("?", f"a {pricing_model} row without {dimension} on {day}")
                         continue
+                    currency = str(values.get("currency") or "")
+                    if currency and currency != self.currency:  # not summable with pricing.currency
+                        self.invalid_row(commitment, f"a commitment row in {currency}, not {self.currency}")
+                        continue
                     entry = sums.setdefault((commitment, day), [0.0, 0.0])
                     entry[0] += cost
                     if charge == USED_CHARGE:
