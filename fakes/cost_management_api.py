@@ -69,6 +69,18 @@ Where each shape comes from:
 - the 429 headers: learn.microsoft.com, "Cost Management API latency and rate limits"; ARM error bodies:
   the ErrorResponse shared by every ARM API.
 
+- commitments: the `ChargeType` dimension (Usage, UnusedReservation, UnusedSavingsPlan, Purchase, Refund),
+  `ReservationId`/`ReservationName` and `BenefitId`/`BenefitName` (the usage-details fields of the
+  purchased reservation and savings plan: learn.microsoft.com, "Understand the terms in your Azure usage
+  and charges file"; the same names are Query API grouping dimensions). Unused* rows exist only in the
+  AmortizedCost view and carry no resource ("View amortized benefit costs": a reservation's unused part of
+  a day is a charge of type UnusedReservation, "Unused reservation costs can be seen only when viewing
+  amortized cost"; the savings-plan charge-back article the same for UnusedSavingsPlan); the fake shows
+  them at their subscription's scope and wider, never at a resource group's. Purchase and Refund rows are
+  ActualCost only (the amortized view spreads a purchase over the term). The CSV exports under
+  /work/shared/fixtures/real/billing/ show none of these columns (they are pay-as-you-go and template
+  exports), so the docs above are the only source for these shapes;
+
 Not modelled: TagKey grouping, UnitOfMeasure (a quantity is summed as given), dimensions other than those
 in `DIMENSIONS`, sorting, `configuration.columns`, the QPU budget itself, query range limits, the legacy `Usage` type (real service: ≈ ActualCost; here 400).
 Error messages for body validation are "Invalid query definition: ..." (code BadRequest); the exact wording
@@ -129,7 +141,12 @@ Rows = list[list[Any]]
 
 @dataclass(frozen=True)
 class UsageRecord:
-    """One day of one resource at one pricing model: the fake's ground truth."""
+    """One day of one resource at one pricing model: the fake's ground truth.
+
+    A commitment's unused part is a record with `resource_id` "" (no resource, no resource group), the
+    `subscription` it is billed to, `charge_type` UnusedReservation / UnusedSavingsPlan and its
+    reservation or benefit id: visible at that subscription's scope or wider, never at a resource group's.
+    """
 
     date: datetime.date
     resource_id: str  # "/subscriptions/<sub>/resourceGroups/MC_rg_aks_eastus/providers/Microsoft.Compute/..."
@@ -141,10 +158,25 @@ class UsageRecord:
     resource_group: str = ""  # derived from resource_id when empty
     currency: str = "USD"
     tags: dict[str, str] = field(default_factory=dict)
+    charge_type: str = "Usage"  # | "UnusedReservation" | "UnusedSavingsPlan" | "Purchase" | "Refund"
+    reservation_id: str = ""  # /providers/Microsoft.Capacity/reservationOrders/<o>/reservations/<r>
+    reservation_name: str = ""
+    benefit_id: str = ""  # /providers/Microsoft.BillingBenefits/savingsPlanOrders/<o>/savingsPlans/<p>
+    benefit_name: str = ""
+    subscription: str = ""  # derived from resource_id when empty
 
     def __post_init__(self) -> None:
         if not self.resource_group:
             object.__setattr__(self, "resource_group", _id_part(self.resource_id, "resourcegroups"))
+        if not self.subscription:
+            object.__setattr__(self, "subscription", _id_part(self.resource_id, "subscriptions"))
+
+    def in_view(self, cost_field: str) -> bool:
+        """Unused* rows exist only in AmortizedCost, Purchase and Refund rows only in ActualCost (the
+        amortized view spreads them over the term instead)."""
+        if cost_field == "actual_cost":
+            return not self.charge_type.startswith("Unused")
+        return self.charge_type not in ("Purchase", "Refund")
 
 
 def _id_part(resource_id: str, key: str) -> str:
@@ -172,10 +204,15 @@ DIMENSIONS: dict[str, tuple[str, Callable[[UsageRecord], str], bool]] = {
     "resourceid": ("ResourceId", lambda r: r.resource_id.lower(), True),
     "resourcegroupname": ("ResourceGroupName", lambda r: r.resource_group, True),
     "resourcegroup": ("ResourceGroup", lambda r: r.resource_group, True),
-    "subscriptionid": ("SubscriptionId", lambda r: _id_part(r.resource_id, "subscriptions").lower(), True),
+    "subscriptionid": ("SubscriptionId", lambda r: r.subscription.lower(), True),
     "resourcetype": ("ResourceType", lambda r: _resource_type(r.resource_id), True),
     "pricingmodel": ("PricingModel", lambda r: r.pricing_model, False),
     "metercategory": ("MeterCategory", lambda r: r.meter_category, False),
+    "chargetype": ("ChargeType", lambda r: r.charge_type, False),
+    "reservationid": ("ReservationId", lambda r: r.reservation_id, True),
+    "reservationname": ("ReservationName", lambda r: r.reservation_name, True),
+    "benefitid": ("BenefitId", lambda r: r.benefit_id, True),
+    "benefitname": ("BenefitName", lambda r: r.benefit_name, True),
 }
 
 
@@ -393,7 +430,9 @@ def run_query(query: _Query, records: Iterable[UsageRecord]) -> tuple[list[JSONO
     """Columns and aggregated rows of a parsed query over the records a scope sees."""
     sums: dict[tuple[Any, ...], list[tuple[float, float]]] = {}
     for record in records:
-        if not query.first <= record.date <= query.last or not query.predicate(record):
+        if not query.first <= record.date <= query.last or not record.in_view(query.cost_field):
+            continue
+        if not query.predicate(record):
             continue
         key = (
             _date_value(record.date, query.granularity),
@@ -653,12 +692,20 @@ def _scope(path: str) -> str | None:
 
 
 def _visible(records: list[UsageRecord], scope: str) -> list[UsageRecord]:
-    """Records a scope sees: those under it for subscription and resource group scopes, else all."""
+    """Records a scope sees: those under it for subscription and resource group scopes, else all. A record
+    without a resource (a commitment's unused part) is seen at its subscription's scope, not below it."""
     lowered = scope.lower()
     if not lowered.startswith("subscriptions/"):
         return records
     prefix = f"/{lowered}/"
-    return [r for r in records if ("/" + r.resource_id.strip("/").lower() + "/").startswith(prefix)]
+    subscription = _id_part(lowered, "subscriptions")
+    whole = not _id_part(lowered, "resourcegroups")
+    return [
+        r
+        for r in records
+        if ("/" + r.resource_id.strip("/").lower() + "/").startswith(prefix)
+        or (not r.resource_id and whole and r.subscription.lower() == subscription)
+    ]
 
 
 def _not_found(scope: str) -> QueryError:

@@ -69,6 +69,11 @@ LIFETIMES: dict[str, tuple[datetime, datetime | None]] = {
     "4": (at(3, 9, 30), None),  # joined on June 3 at 09:30
 }
 RESERVED = {("0", D[1]), ("0", D[2]), ("1", D[1]), ("1", D[2])}  # a reservation covers two instances
+# the reservation's ARM id as usage details write it (ReservationId); the exporter lower-cases it
+RESERVATION = (
+    "/providers/Microsoft.Capacity/reservationOrders/5c3e7a19-8d2b-4f6e-a1c0-3b9d7e2f4a68"
+    "/reservations/9f1d2c4b-6a8e-4b3d-8c7f-0e5a1b2d3c4e"
+)
 NOT_LANDED = {("4", D[3])}  # June 4 is half-landed: instance 4's rows are not in yet
 SPOT_CREATED = datetime(2024, 5, 25, tzinfo=UTC)
 VM_CREATED = datetime(2024, 5, 1, tzinfo=UTC)
@@ -127,7 +132,8 @@ def bill(not_landed: set[tuple[str, date]] = NOT_LANDED) -> list[UsageRecord]:
             hours = alive(created, gone, day)
             if hours and (index, day) not in not_landed:
                 if (index, day) in RESERVED:  # amortized at the reservation's rate, 0 in ActualCost
-                    records.append(UsageRecord(day, POOL, "Reservation", hours * RI, 0.0, quantity=hours))
+                    records.append(UsageRecord(day, POOL, "Reservation", hours * RI, 0.0, quantity=hours,
+                                               reservation_id=RESERVATION, reservation_name="aks-d2sv3"))
                 else:
                     records.append(UsageRecord(day, POOL, "OnDemand", hours * OD, hours * OD, quantity=hours))
         network = 0.24 + day.day / 1000
@@ -181,7 +187,7 @@ def arm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FakeCostManagement
 @pytest.fixture
 def fake(arm: FakeCostManagement) -> FakeCostManagement:
     arm.reset()
-    arm.scopes.add(SCOPE)
+    arm.scopes.update((SCOPE, f"/subscriptions/{SUB}"))  # the subscription: where commitments are read
     arm.records.extend(bill())
     return arm
 
@@ -272,9 +278,11 @@ def test_the_query_asks_for_cost_and_hours_by_resource_and_meter_category(
     )
     wanted = ["Virtual Machines", "Virtual Machines Licenses", "Bandwidth"]
     assert (categories["name"], categories["values"]) == ("MeterCategory", wanted)
-    # One row per resource, day and meter category; the disk is filtered out by the query.
+    # One row per resource, day and meter category; the disk is filtered out by the query. The coverage
+    # query adds one row per resource and day with reserved hours (the pool on June 2 and 3).
     expected = {(r.date, r.resource_id, r.meter_category) for r in bill() if r.meter_category in wanted}
-    assert source.rows_ingested == len(expected) == 6 * 2 + 5 * 4
+    covered = {(r.date, r.resource_id) for r in bill() if r.pricing_model == "Reservation"}
+    assert source.rows_ingested == len(expected) + len(covered) == 6 * 2 + 5 * 4 + 2
 
 
 def test_a_node_created_mid_window_has_no_cost_before_it_existed(fake: FakeCostManagement, tmp_path: Path) -> None:
@@ -382,7 +390,8 @@ def test_messages_and_accounting(fake: FakeCostManagement, tmp_path: Path) -> No
     assert source.refresh() is True
     assert clock.sleeps == [45.0]  # the header's delay, not our 10 ms backoff
     status = health.integration("azure_cost_management")
-    assert (status.up, status.requests, status.errors) == (True, 2, {Reason.THROTTLED: 1})
+    # the throttled try, the node query (with its coverage query) and the commitments' run
+    assert (status.up, status.requests, status.errors) == (True, 3, {Reason.THROTTLED: 1})
     clock.now += 6 * 3600 + 1  # the next query is due
     for fault, says in (("unauthenticated", "credentials"), ("forbidden", "Cost Management Reader")):
         fake.fail_next(fault)

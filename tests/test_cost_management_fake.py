@@ -572,3 +572,38 @@ def test_connection_timeout_does_not_bound_a_slow_answer(
     fake.delay_seconds = 0.3
 
     assert usage(client, SUB, query(), connection_timeout=0.05).rows  # it only bounds connecting
+
+
+# -- commitments ---------------------------------------------------------------------------------------------
+
+RESERVATION = f"{RESERVATION_ORDER}/reservations/0d4c3b2a-1e0f-4a9b-8c7d-6e5f4a3b2c1d"
+COMMITMENT_RECORDS = [
+    UsageRecord(day(1), VMSS, "Reservation", 1.44, 0.0, quantity=24.0, reservation_id=RESERVATION),
+    UsageRecord(day(1), "", "Reservation", 0.72, 0.0, charge_type="UnusedReservation",
+                reservation_id=RESERVATION, subscription=SUB.split("/")[-1]),
+    UsageRecord(day(1), "", "Reservation", 0.0, 788.4, charge_type="Purchase", reservation_id=RESERVATION,
+                subscription=SUB.split("/")[-1]),
+]
+
+
+def test_unused_reservation_rows_are_amortized_only_and_seen_at_the_subscription_not_the_group(
+    fake: FakeCostManagement, client: CostManagementClient
+) -> None:
+    """learn.microsoft.com, "View amortized benefit costs": the unused part of a reservation's day is a
+    charge of type UnusedReservation, seen only in amortized cost and attributed to no resource."""
+    fake.records[:] = COMMITMENT_RECORDS
+    grouping = ("ReservationId", "ChargeType")
+    amortized = usage(client, SUB, query("AmortizedCost", grouping=grouping, first=1, last=1))
+    assert [c.name for c in amortized.columns] == ["Cost", "UsageDate", "ReservationId", "ChargeType", "Currency"]
+    assert by_key(amortized.rows) == pytest.approx(
+        {(20240601, RESERVATION, "Usage"): 1.44, (20240601, RESERVATION, "UnusedReservation"): 0.72}
+    )
+    actual = usage(client, SUB, query("ActualCost", grouping=grouping, first=1, last=1))
+    assert by_key(actual.rows) == pytest.approx(
+        {(20240601, RESERVATION, "Usage"): 0.0, (20240601, RESERVATION, "Purchase"): 788.4}
+    )
+    in_group = usage(client, NODE_RG, query("AmortizedCost", grouping=grouping, first=1, last=1))
+    assert by_key(in_group.rows) == pytest.approx({(20240601, RESERVATION, "Usage"): 1.44})
+    unused_only = dimension("ChargeType", "UnusedReservation")
+    other = usage(client, OTHER_SUB, query("AmortizedCost", grouping=grouping, filter=unused_only, first=1, last=1))
+    assert other.rows == []

@@ -1,13 +1,13 @@
 """Azure billed cost: the Cost Management Query API (AmortizedCost by default, ActualCost selectable).
 
-One query per refresh over the scope (a subscription, or the AKS node resource group), Daily, aggregating
-`Cost` and `UsageQuantity` (Sum), grouped by ResourceId and MeterCategory (two groupings: the API's
-maximum), filtered to the cluster's VMs and scale sets and to the `Virtual Machines`, `Virtual Machines
-Licenses` and `Bandwidth` meter categories, following `nextLink`. A `Virtual Machines` row is a resource's
-compute that day: its cost and its billed instance-hours (the meters' unit is "1 Hour"); a `Virtual
-Machines Licenses` row is software billed by the hour on the same instances (its cost counts, its
-licence-hours would count those hours twice); a `Bandwidth` row is its data transfer (its quantity is GB,
-so it adds network cost and no hours).
+The node query, once per refresh over the scope (a subscription, or the AKS node resource group), Daily,
+aggregating `Cost` and `UsageQuantity` (Sum), grouped by ResourceId and MeterCategory (two groupings: the
+API's maximum), filtered to the cluster's VMs and scale sets and to the `Virtual Machines`, `Virtual
+Machines Licenses` and `Bandwidth` meter categories, following `nextLink`. A `Virtual Machines` row is a
+resource's compute that day: its cost and its billed instance-hours (the meters' unit is "1 Hour"); a
+`Virtual Machines Licenses` row is software billed by the hour on the same instances (its cost counts, its
+licence-hours would count those hours twice); a `Bandwidth` row is its data transfer (its quantity is GB, so
+it adds network cost and no hours).
 
 Cost Management reports an AKS pool per scale set, not per instance, so a scale set is `shared`: the base
 prices an instance-hour as the set's cost that day ÷ the instance-hours the bill says it bought, and a node's
@@ -17,6 +17,25 @@ own. The bill's hours count every instance that ran, also those the exporter nev
 started, or between two looks at the cluster), so the rate is what the pool paid per instance-hour. Tags
 are not read (no grouping slot left): Kubernetes node labels still fill the tags info metric.
 
+Commitments (docs/pricing.md, "Commitments", Azure), three more queries per refresh:
+- coverage, over the same scope and filters plus `MeterCategory In [Virtual Machines]` and `PricingModel In
+  [Reservation, SavingsPlan]`, Daily, `UsageQuantity` (Sum) by ResourceId: the instance-hours a reservation
+  or savings plan covered. They come back as BillRows of cost 0 and hours 0 carrying `covered_hours`, which
+  the base adds to the same resource's day. Under AmortizedCost that covered usage already carries the
+  commitment's amortized rate, so the node rates stay exact; under ActualCost it costs 0 (the purchase is a
+  lump elsewhere), so AmortizedCost is the basis to use with commitments.
+- per reservation and per savings plan, always AmortizedCost (ActualCost has no unused rows), over
+  `commitment_scope` (default: the subscription of `scope`, since the `UnusedReservation` /
+  `UnusedSavingsPlan` rows carry no resource group and are invisible at the AKS node resource group),
+  Daily, `Cost` (Sum) by `ReservationId` and `ChargeType` with `PricingModel In [Reservation]`, and by
+  `BenefitId` and `ChargeType` with `PricingModel In [SavingsPlan]` (the usage-details fields
+  ReservationId / BenefitId name the purchased reservation / savings plan; two groupings per query, so one
+  query each). Per commitment (the id lower-cased) and day: committed = its `Usage` rows (the amortized
+  cost of the usage it covered: used) + its `UnusedReservation` / `UnusedSavingsPlan` rows; other charge
+  types (Purchase, Refund: ActualCost rows) are not amortized cost and are not counted.
+A refusal of the commitment queries (Cost Management Reader missing at the commitment scope) keeps the node
+rates: the base logs it, naming the role and `azure.cost_management.commitment_scope`.
+
 Throttling is a 429 with `x-ms-ratelimit-microsoft.costmanagement-*-retry-after` headers rather than
 `Retry-After`, so the SDK's own retries are off and the billing base retries with those delays.
 """
@@ -24,13 +43,13 @@ Throttling is a 429 with `x-ms-ratelimit-microsoft.costmanagement-*-retry-after`
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from exporter.config.sources.azure import AzureCostSettings
 from exporter.health import Reason
 from exporter.inventory.node import Node
-from exporter.pricing.sources.billing import BillingSource, BillRow, midnight
+from exporter.pricing.sources.billing import BillingSource, BillRow, CommitmentDay, midnight
 from exporter.pricing.sources.context import SourceContext
 from exporter.pricing.sources.fetch import MAX_RETRY_AFTER, FetchError, parse_retry_after, reason_for_status
 from exporter.pricing.sources.registry import register
@@ -47,12 +66,19 @@ _RETRY_HEADERS = (
     "retry-after",
 )
 _ROLE = "the Cost Management Reader role (Microsoft.CostManagement/query/action) on the scope"
+_SCOPE_KEY = "azure.cost_management.scope"
+_COMMITMENT_KEY = "azure.cost_management.commitment_scope"
 _MAX_PAGES = 1_000
 COMPUTE = "Virtual Machines"  # meter category of VM and scale-set compute; quantity in hours
 LICENSES = "Virtual Machines Licenses"  # software billed per VM hour (SQL Server, RHEL…): cost, no new hours
 NETWORK = "Bandwidth"  # meter category of data transfer; quantity in GB
 DEFAULT_MIN_OBSERVED_HOURS = 12  # the deprecated setting's default: any other value is reported as ignored
 API_VERSION = "2025-03-01"  # azure-mgmt-costmanagement 5's own
+COVERED_MODELS = ("Reservation", "SavingsPlan")  # PricingModel of usage a commitment covered
+# Per kind of commitment: its PricingModel and the dimension naming the commitment in usage details.
+COMMITMENT_KINDS = (("Reservation", "ReservationId"), ("SavingsPlan", "BenefitId"))
+USED_CHARGE = "Usage"  # ChargeType of the usage a commitment covered, at its amortized cost
+UNUSED_CHARGES = ("UnusedReservation", "UnusedSavingsPlan")  # the commitment's unused part that day
 
 
 @register(
@@ -66,6 +92,8 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
     provider = "azure"
     resource_kind = "VM or scale set"
     attributes_network = True  # Bandwidth rows carry the VM's or scale set's data transfer
+    reports_coverage = True  # the coverage query's UsageQuantity of Reservation / SavingsPlan usage
+    reports_commitments = True  # Usage and Unused* rows per ReservationId / BenefitId, AmortizedCost
 
     def __init__(
         self,
@@ -129,48 +157,114 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
             )
         return self._client
 
+    def commitment_scope(self) -> str:
+        """Where the commitments are read: `commitment_scope`, else the subscription of `scope` (the
+        Unused* rows carry no resource group, so a resource-group scope never sees them)."""
+        if self.settings.commitment_scope:
+            return self.settings.commitment_scope.strip("/")
+        parts = self.settings.scope.strip("/").split("/")
+        return "/".join(parts[:2]) if parts[0].lower() == "subscriptions" else "/".join(parts)
+
     def definition(self, resources: Sequence[str], start: datetime, end: datetime) -> dict[str, Any]:
-        last = end - timedelta(seconds=1)
-        return {
-            "type": self.settings.cost_type,
-            "timeframe": "Custom",
-            "timePeriod": {"from": f"{start:%Y-%m-%dT%H:%M:%SZ}", "to": f"{last:%Y-%m-%dT%H:%M:%SZ}"},
-            "dataset": {
-                "granularity": "Daily",
-                "aggregation": {
-                    "totalCost": {"name": "Cost", "function": "Sum"},
-                    "totalQuantity": {"name": "UsageQuantity", "function": "Sum"},
-                },
-                "grouping": [
-                    {"type": "Dimension", "name": "ResourceId"},
-                    {"type": "Dimension", "name": "MeterCategory"},
-                ],
-                "filter": {
-                    "and": [
-                        {"dimensions": {"name": "ResourceId", "operator": "In", "values": list(resources)}},
-                        {
-                            "dimensions": {
-                                "name": "MeterCategory",
-                                "operator": "In",
-                                "values": [COMPUTE, LICENSES, NETWORK],
-                            }
-                        },
-                    ]
-                },
+        return _definition(
+            self.settings.cost_type,
+            start,
+            end,
+            {
+                "totalCost": {"name": "Cost", "function": "Sum"},
+                "totalQuantity": {"name": "UsageQuantity", "function": "Sum"},
             },
-        }
+            ["ResourceId", "MeterCategory"],
+            [_among("ResourceId", list(resources)), _among("MeterCategory", [COMPUTE, LICENSES, NETWORK])],
+        )
+
+    def coverage_definition(self, resources: Sequence[str], start: datetime, end: datetime) -> dict[str, Any]:
+        """The instance-hours of each resource that a reservation or savings plan covered, per day."""
+        return _definition(
+            self.settings.cost_type,
+            start,
+            end,
+            {"totalQuantity": {"name": "UsageQuantity", "function": "Sum"}},
+            ["ResourceId"],
+            [
+                _among("ResourceId", list(resources)),
+                _among("MeterCategory", [COMPUTE]),
+                _among("PricingModel", list(COVERED_MODELS)),
+            ],
+        )
+
+    def commitment_definition(
+        self, pricing_model: str, dimension: str, start: datetime, end: datetime
+    ) -> dict[str, Any]:
+        """One kind of commitment's amortized cost per commitment, charge type and day."""
+        return _definition(
+            "AmortizedCost",  # ActualCost has no Unused* rows and prices covered usage at 0
+            start,
+            end,
+            {"totalCost": {"name": "Cost", "function": "Sum"}},
+            [dimension, "ChargeType"],
+            [_among("PricingModel", [pricing_model])],
+        )
 
     def query(self, resources: Sequence[str], start: datetime, end: datetime) -> Iterator[BillRow]:
-        body = self.definition(resources, start, end)
         scope = self.settings.scope.strip("/")
+        for page in self._pages(scope, self.definition(resources, start, end), _SCOPE_KEY):
+            yield from self._rows(page)
+        for page in self._pages(scope, self.coverage_definition(resources, start, end), _SCOPE_KEY):
+            for values in _table(page, ("usagequantity", "usagedate", "resourceid")):
+                resource = str(values.get("resourceid") or "").lower()
+                try:
+                    day, covered = _day(values), float(values["usagequantity"])
+                except (KeyError, ValueError, TypeError) as err:
+                    self.invalid_row(resource or "?", f"unreadable Cost Management coverage row: {err}")
+                    continue
+                end_ = midnight(day) + timedelta(days=1)
+                currency = str(values.get("currency") or "")
+                yield BillRow(resource, day, end_, 0.0, 0.0, currency=currency, covered_hours=covered)
+
+    def commitment_days(self, start: datetime, end: datetime) -> Iterator[CommitmentDay]:
+        scope = self.commitment_scope()
+        sums: dict[tuple[str, date], list[float]] = {}  # (commitment, day) → [committed, used]
+        for pricing_model, dimension in COMMITMENT_KINDS:
+            body = self.commitment_definition(pricing_model, dimension, start, end)
+            column = dimension.lower()
+            for page in self._pages(scope, body, _COMMITMENT_KEY):
+                for values in _table(page, (column, "chargetype", "usagedate"), cost=True):
+                    commitment = str(values.get(column) or "").lower()
+                    charge = str(values.get("chargetype") or "")
+                    if charge != USED_CHARGE and charge not in UNUSED_CHARGES:
+                        continue  # Purchase, Refund…: ActualCost rows, not a day's amortized cost
+                    try:
+                        day, cost = _day(values), float(values[_cost_column(values)])
+                    except (KeyError, ValueError, TypeError) as err:
+                        self.invalid_row(
+                            commitment or "?", f"unreadable Cost Management commitment row: {err}"
+                        )
+                        continue
+                    if not commitment:
+                        self.invalid_row("?", f"a {pricing_model} row without {dimension} on {day}")
+                        continue
+                    currency = str(values.get("currency") or "")
+                    if currency and currency != self.currency:  # not summable with pricing.currency
+                        self.invalid_row(commitment, f"a commitment row in {currency}, not {self.currency}")
+                        continue
+                    entry = sums.setdefault((commitment, day), [0.0, 0.0])
+                    entry[0] += cost
+                    if charge == USED_CHARGE:
+                        entry[1] += cost
+        for (commitment, day), (committed, used) in sorted(sums.items()):
+            yield CommitmentDay(commitment, day, committed, used)
+
+    def _pages(self, scope: str, body: dict[str, Any], key: str) -> Iterator[dict[str, Any]]:
+        """The answer's pages, following `nextLink`; none on a 204 (no data for the query)."""
         client = self._management()
         url: str | None = None
         links: set[str] = set()
         for _ in range(_MAX_PAGES):
-            page = self._post(client, scope, body, url)
+            page = self._post(client, scope, body, url, key)
             if page is None:  # 204: Cost Management has no data for the query
                 return
-            yield from self._rows(page)
+            yield page
             url = (page.get("properties") or {}).get("nextLink") or None
             if not url:
                 return
@@ -179,7 +273,9 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
             links.add(url)
         raise FetchError(Reason.BAD_RESPONSE, f"Cost Management nextLink did not end in {_MAX_PAGES} pages")
 
-    def _post(self, client: Any, scope: str, body: dict[str, Any], url: str | None) -> dict[str, Any] | None:
+    def _post(
+        self, client: Any, scope: str, body: dict[str, Any], url: str | None, key: str
+    ) -> dict[str, Any] | None:
         from azure.core.exceptions import (
             ClientAuthenticationError,
             HttpResponseError,
@@ -206,13 +302,13 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
         except ResourceNotFoundError as err:
             raise FetchError(
                 Reason.NOT_FOUND,
-                f"{self.where()} was not found ({_said(err)}): check azure.cost_management.scope",
+                f"Cost Management scope /{scope} was not found ({_said(err)}): check {key}",
             ) from err
         except IncompleteReadError as err:  # the connection closed midway through the answer
             detail = f"Cost Management's answer was cut off: {_said(err)}"
             raise FetchError(Reason.UNAVAILABLE, detail) from err
         except HttpResponseError as err:
-            raise self._status_error(err) from err
+            raise self._status_error(err, scope, key) from err
         except (ServiceRequestTimeoutError, ServiceResponseTimeoutError) as err:
             raise FetchError(
                 Reason.TIMEOUT,
@@ -232,7 +328,7 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
             raise FetchError(Reason.BAD_RESPONSE, "Cost Management answered without an object")
         return page
 
-    def _status_error(self, err: HttpResponseError) -> FetchError:
+    def _status_error(self, err: HttpResponseError, scope: str, key: str) -> FetchError:
         code = err.status_code or 0
         said = _said(err)
         reason = reason_for_status(code)
@@ -246,33 +342,22 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
             )
         detail = {
             Reason.AUTH: f"Azure rejected the credentials ({said})",
-            Reason.PERMISSION: f"{said}; grant the exporter's identity {_ROLE}",
-            Reason.NOT_FOUND: f"{self.where()} was not found ({said})",
+            Reason.PERMISSION: f"{said}; grant the exporter's identity {_ROLE} /{scope} ({key})",
+            Reason.NOT_FOUND: f"Cost Management scope /{scope} was not found ({said}): check {key}",
             Reason.CONFIG: f"Cost Management refused the query ({said})",
             Reason.UNAVAILABLE: f"Cost Management failed with HTTP {code} ({said})",
         }.get(reason, f"Cost Management answered HTTP {code} ({said})")
         return FetchError(reason, detail)
 
     def _rows(self, page: dict[str, Any]) -> Iterator[BillRow]:
-        properties = page.get("properties")
-        if not isinstance(properties, dict):
-            raise FetchError(Reason.BAD_RESPONSE, "Cost Management answered without properties")
-        columns = [
-            str(c.get("name", "")).lower() for c in properties.get("columns") or [] if isinstance(c, dict)
-        ]
-        cost_column = next((c for c in ("cost", "pretaxcost", "costusd") if c in columns), None)
-        wanted = ("usagequantity", "usagedate", "resourceid", "metercategory")
-        if cost_column is None or not all(c in columns for c in wanted):
-            raise FetchError(Reason.BAD_RESPONSE, f"Cost Management answered with columns {columns}")
-        for raw in properties.get("rows") or []:
-            values = dict(zip(columns, raw, strict=False)) if isinstance(raw, list) else {}
+        for values in _table(page, ("usagequantity", "usagedate", "resourceid", "metercategory"), cost=True):
             resource = str(values.get("resourceid") or "").lower()
             category = str(values.get("metercategory") or "")
             try:
-                day = datetime.strptime(str(int(values["usagedate"])), "%Y%m%d").date()
-                cost, quantity = float(values[cost_column]), float(values["usagequantity"])
+                day = _day(values)
+                cost, quantity = float(values[_cost_column(values)]), float(values["usagequantity"])
             except (KeyError, ValueError, TypeError) as err:
-                self.invalid_row(resource or "?", f"unreadable Cost Management row {raw!r}: {err}")
+                self.invalid_row(resource or "?", f"unreadable Cost Management row {values!r}: {err}")
                 continue
             currency = str(values.get("currency") or "")
             end = midnight(day) + timedelta(days=1)
@@ -284,6 +369,57 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
             elif category.lower() == NETWORK.lower():  # quantity in GB: network cost, no hours
                 yield BillRow(resource, day, end, 0.0, 0.0, network_cost=cost, currency=currency)
             # another category only if the filter was not applied: not this source's to count
+
+
+_COST_COLUMNS = ("cost", "pretaxcost", "costusd")
+
+
+def _definition(
+    cost_type: str,
+    start: datetime,
+    end: datetime,
+    aggregation: dict[str, Any],
+    grouping: list[str],
+    filters: list[dict[str, Any]],
+) -> dict[str, Any]:
+    """A Daily query over [start, end) (the API's `to` is inclusive); `and` needs two filters or more."""
+    last = end - timedelta(seconds=1)
+    return {
+        "type": cost_type,
+        "timeframe": "Custom",
+        "timePeriod": {"from": f"{start:%Y-%m-%dT%H:%M:%SZ}", "to": f"{last:%Y-%m-%dT%H:%M:%SZ}"},
+        "dataset": {
+            "granularity": "Daily",
+            "aggregation": aggregation,
+            "grouping": [{"type": "Dimension", "name": name} for name in grouping],
+            "filter": {"and": filters} if len(filters) > 1 else filters[0],
+        },
+    }
+
+
+def _among(dimension: str, values: list[str]) -> dict[str, Any]:
+    return {"dimensions": {"name": dimension, "operator": "In", "values": values}}
+
+
+def _table(page: dict[str, Any], wanted: tuple[str, ...], *, cost: bool = False) -> Iterator[dict[str, Any]]:
+    """A page's rows keyed by lower-cased column name; BAD_RESPONSE when a wanted column is missing."""
+    properties = page.get("properties")
+    if not isinstance(properties, dict):
+        raise FetchError(Reason.BAD_RESPONSE, "Cost Management answered without properties")
+    columns = [str(c.get("name", "")).lower() for c in properties.get("columns") or [] if isinstance(c, dict)]
+    has_cost = any(c in columns for c in _COST_COLUMNS) or not cost
+    if not has_cost or not all(c in columns for c in wanted):
+        raise FetchError(Reason.BAD_RESPONSE, f"Cost Management answered with columns {columns}")
+    for raw in properties.get("rows") or []:
+        yield dict(zip(columns, raw, strict=False)) if isinstance(raw, list) else {}
+
+
+def _cost_column(values: dict[str, Any]) -> str:
+    return next((c for c in _COST_COLUMNS if c in values), "cost")
+
+
+def _day(values: dict[str, Any]) -> date:
+    return datetime.strptime(str(int(values["usagedate"])), "%Y%m%d").date()
 
 
 def _said(err: HttpResponseError) -> str:
