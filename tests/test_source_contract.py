@@ -269,6 +269,7 @@ def azure_cost(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Harn
     scale_set = f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{group}/providers/Microsoft.Compute/virtualMachineScaleSets/{aks.ref.scale_set}"
     with FakeCostManagement(tmp_path) as fake:
         fake.scopes.add(f"/subscriptions/{SUBSCRIPTION}/resourceGroups/{group}")
+        fake.scopes.add(f"/subscriptions/{SUBSCRIPTION}")  # where unused commitments are read
         fake.records.extend(
             UsageRecord(day, scale_set, "OnDemand", 24 * 0.096, 24 * 0.096, quantity=24.0) for day in BILLED_DAYS
         )
