@@ -59,7 +59,7 @@ class Commitment:
     settled days: what of it went unused. The unused part is never spread onto nodes."""
 
     provider: str  # "aws", "gcp", "azure"
-    commitment: str  # the bill's id of it: an RI or SP ARN, a GCP commitment, an Azure reservation or savings plan
+    commitment: str  # its id on the bill: an RI or SP ARN, a GCP commitment, an Azure reservation or plan
     unused_hourly: float  # Σ unused cost ÷ the hours of the days used, in the source's cost basis
     utilization: float  # Σ used ÷ Σ committed over those days
     days: tuple[str, ...]  # the UTC days used, oldest first
