@@ -41,6 +41,7 @@ from typing import Any
 
 import pytest
 
+from exporter.config import ConfigError, load_config
 from exporter.config.sources.gcp import GcpBigQuerySettings
 from exporter.health import Health
 from exporter.inventory.node import Node, ProviderRef
@@ -413,3 +414,34 @@ def test_credit_types_without_cud_leave_covered_usage_at_on_demand(
     assert cost == pytest.approx(on_demand)
     assert math.isclose(float(quote.hourly) * facts.hours, cost, rel_tol=0.005)
     assert facts.coverage == pytest.approx(share, abs=0.005)
+
+
+@pytest.mark.parametrize("discount", [-0.1, 1.0])
+def test_spend_based_cud_discount_is_a_fraction(tmp_path: Path, discount: float) -> None:
+    text = (
+        "gcp:\n  bigquery:\n    enabled: true\n    project: p\n    dataset: d\n    table: t\n"
+        f"    spend_based_cud_discount: {discount}\n"
+    )
+    (tmp_path / "config.yaml").write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(tmp_path / "config.yaml", env={})
+    assert caught.value.key == "gcp.bigquery.spend_based_cud_discount"
+
+
+def test_a_cud_credit_no_fee_row_prices_counts_as_billed_and_is_logged(
+    adc: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Without the commitments' fee rows (a bill the parse cannot read), the N2 node's CUD credits stay as
+    billed (cost + credits) and a warning names the VM, once."""
+    rows = [r for r in BILL.rows if r[9]["name"] == N2_NODE]
+    with FakeBigQuery(page_size=200) as fake:
+        fake.create_table(TABLE, BILLING_COLUMNS, rows)
+        with caplog.at_level(logging.WARNING, logger="exporter.pricing.sources.gcp.bigquery"):
+            source = refreshed(fake, adc, monkeypatch)
+        facts, quote = source.facts(NODES[1]), source.quote(NODES[1])
+        assert facts is not None and quote is not None
+        billed = sum(r[11] + sum(c["amount"] for c in r[15]) for r in rows if r[3].date().isoformat() in USED_DAYS)
+        assert math.isclose(float(quote.hourly) * facts.hours, billed, rel_tol=0.005)
+        warned = [r.getMessage() for r in caplog.records if "match no commitment fee row" in r.getMessage()]
+        assert len(warned) == 1 and N2_NODE in warned[0]
+        assert source.commitments() == ()  # no fee row: no commitment

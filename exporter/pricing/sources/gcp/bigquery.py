@@ -5,7 +5,10 @@ UTC usage day, over the rows of the VM's instance (`resource.global_name` …/zo
 disks, billed under the same `resource.name` as …/disks/…, are left out) whose `cost_type` is 'regular':
 - cost: the instance's Compute Engine rows other than egress, `cost` (already after negotiated prices) plus
   their credits of the configured types (committed-use and sustained-use discounts, free tier,
-  promotions…; all by default);
+  promotions…; all by default), each committed use discount credit re-priced at its commitment's rate
+  (`bigquery_query`): a CUD credit offsets the covered usage's whole on-demand cost, the commitment's fee
+  being billed on rows of its own, which this query reads in the same scan to price them;
+- covered hours: the hours times the share of the instance's on-demand value a CUD covered;
 - hours: the time the VM ran, from its core SKUs' usage in vCPU-seconds divided by its vCPU count x 3600,
   the vCPU count read off the bill itself (its fullest usage hour in the window; see `bigquery_query`), so
   a VM started at 08:14 ran 15.77 h that day;
@@ -13,6 +16,9 @@ disks, billed under the same `resource.name` as …/disks/…, are left out) who
   "… Egress …" (Compute Engine, before);
 - every export batch of an hour summed, also those exported days late into later `_PARTITIONTIME`
   partitions: partitions are pruned from the window's first day less one, with no upper bound.
+
+A second query per refresh (`commitments_query`) reads each commitment's fee and used part per day, for
+the unused-commitment metrics (docs/pricing.md, "Commitments", GCP).
 """
 
 from __future__ import annotations
