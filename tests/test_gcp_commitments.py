@@ -445,3 +445,38 @@ def test_a_cud_credit_no_fee_row_prices_counts_as_billed_and_is_logged(
         warned = [r.getMessage() for r in caplog.records if "match no commitment fee row" in r.getMessage()]
         assert len(warned) == 1 and N2_NODE in warned[0]
         assert source.commitments() == ()  # no fee row: no commitment
+
+
+def test_a_credit_naming_its_commitment_is_priced_at_that_commitment(
+    adc: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two N2 CPU commitments in one region, 1 year ($0.019915) and 3 years ($0.014225), 3 vCPUs each; the
+    node's 4 vCPUs are covered 3 by the first and 1 by the second, each credit naming its commitment (the
+    fee rows' resource.name). Each credit is re-priced at its own commitment's rate, not the region's
+    average, and the 3-year one is used 1 of 3 vCPUs."""
+    prices = {"n2-cpu-1y": 0.019915, "n2-cpu-3y": 0.014225}
+    covered = {"n2-cpu-1y": 3, "n2-cpu-3y": 1}
+    on_demand = PRICES["N2", "Core"][0]
+    rows = []
+    at = FIRST
+    while at < LANDED:
+        for name, term in (("n2-cpu-1y", "1 Year"), ("n2-cpu-3y", "3 Years")):
+            rows.append(row(f"Commitment v1: N2 Cpu in Americas for {term}", at, 3 * prices[name],
+                            quantity("Core", 3), resource=(name, f"//compute.googleapis.com/projects/{PROJECT}/regions/{REGION}/commitments/{name}")))
+        credits = tuple(("COMMITTED_USAGE_DISCOUNT", -n * on_demand, name) for name, n in covered.items())
+        rows.append(row("N2 Instance Core running in Americas", at, 4 * on_demand, quantity("Core", 4), vm=N2_NODE,
+                        credits=credits))
+        rows.append(row("N2 Instance Ram running in Americas", at, 16 * PRICES["N2", "Ram"][0], quantity("Ram", 16),
+                        vm=N2_NODE))
+        at += timedelta(hours=1)
+    with FakeBigQuery(page_size=200) as fake:
+        fake.create_table(TABLE, BILLING_COLUMNS, rows)
+        source = refreshed(fake, adc, monkeypatch)
+        quote = source.quote(NODES[1])
+        assert quote is not None
+        own = sum(n * prices[name] for name, n in covered.items()) + 16 * PRICES["N2", "Ram"][0]
+        assert float(quote.hourly) == pytest.approx(own, rel=0.005)
+        averaged = 4 * sum(prices.values()) / 2 + 16 * PRICES["N2", "Ram"][0]
+        assert abs(float(quote.hourly) - averaged) > 0.03 * own  # the two rules tell apart
+        got = {c.commitment: c.utilization for c in source.commitments()}
+        assert got == {"n2-cpu-1y": pytest.approx(1.0), "n2-cpu-3y": pytest.approx(1 / 3)}

@@ -130,17 +130,21 @@ def bigquery_query(settings: GcpBigQuerySettings) -> str:
     credit's `credits.id` names, else those of the same region, family and CPU/RAM. A credit no fee row
     prices stays counted as billed (`unpriced_cud`, logged). A counted DOLLAR_BASE credit is re-priced at
     (1 - spend_based_cud_discount). Fee rows are scanned with the VM's (one scan; window functions price
-    every row) and never counted as a VM's cost. Coverage: per row the on-demand value (`cost`;
-    consumption-model rows `cost` ÷ (1 - spend_based_cud_discount)) and its covered part (CUD credits of
-    any type, at most the cost; consumption-model rows whole).
+    every row) and never counted as a VM's cost. To price each credit at its own commitment, rows are
+    spread one per credit (`LEFT JOIN UNNEST(credits)`, which keeps a row without credits: Google's
+    "Work with arrays" page) with the row's own amounts split evenly over them. Coverage: per row the
+    on-demand value (`cost`; consumption-model rows `cost` ÷ (1 - spend_based_cud_discount)) and its
+    covered part (CUD credits of any type, at most the cost; consumption-model rows whole).
     """
     table = f"`{settings.project}.{settings.dataset}.{settings.table}`"
     counted = " AND c.type IN UNNEST(@credit_types)" if settings.credit_types else ""
+    counted_cc = " AND cc.type IN UNNEST(@credit_types)" if settings.credit_types else ""
     credit_filter = " WHERE c.type IN UNNEST(@credit_types)" if settings.credit_types else ""
     count = range(len(settings.tags))
     row_tags = "".join(
         f",\n    (SELECT l.value FROM UNNEST(labels) AS l WHERE l.key = @tag_{i}) AS tag_{i}" for i in count
     )
+    tag_columns = "".join(f", b.tag_{i}" for i in count)
     slot_tags = "".join(f", MAX(tag_{i}) AS tag_{i}" for i in count)
     day_tags = "".join(f",\n  MAX(tag_{i}) AS tag_{i}" for i in count)
     return f"""WITH billed AS (
@@ -152,11 +156,10 @@ def bigquery_query(settings: GcpBigQuerySettings) -> str:
     {_FEE_SKU} AS is_fee,
     IFNULL(usage.amount_in_pricing_units, 0) AS units,
     cost + IFNULL((SELECT SUM(c.amount) FROM UNNEST(credits) AS c{credit_filter}), 0) AS net_cost,
-    {_credit_sum(f"= '{_CUD}'", counted)} AS cud_credit,
     {_credit_sum(f"= '{_DOLLAR_CUD}'", counted)} AS dollar_credit,
     {_credit_sum(f"IN ('{_CUD}', '{_DOLLAR_CUD}')")} AS covered_credit,
-    IF({_FEE_SKU}, {_COMMITMENT_ID},
-       (SELECT MAX(c.id) FROM UNNEST(credits) AS c WHERE c.type = '{_CUD}')) AS commitment_id,
+    IF({_FEE_SKU}, {_COMMITMENT_ID}, NULL) AS fee_id,
+    credits, GREATEST(IFNULL(ARRAY_LENGTH(credits), 0), 1) AS parts,
     {_MATCH_KEY} AS match_key,
     consumption_model.id IS NOT NULL AS in_model,
     {_NETWORK_SKU} AS is_network,
@@ -171,6 +174,19 @@ def bigquery_query(settings: GcpBigQuerySettings) -> str:
                OR (service.description = 'Networking' AND {_NETWORK_SKU})))
          OR (service.description = 'Compute Engine' AND {_FEE_SKU}))
 ),
+exploded AS (
+  -- one row per credit (one for a row without): each CUD credit is priced at its own commitment, the
+  -- row's own amounts split evenly over its credits' rows so that their sums stay the row's
+  SELECT
+    b.project_id, b.zone, b.vm, b.global_name, b.usage_start_time, b.usage_end_time, b.currency,
+    b.is_fee, b.match_key, b.in_model, b.is_network{tag_columns},
+    b.cost / b.parts AS cost, b.units / b.parts AS units, b.net_cost / b.parts AS net_cost,
+    b.dollar_credit / b.parts AS dollar_credit, b.covered_credit / b.parts AS covered_credit,
+    b.core_seconds / b.parts AS core_seconds,
+    IF(cc.type = '{_CUD}'{counted_cc}, -cc.amount, 0) AS cud_credit,
+    IF(b.is_fee, b.fee_id, IF(cc.type = '{_CUD}', cc.id, NULL)) AS commitment_id
+  FROM billed AS b LEFT JOIN UNNEST(b.credits) AS cc
+),
 priced AS (
   SELECT *,
     IFNULL(
@@ -180,7 +196,7 @@ priced AS (
          SUM(IF(is_fee, cost, 0)) OVER (PARTITION BY match_key)
            / NULLIF(SUM(IF(is_fee, units, 0)) OVER (PARTITION BY match_key), 0))
     ) AS commitment_price
-  FROM billed
+  FROM exploded
 ),
 effective AS (
   SELECT *,
@@ -246,7 +262,6 @@ def commitments_query(settings: GcpBigQuerySettings) -> str:
       ELSE 'usage'
     END AS kind,
     {_COMMITMENT_ID} AS fee_id,
-    (SELECT MAX(c.id) FROM UNNEST(credits) AS c WHERE c.type = '{_CUD}') AS credit_id,
     {_MATCH_KEY} AS match_key,
     location.region AS region,
     cost,
@@ -256,25 +271,37 @@ def commitments_query(settings: GcpBigQuerySettings) -> str:
     {offset} AS offset_credit,
     service.description = 'Compute Engine' AS compute,
     IFNULL(resource.name IN UNNEST(@vms) AND resource.global_name LIKE '%/zones/%/instances/%', FALSE)
-      AS on_node
+      AS on_node,
+    credits, GREATEST(IFNULL(ARRAY_LENGTH(credits), 0), 1) AS parts
   FROM {table}
   WHERE _PARTITIONTIME >= @partition_start
     AND usage_start_time >= @start AND usage_start_time < @end
     AND cost_type = 'regular'
+),
+exploded AS (
+  -- one row per credit (one for a row without), the row's own amounts split evenly over them
+  SELECT
+    b.hour, b.kind, b.match_key, b.region, b.on_node,
+    IF(b.kind = 'usage', NULL, b.fee_id) AS commitment,
+    IF(b.kind = 'usage' AND cc.type = '{_CUD}', cc.id, NULL) AS credit_id,
+    IF(b.kind = 'usage', 0, b.cost) / b.parts AS fee,
+    IF(b.kind = 'usage', 0, b.units) / b.parts AS quantity,
+    IF(b.kind = 'usage' AND cc.type = '{_CUD}' AND b.cost > 0, -cc.amount * b.units / b.cost, 0)
+      AS covered_units,
+    IF(b.kind = 'usage', b.dollar_credit, 0) / b.parts AS dollar_credit,
+    b.offset_credit / b.parts AS offset_credit
+  FROM billed AS b LEFT JOIN UNNEST(b.credits) AS cc
+  WHERE b.kind <> 'usage' OR (b.compute AND (b.cud_credit > 0 OR b.dollar_credit > 0))
 )
 SELECT
-  hour, kind,
-  IF(kind = 'usage', NULL, fee_id) AS commitment,
-  IF(kind = 'usage', credit_id, NULL) AS credit_id,
-  match_key, region,
-  SUM(IF(kind = 'usage', 0, cost)) AS fee,
-  SUM(IF(kind = 'usage', 0, units)) AS quantity,
-  SUM(IF(kind = 'usage' AND cost > 0, cud_credit * units / cost, 0)) AS covered_units,
-  SUM(IF(kind = 'usage', dollar_credit, 0)) AS dollar_credit,
+  hour, kind, commitment, credit_id, match_key, region,
+  SUM(fee) AS fee,
+  SUM(quantity) AS quantity,
+  SUM(covered_units) AS covered_units,
+  SUM(dollar_credit) AS dollar_credit,
   SUM(offset_credit) AS offset_credit,
   LOGICAL_OR(on_node) AS on_nodes
-FROM billed
-WHERE kind <> 'usage' OR (compute AND (cud_credit > 0 OR dollar_credit > 0))
+FROM exploded
 GROUP BY hour, kind, commitment, credit_id, match_key, region"""
 
 
