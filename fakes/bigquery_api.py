@@ -104,6 +104,9 @@ BILLING_COLUMNS = [
     ("credits", "STRUCT(name VARCHAR, amount DOUBLE, full_name VARCHAR, id VARCHAR, type VARCHAR)[]"),
     ("invoice", "STRUCT(month VARCHAR)"),
     ("cost_type", "VARCHAR"),
+    # since 2026-01 (Google's "Spend-based CUDs data model updates"): set on usage a migrated spend-based
+    # CUD covered, which is billed at its discounted price; NULL elsewhere
+    ("consumption_model", "STRUCT(id VARCHAR, description VARCHAR)"),
     ("_PARTITIONTIME", "TIMESTAMP"),
 ]
 ROW_BYTES = 100  # bytes "processed" per row of every table a query references

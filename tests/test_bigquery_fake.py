@@ -140,6 +140,7 @@ def _line(
         credits,
         {"month": start.strftime("%Y%m")},
         "regular",
+        None,  # consumption_model
         dt.datetime(start.year, start.month, start.day),  # _PARTITIONTIME: the day, naive UTC
     ]
 

@@ -125,6 +125,7 @@ def export_row(
         [{"name": CREDIT_NAMES[t], "amount": a, "full_name": CREDIT_NAMES[t], "id": t, "type": t} for t, a in credits],
         {"month": f"{start:%Y%m}"},
         cost_type,
+        None,  # consumption_model: only on usage a migrated spend-based CUD covered
         export_time.replace(hour=0, minute=0, second=0, microsecond=0),
     )
 
@@ -266,7 +267,7 @@ def test_the_fixture_has_the_shapes_it_claims() -> None:
         if r[9]["name"] == CUD.name and r[3] == datetime(2024, 6, 3, 10) and "Core" in r[2]["description"]
     ]
     late = split[1]  # exported more than a day after its usage hour, into a later partition
-    assert len(split) == 2 and late[18].date() == date(2024, 6, 5) and late[10] - late[3] > timedelta(days=1)
+    assert len(split) == 2 and late[19].date() == date(2024, 6, 5) and late[10] - late[3] > timedelta(days=1)
     assert {r[1]["description"] for r in rows if "Data Transfer Out" in r[2]["description"]} == {"Networking"}
     assert {r[1]["description"] for r in rows if "Egress" in r[2]["description"]} == {"Compute Engine"}
     assert any("/disks/" in r[9]["global_name"] and r[9]["name"] == CUD.name for r in rows)

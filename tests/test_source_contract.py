@@ -230,7 +230,7 @@ def gcp_bigquery(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Ha
          {"name": vm, "global_name": f"//compute.googleapis.com/projects/shop-prod/zones/{zone}/instances/{vm}"},
          at + timedelta(hours=5), cost, "USD", 1.0,
          {"amount": 3600.0, "unit": "seconds", "amount_in_pricing_units": 1.0, "pricing_unit": "hour"},
-         [], {"month": f"{at:%Y%m}"}, "regular", at.replace(hour=0))
+         [], {"month": f"{at:%Y%m}"}, "regular", None, at.replace(hour=0))
         for at in hours_billed()
         for sku, cost in (("N2 Instance Core running in EMEA", 0.1245), ("N2 Instance Ram running in EMEA", 0.0668))
     ]

@@ -24,6 +24,10 @@ class GcpBigQuerySettings(BillingSettings):
     job_project: str = ""  # project that runs (and pays for) the query; empty: `project`
     location: str = ""  # dataset location (US, EU, …); empty: BigQuery decides
     credit_types: tuple[str, ...] = ()  # credit types subtracted from cost; empty: all
+    # The discount off on-demand of a spend-based (flexible) CUD, which the bill does not state: it prices
+    # legacy COMMITTED_USAGE_DISCOUNT_DOLLAR_BASE credits and values consumption-model rows at on-demand
+    # for the coverage ratio (docs/pricing.md, "Commitments"). 0.28 is Compute's 1-year flexible CUD.
+    spend_based_cud_discount: float = 0.28
 
     def validate(self, key: str, config: Config) -> None:
         super().validate(key, config)
@@ -34,3 +38,5 @@ class GcpBigQuerySettings(BillingSettings):
                 raise ConfigError(f"{key}.{name}", f"must be set when {key} is enabled")
             if not SQL_NAME.fullmatch(getattr(self, name)):
                 raise ConfigError(f"{key}.{name}", "must be letters, digits, _ or - only")
+        if not 0 <= self.spend_based_cud_discount < 1:
+            raise ConfigError(f"{key}.spend_based_cud_discount", "must be a fraction from 0 up to (not) 1")
