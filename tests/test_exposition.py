@@ -98,7 +98,20 @@ def test_content_negotiation(accept: str, expected: bool) -> None:
 
 @pytest.mark.parametrize(
     ("encoding", "expected"),
-    [("gzip", True), ("deflate, gzip;q=1.0", True), ("identity", False), ("gzipx", False)],
+    [
+        ("gzip", True),
+        ("deflate, gzip;q=1.0", True),
+        ("identity", False),
+        ("gzipx", False),
+        ("gzip;q=0", False),
+        ("gzip; q=0.000, deflate", False),
+        ("*;q=0", False),
+        ("gzip;q=0.5", True),
+        ("GZIP", True),
+        ("identity;q=0", False),
+        ("identity;q=0, gzip", True),
+        ("gzip;q=bogus", False),
+    ],
 )
 def test_gzip_negotiation(encoding: str, expected: bool) -> None:
     assert wants_gzip(encoding) is expected

@@ -18,7 +18,24 @@ def wants_openmetrics(accept: str) -> bool:
 
 
 def wants_gzip(accept_encoding: str) -> bool:
-    return any(part.split(";")[0].strip() == "gzip" for part in accept_encoding.split(","))
+    """gzip when the client lists it with a weight above 0 (`gzip;q=0` refuses it); a bare `*` does not
+    count, so a client that never named gzip keeps getting plain text."""
+    for part in accept_encoding.split(","):
+        coding, *params = (p.strip() for p in part.split(";"))
+        if coding.lower() == "gzip":
+            return all(_weight(param) > 0 for param in params)
+    return False
+
+
+def _weight(param: str) -> float:
+    """A parameter's q value; 1 for other parameters, 0 for an unreadable q (the client meant to limit)."""
+    name, _, value = param.partition("=")
+    if name.strip().lower() != "q":
+        return 1.0
+    try:
+        return float(value)
+    except ValueError:
+        return 0.0
 
 
 def render(
