@@ -50,6 +50,9 @@ AZ = "enabled: true\n    scope: /subscriptions/0b1f6471-1bf0-4dda-aec3-cb9272f09
     [
         ("web:\n  listen_adress: ':1'\n", "web.listen_adress", "unknown key"),
         ("web:\n  listen_address: 'localhost'\n", "web.listen_address", "[host]:port"),
+        ("web:\n  telemetry_path: /healthz\n", "web.telemetry_path", "/healthz"),
+        ("web:\n  telemetry_path: /readyz\n", "web.telemetry_path", "/readyz"),
+        ("web:\n  telemetry_path: /\n", "web.telemetry_path", "landing page"),
         ("log:\n  format: text\n", "log.format", "logfmt or json"),
         ("kubernetes:\n  page_size: many\n", "kubernetes.page_size", "whole number"),
         ("kubernetes:\n  page_size: 0\n", "kubernetes.page_size", "between"),

@@ -22,6 +22,12 @@ class WebConfig:
     listen_address: str = ":9798"
     telemetry_path: str = "/metrics"
 
+    def __post_init__(self) -> None:
+        # The server answers these itself; metrics there would hide a probe or the landing page.
+        if self.telemetry_path in ("/", "/healthz", "/readyz"):
+            what = "the landing page" if self.telemetry_path == "/" else "a health probe"
+            raise ConfigError("web.telemetry_path", f"{self.telemetry_path} is {what}, pick another path")
+
 
 @dataclass(frozen=True)
 class LogConfig:
