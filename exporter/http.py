@@ -1,12 +1,25 @@
-"""HTTP: /metrics (content negotiation, gzip), /healthz, /readyz and a landing page at /."""
+"""HTTP: /metrics (content negotiation, gzip), /healthz, /readyz and a landing page at /.
+
+Requests are served by a fixed pool of WORKERS threads. One loop thread accepts the connections, reads
+what they send and hands a worker only a connection whose request headers have all arrived: an idle
+keep-alive connection, or one dribbling its headers, costs a file descriptor, not a thread, and is closed
+IDLE_TIMEOUT_SECONDS after it was opened or its last response was sent.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import html
+import io
 import logging
+import queue
+import selectors
 import socket
 import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any
 
 from exporter import __version__
 from exporter.app import App
@@ -14,15 +27,162 @@ from exporter.metrics.exposition import render, wants_gzip, wants_openmetrics
 
 log = logging.getLogger(__name__)
 
+WORKERS = 8  # the most requests served at once; a scrape takes milliseconds, so a few are plenty
+IDLE_TIMEOUT_SECONDS = 5.0  # for a kept-alive connection's next request, headers and all, to arrive
+MAX_HEADER_BYTES = 65_536  # a request is handed to a worker once this much arrived, ended or not
+WRITE_TIMEOUT_SECONDS = 30.0  # one response write to a client that stopped reading
 
-class ExporterServer(ThreadingHTTPServer):
-    daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], app: App) -> None:
+class ExporterServer(HTTPServer):
+    request_queue_size = 128  # accept backlog: a burst of connections waits here, not refused
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        app: App,
+        *,
+        workers: int = WORKERS,
+        idle_timeout: float = IDLE_TIMEOUT_SECONDS,
+    ) -> None:
         self.app = app
+        self.idle_timeout = idle_timeout
+        self._workers = workers
+        self._ready: queue.SimpleQueue[_Handler | None] = queue.SimpleQueue()  # connections with a request
+        self._parked: queue.SimpleQueue[_Handler] = queue.SimpleQueue()  # back from a worker, kept alive
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, _Handler)
+
+    def serve_forever(self, poll_interval: float = 0.5) -> None:
+        for i in range(self._workers):
+            threading.Thread(target=self._work, name=f"http-worker-{i}", daemon=True).start()
+        self.socket.setblocking(False)
+        self._wake_r.setblocking(False)
+        selector = selectors.DefaultSelector()
+        selector.register(self.socket, selectors.EVENT_READ)
+        selector.register(self._wake_r, selectors.EVENT_READ)
+        idle: dict[_Handler, float] = {}  # watched connection → when it is closed; earliest first
+        try:
+            while not self._stopping.is_set():
+                first = next(iter(idle.values()), time.monotonic() + poll_interval)
+                for key, _ in selector.select(max(0.0, min(first - time.monotonic(), poll_interval))):
+                    if key.fileobj is self.socket:
+                        self._accept(selector, idle)
+                    elif key.fileobj is self._wake_r:
+                        self._unpark(selector, idle)
+                    else:
+                        self._receive(selector, idle, key.data)
+                now = time.monotonic()
+                while idle and next(iter(idle.values())) <= now:
+                    self._drop(selector, idle, next(iter(idle)))
+        finally:
+            for handler in list(idle):
+                self._drop(selector, idle, handler)
+            for _ in range(self._workers):
+                self._ready.put(None)
+            selector.close()
+            self._stopped.set()
+
+    def shutdown(self) -> None:
+        """Stop the loop and its workers; a request being served finishes on its own."""
+        self._stopping.set()
+        self._wake()
+        self._stopped.wait()
+
+    def server_close(self) -> None:
+        super().server_close()
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def _accept(self, selector: selectors.BaseSelector, idle: dict[_Handler, float]) -> None:
+        while True:
+            try:
+                conn, address = self.socket.accept()
+            except BlockingIOError:
+                return
+            except OSError as err:
+                if err.errno in (errno.EMFILE, errno.ENFILE) and idle:
+                    self._drop(selector, idle, next(iter(idle)))  # make room: the longest-idle goes
+                    continue
+                log.warning("http: cannot accept a connection: %s", err)
+                return
+            handler = _Handler(conn, address, self)
+            selector.register(conn, selectors.EVENT_READ, handler)
+            idle[handler] = time.monotonic() + self.idle_timeout
+
+    def _unpark(self, selector: selectors.BaseSelector, idle: dict[_Handler, float]) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except BlockingIOError:
+            pass
+        while True:
+            try:
+                handler = self._parked.get_nowait()
+            except queue.Empty:
+                return
+            if handler.has_request():  # pipelined behind the last one
+                self._ready.put(handler)
+            else:
+                selector.register(handler.connection, selectors.EVENT_READ, handler)
+                idle[handler] = time.monotonic() + self.idle_timeout
+
+    def _receive(
+        self, selector: selectors.BaseSelector, idle: dict[_Handler, float], handler: _Handler
+    ) -> None:
+        try:
+            data = handler.connection.recv(MAX_HEADER_BYTES)
+        except OSError:
+            data = b""
+        if not data:  # closed by the client
+            self._drop(selector, idle, handler)
+            return
+        handler.pending += data
+        if handler.has_request():  # its deadline is not moved by partial headers
+            selector.unregister(handler.connection)
+            del idle[handler]
+            self._ready.put(handler)
+
+    def _drop(self, selector: selectors.BaseSelector, idle: dict[_Handler, float], handler: _Handler) -> None:
+        selector.unregister(handler.connection)
+        del idle[handler]
+        self._close(handler)
+
+    def _close(self, handler: _Handler) -> None:
+        with contextlib.suppress(OSError):
+            handler.finish()
+        self.shutdown_request(handler.connection)
+
+    def _work(self) -> None:
+        while (handler := self._ready.get()) is not None:
+            if handler.serve() and not self._stopping.is_set():
+                self._parked.put(handler)
+                self._wake()
+            else:
+                self._close(handler)
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):  # the buffer is full of wake-ups already, or the server is closed
+            self._wake_w.send(b"\0")
+
+
+class _Reader(io.RawIOBase):
+    """What the server's loop received, as a file: a worker never waits on the socket for a request."""
+
+    def __init__(self) -> None:
+        self.pending = bytearray()
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), len(self.pending))
+        buffer[:n] = self.pending[:n]
+        del self.pending[:n]
+        return n
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -31,8 +191,54 @@ class _Handler(BaseHTTPRequestHandler):
     # Small responses on a kept-alive connection otherwise wait ~40 ms for the client's delayed ACK.
     disable_nagle_algorithm = True
     server_version = f"node-cost-exporter/{__version__}"
+    timeout = WRITE_TIMEOUT_SECONDS
+
+    def __init__(self, request: socket.socket, client_address: Any, server: ExporterServer) -> None:
+        # Not the base class's, which serves the connection to its end: here a worker serves one request
+        # at a time (`serve`) and the connection waits between requests in the server's loop.
+        self.request = request
+        self.client_address = client_address
+        self.server = server
+        self.setup()
+
+    def setup(self) -> None:
+        super().setup()
+        self.rfile.close()  # the base class's reader of the socket, replaced by one of `pending`
+        reader = _Reader()
+        self.pending = reader.pending
+        self._buffered = self.rfile = io.BufferedReader(reader)
+
+    def has_request(self) -> bool:
+        return b"\n\r\n" in self.pending or b"\n\n" in self.pending or len(self.pending) >= MAX_HEADER_BYTES
+
+    def serve(self) -> bool:
+        """Serve the request that has arrived; True to keep the connection for another."""
+        try:
+            self.handle_one_request()
+        except OSError as err:  # the client went away or stopped reading
+            log.debug("http: connection from %s: %s", self.client_address[0], err)
+            return False
+        except Exception:
+            log.exception("http: serving a request from %s failed", self.client_address[0])
+            return False
+        self.pending[:] = self._buffered.read()  # bytes of a pipelined next request, back to the loop
+        return not self.close_connection
 
     def do_GET(self) -> None:
+        self._started = False
+        try:
+            self._route()
+        except Exception:
+            if self._started:  # part of the response went out: all that is left is to cut it short
+                self.close_connection = True
+                raise
+            log.exception("http: %s %s failed", self.command, self.path.split("?", 1)[0])
+            self.close_connection = True
+            self._send(500, b"internal server error\n")
+
+    do_HEAD = do_GET
+
+    def _route(self) -> None:
         app = self.server.app
         path = self.path.split("?", 1)[0]
         if path == app.config.web.telemetry_path:
@@ -66,6 +272,7 @@ class _Handler(BaseHTTPRequestHandler):
         gzipped: bool = False,
     ) -> None:
         chunks = [body] if isinstance(body, bytes) else body
+        self._started = True
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(sum(len(chunk) for chunk in chunks)))
@@ -73,8 +280,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Encoding", "gzip")
         self.send_header("Vary", "Accept, Accept-Encoding")
         self.end_headers()
-        for chunk in chunks:
-            self.wfile.write(chunk)
+        if self.command != "HEAD":
+            for chunk in chunks:
+                self.wfile.write(chunk)
 
     def log_message(self, format: str, *args: object) -> None:
         log.debug("http: " + format, *args)

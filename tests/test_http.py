@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import gzip
+import logging
+import re
+import socket
 import subprocess
 import threading
 import time
@@ -16,6 +19,7 @@ import pytest
 from exporter.app import App
 from exporter.config import load_config
 from exporter.http import ExporterServer, serve
+from exporter.logs import _Formatter
 
 PROMETHEUS_ACCEPT = (
     "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,"
@@ -137,3 +141,75 @@ def test_a_node_change_is_served_on_the_next_scrape(demo: Running) -> None:
     second = get(demo.url + "/metrics")[2]
     assert b"rack3-worker-07" in first and b"rack3-worker-07" not in second
     assert b'nodecost_nodes{source="unpriced"} 0.0' in second
+
+
+def test_a_zero_weight_for_gzip_is_honoured(demo: Running) -> None:
+    for refused in ("gzip;q=0", "*;q=0", "gzip;q=0, deflate"):
+        status, headers, body = get(demo.url + "/metrics", {"Accept-Encoding": refused})
+        assert status == 200 and "Content-Encoding" not in headers and body.startswith(b"# HELP")
+    _, headers, body = get(demo.url + "/metrics", {"Accept-Encoding": "gzip;q=0.5"})
+    assert headers["Content-Encoding"] == "gzip" and gzip.decompress(body).startswith(b"# HELP")
+    assert get(demo.url + "/metrics", {"Accept-Encoding": "identity;q=0"})[0] == 200
+
+
+def test_a_handler_error_is_one_log_line_and_a_500(
+    demo: Running, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str]
+) -> None:
+    def broken(**_: object) -> list[bytes]:
+        raise RuntimeError("store broke")
+
+    monkeypatch.setattr(demo.app.store, "body", broken)
+    with caplog.at_level(logging.ERROR, logger="exporter.http"):
+        status, _, body = get(demo.url + "/metrics")
+    assert (status, body) == (500, b"internal server error\n")
+    [record] = [r for r in caplog.records if r.name == "exporter.http"]
+    line = _Formatter(as_json=False).format(record)
+    assert "\n" not in line and "store broke" in line
+    assert "Traceback" not in capfd.readouterr().err  # not socketserver's handle_error on stderr
+    monkeypatch.undo()
+    assert get(demo.url + "/metrics")[0] == 200
+
+
+def test_idle_and_slow_connections_are_closed_and_do_not_hold_the_workers() -> None:
+    app = App(load_config(None, env={}, overrides={"demo": True}))
+    server = ExporterServer(("127.0.0.1", 0), app, workers=2, idle_timeout=0.5)
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+    port = server.server_address[1]
+    try:
+        idle = socket.create_connection(("127.0.0.1", port), timeout=5)
+        # a client dribbling its headers slower than the timeout allows, byte by byte
+        slow = socket.create_connection(("127.0.0.1", port), timeout=5)
+        started = time.monotonic()
+        for byte in b"GET / HTTP/1.1\r\nHost: x\r\n":
+            try:
+                slow.sendall(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(0.1)
+        assert time.monotonic() - started < 3
+        stalled = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(10)]
+        assert get(f"http://127.0.0.1:{port}/healthz")[0] == 200  # two workers, twelve idle connections
+        assert idle.recv(1) == b""
+        assert slow.recv(1) == b""
+        for sock in (idle, slow, *stalled):
+            sock.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_pipelined_requests_are_answered_in_order(demo: Running) -> None:
+    with socket.create_connection(("127.0.0.1", demo.server.server_address[1]), timeout=5) as sock:
+        sock.sendall(
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nHEAD /nope HTTP/1.1\r\nHost: x\r\n\r\n"
+            b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    assert re.findall(rb"HTTP/1\.1 [^\r]*", data) == [
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 404 Not Found",
+        b"HTTP/1.1 200 OK",
+    ]
+    assert data.count(b"ok\n") == 2 and b"not found" not in data
