@@ -103,7 +103,7 @@ class ExporterCollector(Collector):
             )
         yield GaugeMetricFamily(
             "nodecost_cache_persistent",
-            "1 if the price cache is a file on disk; 0 if it is in memory (unusable path, locked) or disabled.",
+            "1 if the price cache is a file on disk; 0 if in memory (unusable path, locked) or disabled.",
             value=1 if self._cache_persistent() else 0,
         )
         yield GaugeMetricFamily(
