@@ -173,7 +173,11 @@ class PriceCache:
 
 def _reason(err: sqlite3.Error) -> Reason:
     text = str(err)
-    return Reason.LOCKED if "locked" in text or "busy" in text else Reason.CORRUPT
+    if "locked" in text or "busy" in text:
+        return Reason.LOCKED
+    if "full" in text or "disk I/O" in text:  # the disk, not the file: a retry may work once space frees
+        return Reason.UNAVAILABLE
+    return Reason.CORRUPT
 
 
 def _os_reason(err: OSError) -> Reason:

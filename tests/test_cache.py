@@ -139,7 +139,7 @@ def test_a_full_database_loses_nothing_committed(tmp_path: Path) -> None:
     pages = cache._conn.execute("PRAGMA page_count").fetchone()[0]
     cache._conn.execute(f"PRAGMA max_page_count = {pages}")
     assert not cache.store("aws_pricing", [(f"big{i}", "x" * 2000) for i in range(200)])
-    assert not status.up and "full" in status.detail
+    assert (status.up, status.reason) == (False, Reason.UNAVAILABLE) and "full" in status.detail
     cache.close()
     again, status = open_cache(path)
     assert status.up
@@ -159,7 +159,7 @@ FULL_DISK_WRITER = textwrap.dedent(
     size = sum(os.path.getsize(sys.argv[1] + s) for s in ("", "-wal") if os.path.exists(sys.argv[1] + s))
     resource.setrlimit(resource.RLIMIT_FSIZE, (size + 8192, size + 8192))
     ok = cache.store("bills", [(f"big{i}", "x" * 4000) for i in range(500)])
-    print(ok, status.up, status.detail)
+    print(ok, status.reason, status.detail)
     """
 )
 
@@ -171,8 +171,8 @@ def test_a_file_size_limit_mid_write_loses_nothing_committed(tmp_path: Path) -> 
         [sys.executable, "-c", FULL_DISK_WRITER, str(path)], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    ok, up, detail = result.stdout.split(" ", 2)
-    assert (ok, up) == ("False", "False")
+    ok, reason, detail = result.stdout.split(" ", 2)
+    assert (ok, reason) == ("False", "unavailable")
     assert "disk is full" in detail or "disk I/O error" in detail  # the write's own error, not the rollback's
     cache, status = open_cache(path)
     assert status.up, status.detail
