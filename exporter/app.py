@@ -104,7 +104,14 @@ class App:
         self.inventory = self._build_inventory()
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(
-            ExporterCollector(self.health, self.store, self.ready, self._watch_stats, self.engine.bills)
+            ExporterCollector(
+                self.health,
+                self.store,
+                self.ready,
+                self._watch_stats,
+                self.engine.bills,
+                lambda: self.cache is not None and self.cache.persistent,
+            )
         )
         self.registry.register(ProcessMetrics())
         self._threads: list[threading.Thread] = []

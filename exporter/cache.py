@@ -3,12 +3,15 @@
 Billing queries cost money and minutes, and list prices change rarely: sources load their last known
 values from here at start, so a restart prices nodes before any cloud call returns. WAL journaling and
 one transaction per write batch make a SIGKILL mid-write lose at most that batch, never the file.
-A corrupt file is moved aside and a locked one replaced by an in-memory store: the exporter starts with
-an empty cache and says so (log line and `nodecost_integration_up{integration="cache"} 0`).
+A corrupt file is moved aside; a locked file, or a path that cannot be created or written (read-only
+directory, a file where the directory should be), is replaced by an in-memory store: the exporter starts
+with an empty cache and says so (one log line, `nodecost_integration_up{integration="cache"} 0` and
+`nodecost_cache_persistent 0`). A failed write (a full disk) rolls back its batch only.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import sqlite3
@@ -45,7 +48,9 @@ class PriceCache:
     def __init__(self, path: str, status: IntegrationStatus, *, busy_timeout_seconds: float = 2.0) -> None:
         self.path = path
         self._status = status
+        self._busy_timeout = busy_timeout_seconds
         self._lock = threading.Lock()
+        self.persistent = False  # True once the store is a file on disk, not memory
         self._conn = self._open(busy_timeout_seconds)
 
     def _open(self, busy_timeout: float) -> sqlite3.Connection:
@@ -53,34 +58,49 @@ class PriceCache:
             conn = self._connect(":memory:", busy_timeout)
             self._status.succeeded()
             return conn
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            return self._in_memory(_os_reason(err), f"cannot create {Path(self.path).parent}: {err.strerror}")
+        if not _writable(self.path):
+            return self._in_memory(Reason.PERMISSION, f"{self.path} is not writable")
         try:
             conn = self._connect(self.path, busy_timeout)
             row = conn.execute("PRAGMA quick_check").fetchone()
             if row is None or row[0] != "ok":
                 conn.close()
                 raise sqlite3.DatabaseError(f"quick_check: {row[0] if row else 'no answer'}")
+            self.persistent = True
             self._status.succeeded()
             return conn
         except sqlite3.OperationalError as err:
             if "locked" not in str(err) and "busy" not in str(err):
-                return self._reset(busy_timeout, Reason.CORRUPT, err)
-            self._status.failed(
-                Reason.LOCKED,
-                f"{self.path} is locked by another process ({err}); "
-                "using an empty in-memory cache until restart",
-            )
-            return self._connect(":memory:", busy_timeout)
+                return self._reset(busy_timeout, err)
+            return self._in_memory(Reason.LOCKED, f"{self.path} is locked by another process ({err})")
         except sqlite3.DatabaseError as err:
-            return self._reset(busy_timeout, Reason.CORRUPT, err)
+            return self._reset(busy_timeout, err)
 
-    def _reset(self, busy_timeout: float, reason: Reason, err: Exception) -> sqlite3.Connection:
+    def _reset(self, busy_timeout: float, err: Exception) -> sqlite3.Connection:
         aside = f"{self.path}.corrupt-{int(time.time())}"
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.exists(self.path + suffix):
-                os.replace(self.path + suffix, aside + suffix)
-        self._status.failed(reason, f"{self.path} was unreadable ({err}); moved to {aside}, starting empty")
-        return self._connect(self.path, busy_timeout)
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                if os.path.exists(self.path + suffix):
+                    os.replace(self.path + suffix, aside + suffix)
+            conn = self._connect(self.path, busy_timeout)
+        except (OSError, sqlite3.Error) as again:
+            return self._in_memory(
+                Reason.CORRUPT, f"{self.path} was unreadable ({err}) and could not be replaced ({again})"
+            )
+        self.persistent = True
+        self._status.failed(
+            Reason.CORRUPT, f"{self.path} was unreadable ({err}); moved to {aside}, starting empty"
+        )
+        return conn
+
+    def _in_memory(self, reason: Reason, why: str) -> sqlite3.Connection:
+        """The exporter runs on without persistence; the status (logged once) says why until restart."""
+        self._status.failed(reason, f"{why}; using an empty in-memory cache until restart")
+        return self._connect(":memory:", self._busy_timeout)
 
     @staticmethod
     def _connect(path: str, busy_timeout: float) -> sqlite3.Connection:
@@ -136,12 +156,13 @@ class PriceCache:
                     )
                     self._conn.execute("COMMIT")
                 except BaseException:
-                    self._conn.execute("ROLLBACK")
+                    if self._conn.in_transaction:  # SQLite already rolled back after SQLITE_FULL, IOERR, …
+                        self._conn.execute("ROLLBACK")
                     raise
             except sqlite3.Error as err:
                 self._status.failed(_reason(err), f"write {namespace}: {err}")
                 return False
-        if self._status.reason is not Reason.LOCKED:
+        if self.persistent:  # in memory, the status keeps saying why nothing is persisted
             self._status.succeeded()
         return True
 
@@ -152,4 +173,25 @@ class PriceCache:
 
 def _reason(err: sqlite3.Error) -> Reason:
     text = str(err)
-    return Reason.LOCKED if "locked" in text or "busy" in text else Reason.CORRUPT
+    if "locked" in text or "busy" in text:
+        return Reason.LOCKED
+    if "full" in text or "disk I/O" in text:  # the disk, not the file: a retry may work once space frees
+        return Reason.UNAVAILABLE
+    return Reason.CORRUPT
+
+
+def _os_reason(err: OSError) -> Reason:
+    return Reason.PERMISSION if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else Reason.CONFIG
+
+
+def _writable(path: str) -> bool:
+    """Whether SQLite can write `path` and its journal beside it; probed with a file, since root ignores
+    mode bits yet not a read-only mount."""
+    probe = f"{path}.probe-{os.getpid()}"
+    try:
+        with open(probe, "w"):
+            pass
+        os.remove(probe)
+    except OSError:
+        return False
+    return not os.path.exists(path) or os.access(path, os.W_OK)

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from exporter.config import Config, ConfigError, load_config
+from exporter.config.errors import shown
 from exporter.config.sections import sections
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -120,3 +121,113 @@ def test_cli_exits_non_zero_naming_the_key(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "pricing.discounts.azure" in result.stderr
     assert "fraction" in result.stderr
+
+
+SECRET = "s3cr3t-Value-4711"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"gcp:\n  catalog:\n    api_key: [{SECRET}]\n",
+        f"gcp:\n  catalog:\n    api_key: {{nested: {SECRET}}}\n",
+        f'gcp:\n  catalog:\n    api_key: "{SECRET}\n',  # unterminated: the YAML error would quote the line
+        f"gcp:\n  catalog:\n    api_key: {SECRET}\n    enabled: true\n  - {SECRET}\n",
+    ],
+    ids=["list", "mapping", "unterminated", "bad-indent"],
+)
+def test_config_errors_never_show_a_secret_value(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), env={})
+    assert SECRET not in str(caught.value)
+    assert caught.value.key in ("gcp.catalog.api_key", "config.file")
+
+
+@pytest.mark.parametrize(
+    "key", ["gcp.catalog.api_key", "x.client_secret", "db.password", "auth.token", "aws.credentials"]
+)
+def test_secret_like_keys_are_recognised(key: str) -> None:
+    assert SECRET not in shown(key, SECRET)
+    assert shown("aws.cur.table", "cur") == "'cur'"
+
+
+def test_environment_strings_stay_strings() -> None:
+    env = {
+        "NODECOST_AWS__CUR__TABLE": "123_456",
+        "NODECOST_GCP__BIGQUERY__PROJECT": "0123",
+        "NODECOST_GCP__BIGQUERY__DATASET": "1e3",
+        "NODECOST_GCP__CATALOG__API_KEY": "0x1F",
+        "NODECOST_KUBERNETES__CONTEXT": "null",
+        "NODECOST_LOG__LEVEL": "debug",
+    }
+    config = load_config(None, env=env)
+    assert config.sources["aws.cur"].table == "123_456"  # type: ignore[attr-defined]
+    bigquery = config.sources["gcp.bigquery"]
+    assert (bigquery.project, bigquery.dataset) == ("0123", "1e3")  # type: ignore[attr-defined]
+    assert config.sources["gcp.catalog"].api_key == "0x1F"  # type: ignore[attr-defined]
+    assert config.kubernetes.context == "null"
+
+
+def test_typed_keys_still_parse_from_the_environment() -> None:
+    env = {
+        "NODECOST_KUBERNETES__PAGE_SIZE": "1_000",
+        "NODECOST_CACHE__ENABLED": "False",
+        "NODECOST_PRICING__OFFLINE__ENABLED": "yes",
+        "NODECOST_GCP__CATALOG__TTL_SECONDS": "3600.5",
+        "NODECOST_GCP__CATALOG__RETRIES": "2",
+        "NODECOST_PRICING__DISCOUNTS__AWS": "0.1",
+        "NODECOST_PRICING__PRECEDENCE": "custom,offline",
+        "NODECOST_AWS__CUR__TAGS": "team, 42",
+        "NODECOST_GCP__BIGQUERY__SPEND_BASED_CUD_DISCOUNT": "0.2",
+    }
+    config = load_config(None, env=env)
+    assert config.kubernetes.page_size == 1000
+    assert config.cache.enabled is False and config.pricing.offline.enabled is True
+    catalog = config.sources["gcp.catalog"]
+    assert (catalog.ttl_seconds, catalog.retries) == (3600.5, 2)  # type: ignore[attr-defined]
+    assert config.pricing.discounts.aws == Decimal("0.1")
+    assert config.pricing.precedence == ("custom", "offline")
+    assert config.sources["aws.cur"].tags == ("team", "42")  # type: ignore[attr-defined]
+    assert config.sources["gcp.bigquery"].spend_based_cud_discount == 0.2  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("name", "raw", "problem"),
+    [
+        ("NODECOST_KUBERNETES__PAGE_SIZE", "many", "whole number"),
+        ("NODECOST_CACHE__ENABLED", "1", "true or false"),
+        ("NODECOST_GCP__CATALOG__TTL_SECONDS", "soon", "must be a number"),
+    ],
+)
+def test_a_bad_typed_environment_value_names_the_key(name: str, raw: str, problem: str) -> None:
+    key = name.removeprefix("NODECOST_").lower().replace("__", ".")
+    with pytest.raises(ConfigError, match=rf"^{key}: .*{problem}"):
+        load_config(None, env={name: raw})
+
+
+@pytest.mark.parametrize("bad", [".nan", ".inf", "-.inf"])
+@pytest.mark.parametrize(
+    "key",
+    [
+        "pricing.discounts.aws",
+        "pricing.split.gpu",
+        "pricing.custom.reload_interval_seconds",
+        "gcp.catalog.ttl_seconds",
+        "aws.cur.settle_hours",
+        "gcp.bigquery.spend_based_cud_discount",
+        "azure.retail.backoff_max_seconds",
+    ],
+)
+def test_non_finite_floats_are_rejected_naming_the_key(tmp_path: Path, key: str, bad: str) -> None:
+    *parents, leaf = key.split(".")
+    text = "".join(f"{'  ' * i}{part}:\n" for i, part in enumerate(parents)) + f"{'  ' * len(parents)}{leaf}: {bad}\n"
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, text), env={})
+    assert caught.value.key == key
+    assert "finite" in str(caught.value)
+
+
+@pytest.mark.parametrize("raw", ["nan", "inf", "-Infinity"])
+def test_non_finite_floats_from_the_environment_are_rejected(raw: str) -> None:
+    with pytest.raises(ConfigError, match=r"^aws\.pricing\.timeout_seconds: .*finite"):
+        load_config(None, env={"NODECOST_AWS__PRICING__TIMEOUT_SECONDS": raw})

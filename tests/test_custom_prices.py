@@ -151,3 +151,26 @@ def test_the_status_is_stamped_with_the_clocks_time(tmp_path: Path) -> None:
     os.remove(path)
     source.refresh()
     assert (status.up, status.last_attempt, status.last_success) == (False, clock.time(), checked_at)
+
+
+@pytest.mark.parametrize("name", ["prices.yaml", "prices.csv"])
+def test_a_table_that_is_not_utf8_names_the_file_and_line(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    if name.endswith(".csv"):
+        path.write_bytes("instance_type,hourly\nm5.large,0.1\nkühl,0.2\n".encode("latin-1"))
+    else:
+        path.write_bytes("prices:\n  - {instance_type: m5.large, hourly: '0.1'}\n  # kühl\n".encode("latin-1"))
+    with pytest.raises(CustomTableError, match=rf"^{path}: line 3: not UTF-8"):
+        read_rules(str(path))
+
+
+def test_a_reload_that_is_not_utf8_keeps_the_last_good_table(tmp_path: Path) -> None:
+    path = table(tmp_path, "prices:\n  - {instance_type: m5.xlarge, hourly: '0.18'}\n")
+    status = IntegrationStatus("custom_prices")
+    source = CustomPrices(path, status, "USD")
+    Path(path).write_bytes("prices:\n  - {instance_type: m5.xlarge, hourly: '0.17'} # \xe9t\xe9\n".encode("latin-1"))
+    os.utime(path, (1, 1))
+    assert source.refresh() is False
+    assert (status.up, status.reason) == (False, Reason.BAD_RESPONSE)
+    assert "line 2: not UTF-8" in status.detail and "keeping the previous table" in status.detail
+    assert source.quote(node()).hourly == Decimal("0.18")  # type: ignore[union-attr]

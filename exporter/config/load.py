@@ -1,6 +1,9 @@
 """Loading the configuration: YAML file, then `NODECOST_SECTION__KEY` environment variables, then flags
 (later wins), coerced into the typed model and validated at start. A bad value raises `ConfigError` naming
-the dotted key, so a typo in a ConfigMap fails the rollout instead of silently pricing with defaults.
+the dotted key, so a typo in a ConfigMap fails the rollout instead of silently pricing with defaults; the
+value of a secret-like key (`api_key`, tokens, passwords) is never quoted. An environment value is text,
+converted only where the settings type asks for a number, a boolean or a list: `NODECOST_AWS__CUR__TABLE=
+123_456` stays the string "123_456". Floats must be finite.
 
 The cloud sources' sections are the settings types in `exporter.config.sources` (`@section("aws.cur")`):
 the config package knows every section without importing the sources, which sit above it.
@@ -9,6 +12,7 @@ the config package knows every section without importing the sources, which sit 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -19,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from exporter.config.errors import ConfigError
+from exporter.config.errors import ConfigError, shown
 from exporter.config.model import PROVIDERS, SOURCE_KINDS, Config, SourceSettings, billing_tag_keys, tag_label
 from exporter.config.sections import sections
 
@@ -40,7 +44,7 @@ def load_config(
     if path:
         tree = _read_yaml(path)
     for dotted, raw in _env_overrides(os.environ if env is None else env).items():
-        _set_dotted(tree, dotted, _yaml_scalar(dotted, raw))
+        _set_dotted(tree, dotted, _EnvText(raw))
     for dotted, value in (overrides or {}).items():
         _set_dotted(tree, dotted, value)
     config = _build_root(tree)
@@ -56,7 +60,7 @@ def _read_yaml(path: str) -> dict[str, Any]:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError("config.file", f"{path} is not valid YAML: {err}") from err
+        raise ConfigError("config.file", f"{path} is not valid YAML: {_yaml_problem(err)}") from err
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -72,11 +76,19 @@ def _env_overrides(env: Mapping[str, str]) -> dict[str, str]:
     return out
 
 
-def _yaml_scalar(key: str, raw: str) -> Any:
-    try:
-        return yaml.safe_load(raw)
-    except yaml.YAMLError as err:
-        raise ConfigError(key, f"environment value {raw!r} is not valid YAML") from err
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """What is wrong and where, without PyYAML's quote of the line, which may hold a secret."""
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:
+        mark = err.problem_mark
+        return f"{err.problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return type(err).__name__
+
+
+class _EnvText(str):
+    """A value from the environment: text, converted only where the settings type is not a string."""
+
+
+_TRUE, _FALSE = ("true", "yes", "on"), ("false", "no", "off")  # the words YAML read as booleans
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -120,7 +132,8 @@ def _build_root(tree: dict[str, Any]) -> Config:
 
 def _build(cls: type[Any], data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
-        raise ConfigError(prefix.rstrip(".") or "config", f"must be a mapping, got {type(data).__name__}")
+        kind = "str" if isinstance(data, str) else type(data).__name__
+        raise ConfigError(prefix.rstrip(".") or "config", f"must be a mapping, got {kind}")
     hints = typing.get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
     for key in data:
@@ -146,35 +159,54 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         return tuple(_coerce(str, v, f"{key}[{i}]") for i, v in enumerate(value))
     if origin in (types.UnionType, typing.Union):
         raise TypeError(f"unsupported config type for {key}")
+    if isinstance(value, _EnvText):
+        value = _from_env(hint, value)
     if hint is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(key, f"must be true or false, got {value!r}")
+        raise ConfigError(key, f"must be true or false, got {shown(key, value)}")
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
-        raise ConfigError(key, f"must be a whole number, got {value!r}")
+        raise ConfigError(key, f"must be a whole number, got {shown(key, value)}")
     if hint is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(key, f"must be a number, got {value!r}")
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ConfigError(key, f"must be a number, got {shown(key, value)}")
+        if not math.isfinite(value):
+            raise ConfigError(key, f"must be a finite number, got {shown(key, value)}")
+        return float(value)
     if hint is Decimal:
         if isinstance(value, bool) or not isinstance(value, int | float | str):
-            raise ConfigError(key, f"must be a decimal number, got {value!r}")
+            raise ConfigError(key, f"must be a decimal number, got {shown(key, value)}")
         try:
             number = Decimal(str(value))
         except InvalidOperation as err:
-            raise ConfigError(key, f"must be a decimal number, got {value!r}") from err
+            raise ConfigError(key, f"must be a decimal number, got {shown(key, value)}") from err
         if not number.is_finite():
-            raise ConfigError(key, f"must be a finite number, got {value!r}")
+            raise ConfigError(key, f"must be a finite number, got {shown(key, value)}")
         return number
     if hint is str:
         if isinstance(value, str):
-            return value
+            return str(value)
         if isinstance(value, int | float) and not isinstance(value, bool):
             return str(value)
-        raise ConfigError(key, f"must be a string, got {value!r}")
+        raise ConfigError(key, f"must be a string, got {shown(key, value)}")
     raise TypeError(f"unsupported config type {hint!r} for {key}")
+
+
+def _from_env(hint: Any, text: str) -> Any:
+    """An environment value as the number or boolean `hint` asks for; otherwise the text itself (a string,
+    a comma-separated list, a decimal, or a bad value the caller reports)."""
+    word = text.strip()
+    if hint is bool and word.lower() in (*_TRUE, *_FALSE):
+        return word.lower() in _TRUE
+    for kind in (int, float):
+        if hint is kind:
+            try:
+                return kind(word)
+            except ValueError:
+                return text
+    return text
 
 
 def _validate(config: Config) -> None:

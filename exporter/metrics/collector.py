@@ -46,8 +46,11 @@ class ExporterCollector(Collector):
         ready: Callable[[], bool],
         watch: WatchStats | None = None,
         bills: Sequence[BillStats] = (),
+        cache_persistent: Callable[[], bool] = lambda: False,
     ) -> None:
+        """`cache_persistent`: whether the price cache is a file on disk (not memory, not disabled)."""
         self._bills = bills
+        self._cache_persistent = cache_persistent
         self._health = health
         self._store = store
         self._ready = ready
@@ -98,6 +101,11 @@ class ExporterCollector(Collector):
                 "Full node relists after the first (e.g. after 410 Expired).",
                 value=self._watch.relists,
             )
+        yield GaugeMetricFamily(
+            "nodecost_cache_persistent",
+            "1 if the price cache is a file on disk; 0 if in memory (unusable path, locked) or disabled.",
+            value=1 if self._cache_persistent() else 0,
+        )
         yield GaugeMetricFamily(
             "nodecost_ready",
             "1 once the first node list and the first price pass are done.",

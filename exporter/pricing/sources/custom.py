@@ -137,9 +137,15 @@ def _stamp(path: str) -> tuple[float, int]:
 
 
 def read_rules(path: str) -> tuple[Rule, ...]:
-    """Parse a YAML (`prices:` list) or CSV table. Raises CustomTableError naming the rule at fault."""
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        text = handle.read()
+    """Parse a UTF-8 YAML (`prices:` list) or CSV table. Raises CustomTableError naming the rule (or the line,
+    for bytes that are not UTF-8) at fault."""
+    with open(path, "rb") as handle:
+        raw = handle.read()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw.count(b"\n", 0, err.start) + 1
+        raise CustomTableError(f"{path}: line {line}: not UTF-8 (byte 0x{raw[err.start]:02x})") from err
     if path.lower().endswith(".csv"):
         entries = _csv_entries(text)
     else:
