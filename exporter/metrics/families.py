@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from exporter.config import tag_label
 from exporter.inventory.node import Node
+from exporter.inventory.parse import utf8_safe
 from exporter.pricing.quote import NodePrice
 
 # Longer label values (label garbage) are cut, so a scrape-side limit never rejects the whole target.
@@ -25,9 +26,11 @@ ValueFunction = Callable[[Node, NodePrice | None], Sequence[Sample]]
 
 
 def escape(value: str) -> str:
-    """A label value as the text formats require, cut to MAX_LABEL_VALUE characters first."""
+    """A label value as the text formats require, cut to MAX_LABEL_VALUE characters first; a lone surrogate
+    (from a price list or bill, say) becomes U+FFFD, as the body must be UTF-8."""
     if len(value) > MAX_LABEL_VALUE:
         value = value[:MAX_LABEL_VALUE]
+    value = utf8_safe(value)
     if "\\" in value or "\n" in value or '"' in value:
         return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
     return value
