@@ -230,3 +230,32 @@ def test_lookups_add_the_on_demand_twin_of_each_spot_node() -> None:
     looked_up = PricingEngine.lookups([spot, regular])
     assert looked_up[:2] == [spot, regular]
     assert [(n.name, n.capacity_type) for n in looked_up[2:]] == [("s", CapacityType.ON_DEMAND)]
+
+
+@pytest.mark.parametrize("amount", ["Infinity", "NaN", "10000.01"])
+def test_a_price_not_finite_or_beyond_the_bound_is_not_exported_but_counted(amount: str) -> None:
+    n = node()
+    broken = TableSource("aws_pricing", "shelf", {n.name: usd(amount)})
+    offline = TableSource("offline", "offline", {n.name: usd("0.192")})
+    eng, health = engine(broken, offline)
+    price = eng.price(n)
+    assert price is not None
+    assert (price.source, price.hourly, price.list_hourly) == ("offline", Decimal("0.192"), Decimal("0.192"))
+    assert health.invalid_counts() == {"price": 1}
+    eng_alone, health_alone = engine(broken)
+    assert eng_alone.price(n) is None and health_alone.invalid_counts() == {"price": 1}
+
+
+def test_a_per_unit_price_beyond_the_bound_is_not_exported() -> None:
+    """A tiny capacity (1n cores, 1 byte) makes a sane hourly price an absurd price per core."""
+    n = node(cpu_cores=1e-9, memory_bytes=1)
+    eng, health = engine(TableSource("offline", "offline", {n.name: usd("0.192")}))
+    assert eng.price(n) is None
+    assert health.invalid_counts() == {"price": 1}
+
+
+def test_the_bound_itself_is_exported() -> None:
+    n = node()
+    eng, health = engine(TableSource("custom", "custom", {n.name: usd("10000", Basis.CUSTOM)}))
+    price = eng.price(n)
+    assert price is not None and price.hourly == Decimal("10000") and not health.invalid_counts()

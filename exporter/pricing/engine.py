@@ -6,6 +6,7 @@ node and the sources' in-memory quotes, so a scrape never waits on a cloud and r
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from decimal import Decimal
@@ -19,6 +20,10 @@ from exporter.pricing.sources.billing import BillingSource
 
 _GIB = Decimal(2**30)
 _LIST_KINDS = ("shelf", "offline")
+MAX_HOURLY = Decimal(10_000)
+"""The most a node, or one core, GiB or GPU of it, may cost per hour (and 24x that per billed day), in any
+currency. Beyond it, or not finite, a price is a source's error: it is not exported, but counted
+(`nodecost_invalid_inputs_total{kind="price"}`) and logged with its source, and the next source is asked."""
 
 
 class PricingEngine:
@@ -39,7 +44,11 @@ class PricingEngine:
                 self._health.invalid("quote", f"{source.name}:{node.name}", repr(err))
                 continue
             if quote is not None and quote.currency == self._config.currency:
-                return self._finish(node, source, quote)
+                price = self._finish(node, source, quote)
+                problem = _implausible(price)
+                if problem is None:
+                    return price
+                self._health.invalid("price", f"{source.name}:{node.name}", f"{problem}: not exported")
         return None
 
     @staticmethod
@@ -67,6 +76,10 @@ class PricingEngine:
                 and quote.basis is Basis.ON_DEMAND
                 and quote.currency == self._config.currency
             ):
+                if _beyond_bound(quote.hourly):
+                    problem = f"list price {quote.hourly} is beyond {MAX_HOURLY}/h or not finite"
+                    self._health.invalid("price", f"{source.name}:{node.name}", f"{problem}: not exported")
+                    continue
                 return quote.hourly, source.name
         return None
 
@@ -122,6 +135,39 @@ class PricingEngine:
         scale = hourly / total
         gpu = scale * weights.gpu if node.gpu_count else None
         return scale * weights.cpu_core, scale * weights.memory_gib, gpu
+
+
+def _beyond_bound(value: Decimal | float | None, bound: Decimal = MAX_HOURLY) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, float):
+        return not math.isfinite(value) or abs(value) > bound
+    return not value.is_finite() or abs(value) > bound
+
+
+def _implausible(price: NodePrice) -> str | None:
+    """What in the price is beyond `MAX_HOURLY` or not finite, or None when nothing is."""
+    hourly: dict[str, Decimal | float | None] = {
+        "hourly cost": price.hourly,
+        "CPU core cost": price.cpu_core_hourly,
+        "GiB cost": price.memory_gib_hourly,
+        "GPU cost": price.gpu_hourly,
+        "list price": price.list_hourly,
+    }
+    billed = price.billed
+    if billed is not None:
+        hourly |= {
+            "billed hourly cost": billed.hourly,
+            "billed on-demand hourly cost": billed.on_demand_hourly,
+            "network hourly cost": billed.network_hourly,
+        }
+    for what, value in hourly.items():
+        if _beyond_bound(value):
+            return f"{what} {value} is beyond {MAX_HOURLY}/h or not finite"
+    for day, cost in zip(billed.day_names, billed.day_costs, strict=True) if billed is not None else ():
+        if _beyond_bound(cost, MAX_HOURLY * 24):
+            return f"billed cost {cost} on {day} is beyond {MAX_HOURLY * 24}/day or not finite"
+    return None
 
 
 def _on_demand(node: Node) -> Node:

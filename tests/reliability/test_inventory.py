@@ -282,3 +282,22 @@ def test_the_node_set_aside_is_shown_again_when_the_winner_is_deleted() -> None:
     app.delete("uid-recreated")
     assert app.nodes() == [] and len(app.store) == 0
     assert app.health.invalid_counts() == {"node_name_conflict": 1}
+
+
+def test_an_infinite_or_absurd_price_never_reaches_metrics(tmp_path: Path) -> None:
+    """A custom table whose hourly price is finite as a decimal but not as a float, and one beyond the bound."""
+    table = tmp_path / "prices.yaml"
+    table.write_text(
+        "prices:\n"
+        f"  - {{provider: '', hourly: '1{'0' * 400}'}}\n"  # float() of it is inf
+        "  - {instance_type: m5.xlarge, hourly: '20000'}\n"
+    )
+    overrides = {"demo": True, "pricing.custom.file": str(table), "pricing.custom.reload_interval_seconds": 30}
+    app = App(load_config(None, env={}, overrides=overrides))
+    app.inventory.run(_stopped_after_one_poll())
+    app.scheduler.tick()
+    text = b"".join(app.store.body(openmetrics=False)).decode() + format_registry(app.registry, openmetrics=False).decode()
+    assert not [line for line in text.splitlines() if line.endswith((" inf", " nan", "+Inf", "NaN"))]
+    assert 'nodecost_node_unpriced{node="rack3-worker-07"' in text
+    assert 'nodecost_node_hourly_cost{node="ip-10-0-12-87.ec2.internal",source="offline"' in text  # next source
+    assert 'nodecost_invalid_inputs_total{kind="price"}' in text
