@@ -218,7 +218,8 @@ class App:
     def _render(self, node: Node) -> None:
         """Price and render one node; a failure skips only this node (counted), never the rest of a list."""
         try:
-            self.store.set(node, self.engine.price(node))
+            price = self.engine.price(node)
+            self.store.set(node, price, "" if price is not None else self.engine.unpriced_reason(node))
         except Exception as err:
             self.health.invalid("node", node.name, f"pricing or rendering failed: {err!r}")
 

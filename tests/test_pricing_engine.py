@@ -6,10 +6,11 @@ import pytest
 
 from exporter.config import DiscountConfig, PricingConfig
 from exporter.health import Health
-from exporter.inventory.node import CapacityType, Node
+from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.pricing.engine import PricingEngine
 from exporter.pricing.quote import Basis, Quote
 from exporter.pricing.source import PriceSource
+from exporter.pricing.sources.offline import OfflinePrices
 from tests.conftest import node
 
 
@@ -259,3 +260,47 @@ def test_the_bound_itself_is_exported() -> None:
     eng, health = engine(TableSource("custom", "custom", {n.name: usd("10000", Basis.CUSTOM)}))
     price = eng.price(n)
     assert price is not None and price.hourly == Decimal("10000") and not health.invalid_counts()
+
+
+class Waiting(TableSource):
+    """A cloud price list that has met a node it never fetched a price for."""
+
+    def pending(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"provider_id": "", "ref": ProviderRef("")}, "no_provider_id"),
+        ({"provider_id": "digitalocean://123", "ref": ProviderRef("digitalocean")}, "unknown_provider"),
+        ({"instance_type": "m5.nonexistent"}, "unknown_instance_type"),
+        ({"region": "mars-north-1", "zone": "mars-north-1a"}, "region_not_covered"),
+        ({"region": "", "zone": ""}, "region_not_covered"),
+    ],
+)
+def test_an_unpriced_node_says_why(overrides: dict[str, object], reason: str) -> None:
+    eng, _ = engine(OfflinePrices.load())
+    n = node(**overrides)
+    assert eng.price(n) is None
+    assert eng.unpriced_reason(n) == reason
+
+
+def test_an_unpriced_node_waits_for_a_price_list_that_has_not_answered() -> None:
+    n = node(instance_type="m5.brandnew")
+    eng, _ = engine(Waiting("aws_pricing", "shelf", refresh_interval_seconds=3600.0), OfflinePrices.load())
+    assert eng.unpriced_reason(n) == "no_price_yet"
+
+
+def test_each_unpriced_node_and_reason_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    eng, _ = engine(OfflinePrices.load())
+    lost, other = node(instance_type="m5.nonexistent"), node("other", instance_type="m5.nonexistent")
+    for _ in range(3):
+        eng.unpriced_reason(lost)
+        eng.unpriced_reason(other)
+    lines = [r.getMessage() for r in caplog.records if "unpriced" in r.getMessage()]
+    assert lines == [
+        "node ip-10-0-12-87.ec2.internal is unpriced (unknown_instance_type): no price list has instance type "
+        "'m5.nonexistent'",
+        "node other is unpriced (unknown_instance_type): no price list has instance type 'm5.nonexistent'",
+    ]
