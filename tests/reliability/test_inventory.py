@@ -27,6 +27,7 @@ from exporter.metrics.exposition import format_registry
 from exporter.metrics.families import escape
 from exporter.metrics.store import NodeMetricsStore
 from fakes.kube_api import FakeKubeAPI, make_node, wait_for, write_kubeconfig
+from tests.conftest import SHARED_REAL
 
 SURROGATE = "\udc80"  # a lone UTF-16 surrogate: legal in JSON text as "\udc80", not encodable as UTF-8
 
@@ -244,8 +245,7 @@ def fuzz_store(shared: Path | None) -> tuple[NodeMetricsStore, App, set[str], in
 
 @pytest.fixture
 def shared_or_none() -> Path | None:
-    from tests.conftest import SHARED_REAL
-
+    """../shared/fixtures/real when present: the fuzz then also mutates those nodes; else the demo's only."""
     return SHARED_REAL if SHARED_REAL.is_dir() else None
 
 
