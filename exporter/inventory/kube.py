@@ -114,6 +114,7 @@ class KubeNodeWatcher:
         self._request_timeout = request_timeout
         self._service_account_dir = service_account_dir
         self._attempt = 0
+        self._last_error = ""  # the unexpected error last logged
         self._cfg: Any = None  # Configuration or InClusterConfig: credentials, refreshed per request
         self._pool: urllib3.PoolManager | None = None
         self._host = ""
@@ -150,7 +151,9 @@ class KubeNodeWatcher:
                     self._disconnect()  # reload credentials next time: tokens and kubeconfigs get rotated
                 self._sleep_backoff(stop, e.retry_after)
             except Exception as e:  # a bug here must not end inventory for the process' lifetime
-                log.exception("node watch failed unexpectedly; relisting")
+                if repr(e) != self._last_error:  # each cause logged once in a row, not on every retry
+                    log.exception("node watch failed unexpectedly; relisting")
+                self._last_error = repr(e)
                 self._status.failed(Reason.BAD_RESPONSE, f"unexpected error: {e!r}")
                 need_list = True
                 self._sleep_backoff(stop)
