@@ -98,7 +98,9 @@ class App:
         context = SourceContext(self.health, self.cache, config.pricing.currency, clock)
         self.engine = PricingEngine(build_sources(config, context), config.pricing, self.health)
         self._lock = threading.Lock()
-        self._nodes: dict[str, Node] = {}
+        self._nodes: dict[str, Node] = {}  # name → the node shown under it
+        self._shadowed: dict[str, Node] = {}  # name → a node with the same name, not shown (see replace_all)
+        self._names: dict[str, str] = {}  # uid → name, of both
         self._priced = threading.Event()
         self._watch_stats: WatchStats | None = None
         self.inventory = self._build_inventory()
@@ -155,23 +157,78 @@ class App:
         return watcher
 
     # InventorySink -----------------------------------------------------------------------------------
+    # One node per name is shown: two Node objects with one name (a nodes file listing it twice, a node
+    # re-created while the old object is still listed) would otherwise be two series sets for one node.
+    # The last one written wins; the other is kept aside, to be shown again if the winner is deleted first.
     def replace_all(self, nodes: Iterable[Node]) -> None:
-        fresh = {node.uid: node for node in nodes}
+        fresh: dict[str, Node] = {}
+        shadowed: dict[str, Node] = {}
+        for node in nodes:
+            other = fresh.get(node.name)
+            if other is not None and other.uid != node.uid:
+                shadowed[node.name] = other
+                self._name_conflict(node, other)
+            fresh[node.name] = node
         with self._lock:
-            self._nodes = fresh
-        self.store.retain(set(fresh))
+            self._nodes, self._shadowed = fresh, shadowed
+            self._names = {n.uid: n.name for n in (*fresh.values(), *shadowed.values())}
+        self.store.retain({node.uid for node in fresh.values()})
         for node in fresh.values():
-            self.store.set(node, self.engine.price(node))
+            self._render(node)
 
     def upsert(self, node: Node) -> None:
         with self._lock:
-            self._nodes[node.uid] = node
-        self.store.set(node, self.engine.price(node))
+            shown = self._nodes.get(node.name)
+            displaced = shown if shown is not None and shown.uid != node.uid else None
+            if displaced is not None:
+                self._set_shadowed(displaced)
+            elif (aside := self._shadowed.get(node.name)) is not None and aside.uid == node.uid:
+                del self._shadowed[node.name]
+            self._nodes[node.name] = node
+            self._names[node.uid] = node.name
+        if displaced is not None:
+            self._name_conflict(node, displaced)
+            self.store.delete(displaced.uid)
+        self._render(node)
 
     def delete(self, uid: str) -> None:
         with self._lock:
-            self._nodes.pop(uid, None)
+            name = self._names.pop(uid, None)
+            shown = self._nodes.get(name) if name is not None else None
+            promoted = None
+            if name is not None and shown is not None and shown.uid == uid:
+                del self._nodes[name]
+                promoted = self._shadowed.pop(name, None)
+                if promoted is not None:
+                    self._nodes[name] = promoted
+            elif name is not None and (aside := self._shadowed.get(name)) is not None and aside.uid == uid:
+                del self._shadowed[name]
         self.store.delete(uid)
+        if promoted is not None:
+            self._render(promoted)
+
+    def _set_shadowed(self, node: Node) -> None:
+        """Under the lock: keep `node` aside (only the latest loser per name: older ones are forgotten)."""
+        older = self._shadowed.get(node.name)
+        if older is not None and older.uid != node.uid:
+            self._names.pop(older.uid, None)
+        self._shadowed[node.name] = node
+
+    def _name_conflict(self, winner: Node, loser: Node) -> None:
+        self.health.invalid(
+            "node_name_conflict",
+            winner.name,
+            f"two Node objects are named {winner.name!r} (uids {loser.uid} and {winner.uid}): "
+            f"serving the last one written ({winner.uid})",
+        )
+
+    def _render(self, node: Node) -> None:
+        """Price and render one node; a failure skips only this node (counted), never the rest of a list."""
+        try:
+            price = self.engine.price(node)
+            self.store.set(node, price, "" if price is not None else self.engine.unpriced_reason(node))
+        except Exception as err:
+            self.health.invalid("node", node.name, f"pricing or rendering failed: {err!r}")
 
     # Lifecycle ---------------------------------------------------------------------------------------
     def ready(self) -> bool:
@@ -183,7 +240,7 @@ class App:
 
     def reprice_all(self) -> None:
         for node in self.nodes():
-            self.store.set(node, self.engine.price(node))
+            self._render(node)
 
     def start(self, stop: threading.Event) -> None:
         threads = (

@@ -80,7 +80,7 @@ def test_watch_events_flow_through_pricing_to_metrics(tmp_path: Path, api: FakeK
         api.add_node(make_node("ip-10-0-1-12.ec2.internal", instance_type="m5.nonexistent", images=3))
         wait_for(
             lambda: (
-                'nodecost_node_unpriced{node="ip-10-0-1-12.ec2.internal"} 1.0' in get(url + "/metrics")[1]
+                'nodecost_node_unpriced{node="ip-10-0-1-12.ec2.internal",reason="unknown_instance_type"} 1.0' in get(url + "/metrics")[1]
             ),
             "unpriced",
         )

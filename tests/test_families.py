@@ -73,3 +73,9 @@ def test_a_new_family_is_one_entry_and_its_values_are_escaped() -> None:
         b'nodecost_test_zone{node="we\\"ird\\\\node",zone="a\\nb"} 2.5\n'
     )
     assert zone.header(openmetrics=True) == b"# HELP nodecost_test_zone Test.\n# TYPE nodecost_test_zone gauge\n"
+
+
+def test_a_lone_surrogate_in_any_label_value_is_replaced_so_the_line_is_utf8() -> None:
+    price = NodePrice(Decimal("0.1"), "USD", "custom\udc80", Basis.CUSTOM, None, None, None)
+    line = FAMILIES["nodecost_node_hourly_cost"].render(node(), price)
+    assert 'source="custom\ufffd"'.encode() in line

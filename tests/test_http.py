@@ -92,7 +92,7 @@ def test_demo_prices_nodes_of_all_three_clouds_from_the_bundled_table(demo: Runn
     m5 = 'nodecost_node_hourly_cost{node="ip-10-0-12-87.ec2.internal",source="offline",price_basis="on_demand",currency="USD"}'
     assert m5 in text
     # the on-prem node has no providerID and no table prices it: unpriced, not zero
-    assert 'nodecost_node_unpriced{node="rack3-worker-07"} 1.0' in text
+    assert 'nodecost_node_unpriced{node="rack3-worker-07",reason="no_provider_id"} 1.0' in text
     assert 'nodecost_node_hourly_cost{node="rack3-worker-07"' not in text
     assert 'nodecost_nodes{source="unpriced"} 1.0' in text
     assert 'nodecost_integration_up{integration="nodes_file"} 1.0' in text

@@ -380,3 +380,41 @@ def test_stop_interrupts_a_quiet_watch_promptly(tmp_path: Path, api: FakeKubeAPI
     thread.join(timeout=5)
     assert not thread.is_alive()
     assert time.monotonic() - started < 1.0
+
+
+@dataclass
+class _FailingSink(RecordingSink):
+    """A sink with a bug in its first `failures` lists: what the watcher must survive."""
+
+    failures: int = 3
+    attempts: int = 0
+
+    def replace_all(self, nodes: Any) -> None:
+        self.attempts += 1
+        if self.attempts <= self.failures:
+            raise RuntimeError("a bug downstream")
+        super().replace_all(nodes)
+
+
+def test_an_unexpected_error_relists_and_is_logged_once_per_cause(
+    tmp_path: Path, api: FakeKubeAPI, caplog: pytest.LogCaptureFixture
+) -> None:
+    api.load([small("node-a")])
+    h = harness(tmp_path, api.url)
+    sink = _FailingSink()
+    h.watcher = KubeNodeWatcher(
+        sink,
+        h.status,
+        h.health,
+        spot_labels=DEFAULT_SPOT_LABELS,
+        kubeconfig=str(h.kubeconfig),
+        backoff_initial=0.01,
+        backoff_max=0.05,
+    )
+    with running(h):
+        assert h.watcher.synced.wait(5)
+    assert sink.names() == {"node-a"} and sink.attempts == 4
+    assert h.status.errors[Reason.BAD_RESPONSE] == 3
+    assert [r.getMessage() for r in caplog.records if "unexpectedly" in r.getMessage()] == [
+        "node watch failed unexpectedly; relisting"
+    ]

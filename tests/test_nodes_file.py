@@ -6,6 +6,7 @@ import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -178,3 +179,31 @@ def test_real_kubectl_output(path: Path) -> None:
         assert h.watcher.synced.wait(5)
     assert h.sink.names() == {f"aks-nodepool1-19574989-{i}" for i in range(4)}
     assert {n.instance_type for n in h.sink.nodes.values()} == {"Standard_DS1_v2"}
+
+
+@dataclass
+class _FailingOnceSink(RecordingSink):
+    """A sink with a bug on its first call: what the watcher must survive."""
+
+    attempts: int = 0
+
+    def replace_all(self, nodes: Any) -> None:
+        self.attempts += 1
+        if self.attempts == 1:
+            raise RuntimeError("a bug downstream")
+        super().replace_all(nodes)
+
+
+def test_an_unexpected_error_is_counted_and_the_watcher_keeps_polling(path: Path) -> None:
+    write(path, node_list(make_node("node-a")))
+    h, sink = Harness(path), _FailingOnceSink()
+    h.watcher = NodesFileWatcher(
+        str(path), sink, h.status, h.health, spot_labels=DEFAULT_SPOT_LABELS, poll_interval=0.01
+    )
+    with h.running():
+        wait_for(lambda: sink.attempts == 1, "the failing read")
+        wait_for(lambda: h.status.errors[Reason.BAD_RESPONSE] == 1, "the failure counted")
+        write(path, node_list(make_node("node-a"), make_node("node-b")))
+        assert h.watcher.synced.wait(5)
+    assert sink.names() == {"node-a", "node-b"}
+    assert h.status.up

@@ -498,3 +498,14 @@ def test_creation_time_is_read_for_billing_completeness() -> None:
     for absent in ({}, {"creationTimestamp": 1700000000}, {"creationTimestamp": "yesterday"}):
         obj = {"metadata": {"name": "n", "uid": "u", **absent}}
         assert parse(obj).created is None, absent  # unknown: billing counts the node alive all day
+
+
+def test_lone_surrogates_become_replacement_characters() -> None:
+    """Legal JSON ("\\udc80"), but not UTF-8: every later stage encodes these strings."""
+    obj = json.loads(
+        '{"metadata": {"name": "n\\udc80", "uid": "u", "labels": {"node.kubernetes.io/instance-type": '
+        '"m5\\ud800", "k\\udfff": "v"}}, "spec": {"providerID": "aws:///us-east-1a/i-1\\udc80"}}'
+    )
+    node = parse_node(obj, DEFAULT_SPOT_LABELS)
+    assert (node.name, node.instance_type, node.provider_id) == ("n\ufffd", "m5\ufffd", "aws:///us-east-1a/i-1\ufffd")
+    assert node.labels["k\ufffd"] == "v"

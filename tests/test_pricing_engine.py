@@ -6,10 +6,11 @@ import pytest
 
 from exporter.config import DiscountConfig, PricingConfig
 from exporter.health import Health
-from exporter.inventory.node import CapacityType, Node
+from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.pricing.engine import PricingEngine
 from exporter.pricing.quote import Basis, Quote
 from exporter.pricing.source import PriceSource
+from exporter.pricing.sources.offline import OfflinePrices
 from tests.conftest import node
 
 
@@ -230,3 +231,76 @@ def test_lookups_add_the_on_demand_twin_of_each_spot_node() -> None:
     looked_up = PricingEngine.lookups([spot, regular])
     assert looked_up[:2] == [spot, regular]
     assert [(n.name, n.capacity_type) for n in looked_up[2:]] == [("s", CapacityType.ON_DEMAND)]
+
+
+@pytest.mark.parametrize("amount", ["Infinity", "NaN", "10000.01"])
+def test_a_price_not_finite_or_beyond_the_bound_is_not_exported_but_counted(amount: str) -> None:
+    n = node()
+    broken = TableSource("aws_pricing", "shelf", {n.name: usd(amount)})
+    offline = TableSource("offline", "offline", {n.name: usd("0.192")})
+    eng, health = engine(broken, offline)
+    price = eng.price(n)
+    assert price is not None
+    assert (price.source, price.hourly, price.list_hourly) == ("offline", Decimal("0.192"), Decimal("0.192"))
+    assert health.invalid_counts() == {"price": 1}
+    eng_alone, health_alone = engine(broken)
+    assert eng_alone.price(n) is None and health_alone.invalid_counts() == {"price": 1}
+
+
+def test_a_per_unit_price_beyond_the_bound_is_not_exported() -> None:
+    """A tiny capacity (1n cores, 1 byte) makes a sane hourly price an absurd price per core."""
+    n = node(cpu_cores=1e-9, memory_bytes=1)
+    eng, health = engine(TableSource("offline", "offline", {n.name: usd("0.192")}))
+    assert eng.price(n) is None
+    assert health.invalid_counts() == {"price": 1}
+
+
+def test_the_bound_itself_is_exported() -> None:
+    n = node()
+    eng, health = engine(TableSource("custom", "custom", {n.name: usd("10000", Basis.CUSTOM)}))
+    price = eng.price(n)
+    assert price is not None and price.hourly == Decimal("10000") and not health.invalid_counts()
+
+
+class Waiting(TableSource):
+    """A cloud price list that has met a node it never fetched a price for."""
+
+    def pending(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"provider_id": "", "ref": ProviderRef("")}, "no_provider_id"),
+        ({"provider_id": "digitalocean://123", "ref": ProviderRef("digitalocean")}, "unknown_provider"),
+        ({"instance_type": "m5.nonexistent"}, "unknown_instance_type"),
+        ({"region": "mars-north-1", "zone": "mars-north-1a"}, "region_not_covered"),
+        ({"region": "", "zone": ""}, "region_not_covered"),
+    ],
+)
+def test_an_unpriced_node_says_why(overrides: dict[str, object], reason: str) -> None:
+    eng, _ = engine(OfflinePrices.load())
+    n = node(**overrides)
+    assert eng.price(n) is None
+    assert eng.unpriced_reason(n) == reason
+
+
+def test_an_unpriced_node_waits_for_a_price_list_that_has_not_answered() -> None:
+    n = node(instance_type="m5.brandnew")
+    eng, _ = engine(Waiting("aws_pricing", "shelf", refresh_interval_seconds=3600.0), OfflinePrices.load())
+    assert eng.unpriced_reason(n) == "no_price_yet"
+
+
+def test_each_unpriced_node_and_reason_is_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    eng, _ = engine(OfflinePrices.load())
+    lost, other = node(instance_type="m5.nonexistent"), node("other", instance_type="m5.nonexistent")
+    for _ in range(3):
+        eng.unpriced_reason(lost)
+        eng.unpriced_reason(other)
+    lines = [r.getMessage() for r in caplog.records if "unpriced" in r.getMessage()]
+    assert lines == [
+        "node ip-10-0-12-87.ec2.internal is unpriced (unknown_instance_type): no price list has instance type "
+        "'m5.nonexistent'",
+        "node other is unpriced (unknown_instance_type): no price list has instance type 'm5.nonexistent'",
+    ]

@@ -71,7 +71,7 @@ nodecost_node_memory_gibibyte_hourly_cost{node="gke-ml-gpu-pool-1c2d3e4f-abcd",s
 nodecost_node_gpu_hourly_cost{node="gke-ml-gpu-pool-1c2d3e4f-abcd",source="gcp_catalog",currency="USD"} 0.0745
 # HELP nodecost_node_unpriced 1 for a node no price source could price (no cost series for it).
 # TYPE nodecost_node_unpriced gauge
-nodecost_node_unpriced{node="rack3-worker-07"} 1.0
+nodecost_node_unpriced{node="rack3-worker-07",reason="no_provider_id"} 1.0
 # HELP nodecost_node_billed_daily_cost Billed cost of the node on each complete UTC day its billed rate averages: final, reconciled figures.
 # TYPE nodecost_node_billed_daily_cost gauge
 # HELP nodecost_node_network_hourly_cost Network (data transfer) cost the bill attributes to the node, per billed hour.
@@ -85,7 +85,7 @@ def filled() -> NodeMetricsStore:
     store = NodeMetricsStore()
     store.set(PRICED, PRICE)
     store.set(GPU, GPU_PRICE)
-    store.set(ONPREM, None)
+    store.set(ONPREM, None, "no_provider_id")
     return store
 
 

@@ -7,6 +7,7 @@ is absent on some mounts (ConfigMap volumes swap a symlink). A file that goes ba
 from __future__ import annotations
 
 import json
+import logging
 import os
 import threading
 from collections.abc import Sequence
@@ -17,8 +18,10 @@ import yaml
 from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.health import Health, IntegrationStatus, Reason
 from exporter.inventory.node import Node
-from exporter.inventory.parse import InvalidNode, SpotLabel, describe_node, parse_node
+from exporter.inventory.parse import SpotLabel, describe_node, parse_node
 from exporter.inventory.sink import InventorySink
+
+log = logging.getLogger(__name__)
 
 _UNREAD = object()
 
@@ -54,11 +57,18 @@ class NodesFileWatcher:
         self._poll_interval = poll_interval
         self._clock = clock
         self._last: object = _UNREAD
+        self._last_error = ""  # the unexpected error last logged: each cause is logged once in a row
 
     def run(self, stop: threading.Event) -> None:
         """Poll every `poll_interval` seconds until `stop` is set. Never raises."""
         while not stop.is_set():
-            self.poll()
+            try:
+                self.poll()
+            except Exception as e:  # a bug must not end inventory: keep the last good set, read the next file
+                if repr(e) != self._last_error:
+                    log.exception("reading nodes file %s failed unexpectedly", self._path)
+                self._last_error = repr(e)
+                self._status.failed(Reason.BAD_RESPONSE, f"nodes file {self._path}: unexpected error: {e!r}")
             stop.wait(self._poll_interval)
 
     def poll(self) -> None:
@@ -87,7 +97,7 @@ class NodesFileWatcher:
         for item in items:
             try:
                 node = parse_node(item, self._spot_labels)
-            except InvalidNode as e:
+            except Exception as e:  # InvalidNode, or a bug: either way only this node is skipped
                 self._health.invalid("node", describe_node(item), f"{self._path}: {e}")
                 continue
             nodes[node.uid] = node

@@ -2,7 +2,9 @@
 
 Pure and total over any decoded JSON: only a missing name/uid (which makes a node impossible to key) raises
 `InvalidNode`; every other odd field degrades to an empty string or zero, so one strange node never hides the
-rest of a cluster. The raw object is not kept: at 10+ KB a node it would dominate memory.
+rest of a cluster. Lone UTF-16 surrogates (legal in JSON text as "\\udc80", not encodable as UTF-8) become
+U+FFFD in every string kept, so no later stage has to encode text that cannot be. The raw object is not kept:
+at 10+ KB a node it would dominate memory.
 """
 
 from __future__ import annotations
@@ -66,6 +68,7 @@ _GPU_MODEL_LABELS = (
 _AWS_ZONE_REGION = re.compile(r"([a-z]{2}(?:-[a-z]+)+-[0-9]+)[a-z0-9-]*")
 # europe-north1-c → europe-north1; eastus-1 → eastus (Azure availability zone)
 _LAST_DASH_SEGMENT = re.compile(r"(.+)-[a-z0-9]+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _INTERN_MAX = 256  # longer label values are unusual and unlikely to repeat
 _ZERO = Decimal(0)
 _INT64 = Decimal(2**63)
@@ -81,19 +84,21 @@ def parse_node(obj: Any, spot_labels: Sequence[SpotLabel]) -> Node:
         raise InvalidNode("metadata.name is missing or not a string")
     if not isinstance(uid, str) or not uid:
         raise InvalidNode("metadata.uid is missing or not a string")
+    name, uid = utf8_safe(name), utf8_safe(uid)
 
     raw_labels = _dict(metadata.get("labels"))
     # Interned: a cluster repeats the same keys and most values on every node (2.7 → 1.5 KB a node).
     labels = {
-        intern(k): intern(v) if len(v) <= _INTERN_MAX else v
+        intern(utf8_safe(k)): intern(value) if len(value) <= _INTERN_MAX else value
         for k, v in raw_labels.items()
         if isinstance(k, str) and isinstance(v, str)
+        for value in (utf8_safe(v),)
     }
     spec, status = _dict(obj.get("spec")), _dict(obj.get("status"))
     node_info, capacity = _dict(status.get("nodeInfo")), _dict(status.get("capacity"))
 
     provider_id = spec.get("providerID")
-    provider_id = provider_id if isinstance(provider_id, str) else ""
+    provider_id = utf8_safe(provider_id) if isinstance(provider_id, str) else ""
     ref = parse_provider_id(provider_id)
 
     zone = _first(labels, "topology.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/zone")
@@ -125,11 +130,18 @@ def parse_node(obj: Any, spot_labels: Sequence[SpotLabel]) -> Node:
     )
 
 
+def utf8_safe(text: str) -> str:
+    """`text` with each lone surrogate replaced by U+FFFD; ASCII (nearly every value) is returned as is."""
+    if text.isascii():
+        return text
+    return _SURROGATE.sub("\ufffd", text)
+
+
 def describe_node(obj: object) -> str:
     """A key for reporting a node we could not parse: its name when it has one, else its start."""
     meta = obj.get("metadata") if isinstance(obj, dict) else None
     name = meta.get("name") if isinstance(meta, dict) else None
-    return name if isinstance(name, str) and name else repr(obj)[:200]
+    return utf8_safe(name) if isinstance(name, str) and name else repr(obj)[:200]
 
 
 def _region_from_zone(ref: ProviderRef, zone: str) -> str:
@@ -166,4 +178,4 @@ def _dict(value: object) -> dict[str, Any]:
 
 
 def _str(value: object) -> str:
-    return value if isinstance(value, str) else ""
+    return utf8_safe(value) if isinstance(value, str) else ""

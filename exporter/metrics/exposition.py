@@ -7,6 +7,7 @@ import math
 
 from prometheus_client.registry import CollectorRegistry
 
+from exporter.inventory.parse import utf8_safe
 from exporter.metrics.store import NodeMetricsStore
 
 TEXT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -82,7 +83,8 @@ def _header(name: str, kind: str, documentation: str, openmetrics: bool) -> str:
 
 
 def _escape(value: str) -> str:
-    return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
+    """A label value as the text formats require; a lone surrogate becomes U+FFFD, as the body is UTF-8."""
+    return utf8_safe(value).replace("\\", r"\\").replace("\n", r"\n").replace('"', r"\"")
 
 
 def _special(value: float) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from exporter.config import tag_label
 from exporter.inventory.node import Node
+from exporter.inventory.parse import utf8_safe
 from exporter.pricing.quote import NodePrice
 
 # Longer label values (label garbage) are cut, so a scrape-side limit never rejects the whole target.
@@ -21,13 +22,16 @@ MAX_LABEL_VALUE = 512
 
 Sample = tuple[tuple[str, ...], float]
 """One series of a family for one node: its label values (in the family's label order) and its value."""
-ValueFunction = Callable[[Node, NodePrice | None], Sequence[Sample]]
+ValueFunction = Callable[..., Sequence[Sample]]
+"""(node, price) → samples; with `Family.with_reason`, (node, price, why it is unpriced: "" if priced)."""
 
 
 def escape(value: str) -> str:
-    """A label value as the text formats require, cut to MAX_LABEL_VALUE characters first."""
+    """A label value as the text formats require, cut to MAX_LABEL_VALUE characters first; a lone surrogate
+    (from a price list or bill, say) becomes U+FFFD, as the body must be UTF-8."""
     if len(value) > MAX_LABEL_VALUE:
         value = value[:MAX_LABEL_VALUE]
+    value = utf8_safe(value)
     if "\\" in value or "\n" in value or '"' in value:
         return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
     return value
@@ -41,7 +45,8 @@ class Family:
     type: str
     help: str
     labels: tuple[str, ...]
-    samples: ValueFunction  # pure: (node, price) → this family's samples, () when it has none
+    samples: ValueFunction  # pure: → this family's samples, () when it has none
+    with_reason: bool = False  # samples also takes why the node is unpriced
     # 'name{label="%s",…} %r\n', built once: a line is then one %-format of the escaped values.
     _line: str = field(init=False, repr=False, compare=False)
 
@@ -49,9 +54,9 @@ class Family:
         labels = ",".join(f'{label}="%s"' for label in self.labels)
         object.__setattr__(self, "_line", f"{self.name}{{{labels}}} %r\n")
 
-    def render(self, node: Node, price: NodePrice | None) -> bytes:
+    def render(self, node: Node, price: NodePrice | None, why: str = "") -> bytes:
         """This family's lines for one node; b"" when the node has no sample in it."""
-        samples = self.samples(node, price)
+        samples = self.samples(node, price, why) if self.with_reason else self.samples(node, price)
         if not samples:
             return b""
         line = self._line
@@ -114,8 +119,8 @@ def _gpu(node: Node, price: NodePrice | None) -> Sequence[Sample]:
     return (((node.name, price.source, price.currency), float(price.gpu_hourly)),)
 
 
-def _unpriced(node: Node, price: NodePrice | None) -> Sequence[Sample]:
-    return (((node.name,), 1.0),) if price is None else ()
+def _unpriced(node: Node, price: NodePrice | None, why: str = "") -> Sequence[Sample]:
+    return (((node.name, why), 1.0),) if price is None else ()
 
 
 def _billed_daily(node: Node, price: NodePrice | None) -> Sequence[Sample]:
@@ -201,8 +206,9 @@ NODE_FAMILIES: tuple[Family, ...] = (
         "nodecost_node_unpriced",
         "gauge",
         "1 for a node no price source could price (no cost series for it).",
-        ("node",),
+        ("node", "reason"),
         _unpriced,
+        with_reason=True,
     ),
     Family(
         "nodecost_node_billed_daily_cost",

@@ -37,12 +37,13 @@ class NodeMetricsStore:
         self._plain.clear()
         self._gzip.clear()
 
-    def render(self, node: Node, price: NodePrice | None) -> tuple[bytes, ...]:
+    def render(self, node: Node, price: NodePrice | None, why: str = "") -> tuple[bytes, ...]:
         """The node's lines: one entry per family in `families`, b"" where it has no sample in one."""
-        return tuple([family.render(node, price) for family in self.families])
+        return tuple([family.render(node, price, why) for family in self.families])
 
-    def set(self, node: Node, price: NodePrice | None) -> None:
-        lines = self.render(node, price)
+    def set(self, node: Node, price: NodePrice | None, why: str = "") -> None:
+        """`why`: the reason an unpriced node (`price` None) is unpriced, its `reason` label."""
+        lines = self.render(node, price, why)
         with self._lock:
             if self._lines.get(node.uid) == lines:
                 return
