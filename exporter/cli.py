@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import select
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
+from contextlib import suppress
 from typing import Any
 
 from exporter import __version__
 from exporter.config import Config, ConfigError, load_config
 
 log = logging.getLogger("exporter")
+
+# How long a shutdown waits for the worker threads to end before closing the cache anyway (a second
+# signal stops the wait at once); well under the 5 s a clean exit must take, and Kubernetes' 30 s grace.
+SHUTDOWN_GRACE_SECONDS = 3.0
 
 # flag → dotted config key; flags win over environment, which wins over the file.
 FLAGS: dict[str, tuple[str, str]] = {
@@ -86,18 +94,61 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         log.error("invalid configuration: %s", err)
         return 2
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    signals = _Signals()
     host, _, port = config.web.listen_address.rpartition(":")
     try:
         server = serve(app, host.strip("[]"), int(port))
     except OSError as err:
         log.error("cannot listen on %s: %s", config.web.listen_address, err)
         return 1
+    stop = threading.Event()
     app.start(stop)
     log.info("node-cost-exporter %s started%s", __version__, " in demo mode" if config.demo else "")
-    stop.wait()
+    signals.wait(1)
     log.info("shutting down")
+    stop.set()
     server.shutdown()
+    deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
+    while app.running() and signals.received < 2 and (left := deadline - time.monotonic()) > 0:
+        signals.wait(2, min(left, 0.1))
+    app.close()
+    signals.ignore()
     return 0
+
+
+class _Signals:
+    """SIGTERM and SIGINT, counted for the main thread to act on.
+
+    The handler runs on the main thread between any two bytecodes, possibly while that thread holds a lock
+    (an Event's, a logging handler's): so it only counts, and takes no lock. The main thread waits on the
+    wakeup pipe the interpreter writes each signal to, not on an Event the handler would have to set.
+    """
+
+    def __init__(self) -> None:
+        self.received = 0
+        self._read, write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(write, False)
+        signal.set_wakeup_fd(write)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.received += 1
+
+    def wait(self, count: int, timeout: float | None = None) -> None:
+        """Until `count` signals have been received in all, or `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.received < count:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return
+            select.select([self._read], [], [], left)
+            with suppress(BlockingIOError):
+                os.read(self._read, 512)
+
+    def ignore(self) -> None:
+        """From here on, ignore both: the interpreter restores the default handlers while it exits, and a
+        late signal would then kill a process that already shut down cleanly."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
