@@ -29,6 +29,11 @@ FLAGS: dict[str, tuple[str, str]] = {
     "--web.telemetry-path": ("web.telemetry_path", "Path under which to expose metrics (default /metrics)."),
     "--log.level": ("log.level", "debug, info, warn or error (default info)."),
     "--log.format": ("log.format", "logfmt or json (default logfmt)."),
+    "--log.level-sdk": (
+        "log.level_sdk",
+        "Level of the cloud SDKs' and HTTP libraries' own lines (default warn): their debug lines carry "
+        "signed requests; credentials are masked anyway.",
+    ),
     "--kubeconfig": ("kubernetes.kubeconfig", "Kubeconfig file (default: in-cluster, then KUBECONFIG)."),
     "--nodes-file": (
         "kubernetes.nodes_file",
@@ -85,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from exporter.logs import setup_logging
 
-    setup_logging(config.log.level, config.log.format)
+    setup_logging(config.log.level, config.log.format, config.log.level_sdk)
     from exporter.app import App
     from exporter.http import serve
 

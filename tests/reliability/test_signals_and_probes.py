@@ -4,7 +4,6 @@ cleanly: the real exporter against the Kubernetes and AWS price list fakes, with
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import sqlite3
@@ -14,55 +13,24 @@ from pathlib import Path
 
 import pytest
 
-from fakes.aws_api import PricingApi, ec2_product
-from fakes.kube_api import FakeKubeAPI, make_node, write_kubeconfig
+from fakes.aws_api import PricingApi
+from fakes.kube_api import FakeKubeAPI
 from fakes.server import Fault
-from tests.reliability.running import Exporter, probe, start
+from tests.reliability.running import fake_cluster, fake_prices, probe, run, write_config
 
 pytestmark = pytest.mark.slow  # starts the exporter as a process
-
-AWS_ENV = {
-    "AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE",
-    "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
-    "AWS_EC2_METADATA_DISABLED": "true",
-}
 
 
 @pytest.fixture
 def kube() -> Iterator[FakeKubeAPI]:
-    with FakeKubeAPI(token="test-token") as api:
-        api.load([make_node(f"ip-10-0-0-{i}.ec2.internal") for i in range(20)])
+    with fake_cluster() as api:
         yield api
 
 
 @pytest.fixture
 def prices() -> Iterator[PricingApi]:
-    with PricingApi() as fake:
-        fake.add(ec2_product("us-east-1", "m5.xlarge", "0.1920000000"))
+    with fake_prices() as fake:
         yield fake
-
-
-def config(tmp_path: Path, kube: FakeKubeAPI, prices: PricingApi) -> Path:
-    """A config file: the fake cluster, the fake price list, a cache file under `tmp_path`."""
-    path = tmp_path / "config.yaml"
-    settings = {
-        "kubernetes": {"kubeconfig": str(write_kubeconfig(tmp_path / "kubeconfig", kube.url, "test-token"))},
-        "cache": {"path": str(tmp_path / "cache.sqlite")},
-        "aws": {"pricing": {"enabled": True, "endpoint_url": prices.url, "timeout_seconds": 5}},
-    }
-    path.write_text(json.dumps(settings))  # JSON is YAML
-    return path
-
-
-def run(tmp_path: Path, config_file: Path, name: str) -> Exporter:
-    env = {
-        **AWS_ENV,
-        "AWS_CONFIG_FILE": str(tmp_path / "none"),
-        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
-    }
-    exporter = start([f"--config.file={config_file}"], tmp_path / f"{name}.log", env)
-    exporter.wait_listening()
-    return exporter
 
 
 def integrity(path: Path) -> str:
@@ -73,7 +41,7 @@ def integrity(path: Path) -> str:
 def test_probes_answer_within_a_second_while_the_api_server_hangs_on_a_stale_cache(
     tmp_path: Path, kube: FakeKubeAPI, prices: PricingApi
 ) -> None:
-    config_file = config(tmp_path, kube, prices)
+    config_file = write_config(tmp_path, kube, prices)
     first = run(tmp_path, config_file, "first")  # a previous run leaves its cache behind
     first.wait_ready()
     first.signal(signal.SIGTERM)
@@ -107,7 +75,7 @@ def test_probes_answer_within_a_second_while_the_api_server_hangs_on_a_stale_cac
 def test_repeated_signals_end_the_process_within_5s_with_the_cache_intact(
     tmp_path: Path, kube: FakeKubeAPI, prices: PricingApi, signals: tuple[signal.Signals, signal.Signals]
 ) -> None:
-    config_file = config(tmp_path, kube, prices)
+    config_file = write_config(tmp_path, kube, prices)
     for attempt in range(10):
         exporter = run(tmp_path, config_file, f"run{attempt}")
         exporter.wait_ready()
@@ -127,7 +95,7 @@ def test_a_burst_of_signals_still_ends_the_process_with_0_within_5s(
 ) -> None:
     """Signals keep coming all through the shutdown, up to its very end: a handler that takes a lock the
     main thread holds at that moment deadlocks, and one left to the default at exit kills the process."""
-    config_file = config(tmp_path, kube, prices)
+    config_file = write_config(tmp_path, kube, prices)
     for attempt in range(10):
         exporter = run(tmp_path, config_file, f"run{attempt}")
         exporter.wait_ready()
