@@ -134,7 +134,7 @@ class _Signals:
         self._read, write = os.pipe()
         os.set_blocking(self._read, False)
         os.set_blocking(write, False)
-        signal.set_wakeup_fd(write)
+        signal.set_wakeup_fd(write, warn_on_full_buffer=False)  # full: already readable, wakes the wait
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._handle)
 
