@@ -117,8 +117,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     while app.running() and signals.received < 2 and (left := deadline - time.monotonic()) > 0:
         signals.wait(2, min(left, 0.1))
     app.close()
-    signals.ignore()
-    return 0
+    # Exit here, not through the interpreter's shutdown: it joins the price fetch pools' workers, which may
+    # sit in a cloud call until its deadline, and restores the default signal handlers, so that a late
+    # signal would kill a process that already shut down cleanly. The cache is closed and every log line
+    # written: nothing is left to flush.
+    logging.shutdown()
+    os._exit(0)
 
 
 class _Signals:
@@ -151,9 +155,3 @@ class _Signals:
             select.select([self._read], [], [], left)
             with suppress(BlockingIOError):
                 os.read(self._read, 512)
-
-    def ignore(self) -> None:
-        """From here on, ignore both: the interpreter restores the default handlers while it exits, and a
-        late signal would then kill a process that already shut down cleanly."""
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, signal.SIG_IGN)

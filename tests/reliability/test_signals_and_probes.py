@@ -114,3 +114,23 @@ def test_a_burst_of_signals_still_ends_the_process_with_0_within_5s(
         assert exporter.proc.returncode == 0, (attempt, exporter.proc.returncode, sent_count, stderr[-2000:])
         assert took < 5.0, (attempt, took, sent_count)
         assert integrity(tmp_path / "cache.sqlite") == "ok"
+
+
+def test_shutdown_does_not_wait_for_a_price_list_call_in_flight(
+    tmp_path: Path, kube: FakeKubeAPI, prices: PricingApi
+) -> None:
+    """A price list that never answers holds a fetch worker in its call until the call's deadline (5 s
+    here, then retries): the exit must not join it."""
+    prices.hold_seconds = 300.0
+    prices.inject(Fault.TIMEOUT, times=None)
+    exporter = run(tmp_path, write_config(tmp_path, kube, prices), "run")
+    deadline = time.monotonic() + 20
+    while not prices.requests:
+        assert time.monotonic() < deadline, "no price list call"
+        time.sleep(0.05)
+    sent = time.monotonic()
+    exporter.signal(signal.SIGTERM)
+    stderr = exporter.finish(timeout=30)
+    assert exporter.proc.returncode == 0, stderr[-2000:]
+    assert time.monotonic() - sent < 5.0
+    assert integrity(tmp_path / "cache.sqlite") == "ok"
