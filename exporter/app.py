@@ -255,6 +255,16 @@ class App:
     def alive(self) -> bool:
         return all(thread.is_alive() for thread in self._threads)
 
+    def running(self) -> bool:
+        """Whether a worker thread has yet to end (after `stop` was set: whether shutdown still waits)."""
+        return any(thread.is_alive() for thread in self._threads)
+
+    def close(self) -> None:
+        """Close the cache once the write in flight (if any) committed: the file is whole, its WAL folded
+        in. A refresh still running finds it closed and fails that write only."""
+        if self.cache is not None:
+            self.cache.close()
+
 
 def _warn_discount_on_a_net_bill(config: Config) -> None:
     """A net CUR basis already carries an EDP or private rate: the global discount belongs at 0 then."""

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import select
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
+from contextlib import suppress
 from typing import Any
 
 from exporter import __version__
@@ -15,12 +19,21 @@ from exporter.config import Config, ConfigError, load_config
 
 log = logging.getLogger("exporter")
 
+# How long a shutdown waits for the worker threads to end before closing the cache anyway (a second
+# signal stops the wait at once); well under the 5 s a clean exit must take, and Kubernetes' 30 s grace.
+SHUTDOWN_GRACE_SECONDS = 3.0
+
 # flag → dotted config key; flags win over environment, which wins over the file.
 FLAGS: dict[str, tuple[str, str]] = {
     "--web.listen-address": ("web.listen_address", "Address to listen on, [host]:port (default :9798)."),
     "--web.telemetry-path": ("web.telemetry_path", "Path under which to expose metrics (default /metrics)."),
     "--log.level": ("log.level", "debug, info, warn or error (default info)."),
     "--log.format": ("log.format", "logfmt or json (default logfmt)."),
+    "--log.level-sdk": (
+        "log.level_sdk",
+        "Level of the cloud SDKs' and HTTP libraries' own lines (default warn): their debug lines carry "
+        "signed requests; credentials are masked anyway.",
+    ),
     "--kubeconfig": ("kubernetes.kubeconfig", "Kubeconfig file (default: in-cluster, then KUBECONFIG)."),
     "--nodes-file": (
         "kubernetes.nodes_file",
@@ -77,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from exporter.logs import setup_logging
 
-    setup_logging(config.log.level, config.log.format)
+    setup_logging(config.log.level, config.log.format, config.log.level_sdk)
     from exporter.app import App
     from exporter.http import serve
 
@@ -86,18 +99,59 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         log.error("invalid configuration: %s", err)
         return 2
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    signals = _Signals()
     host, _, port = config.web.listen_address.rpartition(":")
     try:
         server = serve(app, host.strip("[]"), int(port))
     except OSError as err:
         log.error("cannot listen on %s: %s", config.web.listen_address, err)
         return 1
+    stop = threading.Event()
     app.start(stop)
     log.info("node-cost-exporter %s started%s", __version__, " in demo mode" if config.demo else "")
-    stop.wait()
+    signals.wait(1)
     log.info("shutting down")
+    stop.set()
     server.shutdown()
-    return 0
+    deadline = time.monotonic() + SHUTDOWN_GRACE_SECONDS
+    while app.running() and signals.received < 2 and (left := deadline - time.monotonic()) > 0:
+        signals.wait(2, min(left, 0.1))
+    app.close()
+    # Exit here, not through the interpreter's shutdown: it joins the price fetch pools' workers, which may
+    # sit in a cloud call until its deadline, and restores the default signal handlers, so that a late
+    # signal would kill a process that already shut down cleanly. The cache is closed and every log line
+    # written: nothing is left to flush.
+    logging.shutdown()
+    os._exit(0)
+
+
+class _Signals:
+    """SIGTERM and SIGINT, counted for the main thread to act on.
+
+    The handler runs on the main thread between any two bytecodes, possibly while that thread holds a lock
+    (an Event's, a logging handler's): so it only counts, and takes no lock. The main thread waits on the
+    wakeup pipe the interpreter writes each signal to, not on an Event the handler would have to set.
+    """
+
+    def __init__(self) -> None:
+        self.received = 0
+        self._read, write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(write, False)
+        signal.set_wakeup_fd(write, warn_on_full_buffer=False)  # full: already readable, wakes the wait
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self.received += 1
+
+    def wait(self, count: int, timeout: float | None = None) -> None:
+        """Until `count` signals have been received in all, or `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.received < count:
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return
+            select.select([self._read], [], [], left)
+            with suppress(BlockingIOError):
+                os.read(self._read, 512)

@@ -81,6 +81,7 @@ AZ = "enabled: true\n    scope: /subscriptions/0b1f6471-1bf0-4dda-aec3-cb9272f09
          "AmortizedCost"),
         (f"aws:\n  cur:\n    {CUR}\n    tags: [cost-center, cost_center]\n", "tags", "tag_cost_center"),
         ("web: {listen_address: [\n", "config.file", "not valid YAML"),
+        ("log:\n  level_sdk: trace\n", "log.level_sdk", "must be one of debug, info, warn, error"),
     ],
 )
 def test_invalid_config_names_the_key(tmp_path: Path, text: str, key: str, problem: str) -> None:

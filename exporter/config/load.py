@@ -215,8 +215,9 @@ def _validate(config: Config) -> None:
         raise ConfigError("web.listen_address", f"must be [host]:port, got {config.web.listen_address!r}")
     if not config.web.telemetry_path.startswith("/"):
         raise ConfigError("web.telemetry_path", "must start with /")
-    if config.log.level.lower() not in ("debug", "info", "warn", "warning", "error"):
-        raise ConfigError("log.level", f"must be one of debug, info, warn, error; got {config.log.level!r}")
+    for key, level in (("log.level", config.log.level), ("log.level_sdk", config.log.level_sdk)):
+        if level.lower() not in ("debug", "info", "warn", "warning", "error"):
+            raise ConfigError(key, f"must be one of debug, info, warn, error; got {level!r}")
     if config.log.format not in ("logfmt", "json"):
         raise ConfigError("log.format", f"must be logfmt or json; got {config.log.format!r}")
     kube = config.kubernetes

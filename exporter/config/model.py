@@ -33,6 +33,7 @@ class WebConfig:
 class LogConfig:
     level: str = "info"
     format: str = "logfmt"
+    level_sdk: str = "warn"  # the SDKs' and HTTP libraries' own lines, never more verbose than `level`
 
 
 @dataclass(frozen=True)
