@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -16,17 +16,12 @@ from pathlib import Path
 import pytest
 
 from exporter.app import demo_nodes_path
+from tests.reliability.running import free_port, start
 from tests.test_cache import unwritable_dir
 
 pytestmark = pytest.mark.slow  # starts the exporter as a process
 
 SECRET = "s3cr3t-Value-4711"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def exporter(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -42,35 +37,17 @@ def exporter(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
 
 def serve_and_scrape(*args: str, env: dict[str, str] | None = None) -> tuple[bytes, str]:
     """Start the exporter on the demo nodes file, wait for /readyz, scrape /metrics, stop it: (body, stderr)."""
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "exporter",
-            f"--nodes-file={demo_nodes_path()}",
-            f"--web.listen-address=127.0.0.1:{port}",
-            *args,
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.1)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-            body = response.read()
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=20)
-    assert proc.returncode == 0, stderr
+    with tempfile.TemporaryDirectory() as tmp:
+        running = start([f"--nodes-file={demo_nodes_path()}", *args], Path(tmp) / "stderr.log", env)
+        try:
+            running.wait_listening()
+            running.wait_ready()
+            with urllib.request.urlopen(f"{running.url}/metrics", timeout=5) as response:
+                body = response.read()
+        finally:
+            running.signal(signal.SIGTERM)
+            stderr = running.finish()
+    assert running.proc.returncode == 0, stderr
     return body, stderr
 
 
