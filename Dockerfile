@@ -8,8 +8,8 @@
 #
 # EXTRAS is a comma-separated subset of aws,gcp,azure (the [project.optional-dependencies] of
 # pyproject.toml). Enabling a cloud whose extra was left out stops the exporter at start (no module named
-# boto3 / google.auth). Azure Retail Prices need no SDK (plain HTTPS): `azure` only matters for the Cost
-# Management billing integration being added.
+# boto3 / google.auth). Azure Retail Prices need no SDK (plain HTTPS): `azure` is needed only for the Cost
+# Management billing integration (azure.cost_management).
 # For reproducible builds pin the base images by digest too (python:3.11-slim-bookworm@sha256:…).
 
 # ---- builder -------------------------------------------------------------------------------------------
