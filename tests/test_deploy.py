@@ -33,10 +33,12 @@ pytestmark = pytest.mark.slow  # runs kubectl kustomize and schema validation
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
 PERSISTENT_CACHE = DEPLOY / "components" / "persistent-cache"
+PROMETHEUS_OPERATOR = DEPLOY / "components" / "prometheus-operator"
 RULES_FILE = DEPLOY / "alerts" / "node-cost-exporter.rules.yml"
 OVERLAYS = ("aws", "gcp", "azure", "sidecar", "persistent-cache")
 TARGETS = ("base", *OVERLAYS)
 STANDALONE = ("base", "aws", "gcp", "azure", "persistent-cache")  # the exporter in its own Deployment
+WITH_OPERATOR = ("aws", "gcp", "azure")  # include the prometheus-operator component; the rest need no CRD
 K8S_VERSION = "1.30"  # oldest minor the manifests must be valid for; kubernetes-validate bundles 1.25+
 NAME = "node-cost-exporter"
 PORT = 9798
@@ -138,8 +140,7 @@ def test_builds_with_kustomize(built: dict[str, list[dict[str, Any]]], target: s
                 "ConfigMap",
                 "Deployment",
                 "Service",
-                "ServiceMonitor",
-                "PrometheusRule",
+                *(["ServiceMonitor", "PrometheusRule"] if target in WITH_OPERATOR else []),
                 *(["PersistentVolumeClaim"] if target == "persistent-cache" else []),
             ]
         )
@@ -157,6 +158,47 @@ def test_an_overlay_can_move_everything_to_another_namespace(kubectl: str, tmp_p
             assert obj["metadata"]["namespace"] == "cost", obj["kind"]
     subjects = only(objs, "ClusterRoleBinding")["subjects"]
     assert subjects == [{"kind": "ServiceAccount", "name": NAME, "namespace": "cost"}]
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_only_overlays_with_the_operator_component_need_its_crds(
+    built: dict[str, list[dict[str, Any]]], target: str
+) -> None:
+    """`kubectl apply -k deploy/base` must work on a cluster without prometheus-operator's CRDs."""
+    crd_objs = [o for o in built[target] if o["apiVersion"].startswith("monitoring.coreos.com/")]
+    crd_kinds = {o["kind"] for o in crd_objs}
+    if target in WITH_OPERATOR:
+        assert crd_kinds == CRD_KINDS
+        overlay = yaml.safe_load((target_dir(target) / "kustomization.yaml").read_text())
+        assert "../../components/prometheus-operator" in overlay.get("components", [])
+    else:
+        assert crd_objs == [], f"{target} needs the prometheus-operator CRDs: {sorted(crd_kinds)}"
+
+
+def test_prometheus_operator_component_fits_the_base_in_another_namespace(
+    kubectl: str, tmp_path: Path
+) -> None:
+    """The documented way to add the operator objects to any overlay: its component. They follow the
+    overlay's namespace, and the ServiceMonitor still selects the exporter's Service."""
+    overlay = tmp_path / "operator"
+    overlay.mkdir()
+    base, component = (os.path.relpath(d, overlay) for d in (DEPLOY / "base", PROMETHEUS_OPERATOR))
+    (overlay / "kustomization.yaml").write_text(
+        f"namespace: cost\nresources: [{base}]\ncomponents: [{component}]\n"
+    )
+    objs = kustomize(kubectl, overlay)
+    base_kinds = sorted(o["kind"] for o in kustomize(kubectl, DEPLOY / "base"))
+    assert sorted(o["kind"] for o in objs) == sorted([*base_kinds, *CRD_KINDS])
+    monitor, rule, service = (
+        only(objs, kind, NAME) for kind in ("ServiceMonitor", "PrometheusRule", "Service")
+    )
+    assert monitor["metadata"]["namespace"] == rule["metadata"]["namespace"] == "cost"
+    assert service["metadata"]["namespace"] == "cost"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert monitor["metadata"]["labels"]["app.kubernetes.io/name"] == NAME
+    assert rule["spec"]["groups"] == yaml.safe_load(RULES_FILE.read_text())["groups"]
+    component = yaml.safe_load((PROMETHEUS_OPERATOR / "kustomization.yaml").read_text())
+    assert component["kind"] == "Component"
 
 
 def test_persistent_cache_component_fits_a_cloud_overlay(kubectl: str, tmp_path: Path) -> None:
@@ -239,7 +281,7 @@ def test_schema_validation_is_strict(built: dict[str, list[dict[str, Any]]]) -> 
         kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
 
 
-@pytest.mark.parametrize("target", STANDALONE)
+@pytest.mark.parametrize("target", WITH_OPERATOR)
 def test_servicemonitor_scrapes_the_service(built: dict[str, list[dict[str, Any]]], target: str) -> None:
     objs = built[target]
     monitor = only(objs, "ServiceMonitor", NAME)
@@ -267,7 +309,7 @@ def test_servicemonitor_scrapes_the_service(built: dict[str, list[dict[str, Any]
     assert port["targetPort"] in [p["name"] for p in container["ports"]]
 
 
-@pytest.mark.parametrize("target", STANDALONE)
+@pytest.mark.parametrize("target", WITH_OPERATOR)
 def test_prometheusrule_is_well_formed(built: dict[str, list[dict[str, Any]]], target: str) -> None:
     rule = only(built[target], "PrometheusRule", NAME)
     assert rule["apiVersion"] == "monitoring.coreos.com/v1"
@@ -287,9 +329,9 @@ def test_prometheusrule_carries_exactly_the_plain_rules_file(built: dict[str, li
             f"{RULES_FILE.relative_to(ROOT)} not written yet: nothing to compare the PrometheusRule to"
         )
     plain = yaml.safe_load(RULES_FILE.read_text())["groups"]
-    operator = only(built["base"], "PrometheusRule", NAME)["spec"]["groups"]
+    operator = only(built["aws"], "PrometheusRule", NAME)["spec"]["groups"]
     assert operator == plain, (
-        "deploy/base/prometheusrule.yaml spec.groups differs from deploy/alerts/node-cost-exporter.rules.yml: "
+        "deploy/components/prometheus-operator/prometheusrule.yaml spec.groups differs from deploy/alerts/node-cost-exporter.rules.yml: "
         "paste the rules file's groups into it"
     )
 
