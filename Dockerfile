@@ -10,7 +10,14 @@
 # pyproject.toml). Enabling a cloud whose extra was left out stops the exporter at start (no module named
 # boto3 / google.auth). Azure Retail Prices need no SDK (plain HTTPS): `azure` is needed only for the Cost
 # Management billing integration (azure.cost_management).
-# For reproducible builds pin the base images by digest too (python:3.11-slim-bookworm@sha256:…).
+#
+# The base images are pinned by tag only, NOT by digest: python:3.11-slim-bookworm moves with Debian and
+# Python patch releases, so two builds of one commit may differ. To pin them (needs the registry):
+#   docker buildx imagetools inspect python:3.11-slim-bookworm   # "Digest: sha256:…" (the multi-arch index)
+#   docker buildx imagetools inspect ghcr.io/astral-sh/uv:0.13.9
+# then write both FROM lines as `FROM python:3.11-slim-bookworm@sha256:<digest>` (the tag stays for
+# readers; the digest is what is pulled) and the uv copy as `COPY --from=ghcr.io/astral-sh/uv:0.13.9@sha256:…`.
+# Update the digests deliberately (security fixes in the base), not never.
 
 # ---- builder -------------------------------------------------------------------------------------------
 FROM python:3.11-slim-bookworm AS builder
