@@ -43,12 +43,19 @@ FLAGS: dict[str, tuple[str, str]] = {
     "--pricing.custom-file": ("pricing.custom.file", "Custom price table (YAML or CSV)."),
 }
 
+# Shown by --help; each has its own (`node-cost-exporter snapshot --help`).
+SUBCOMMANDS = """subcommands (node-cost-exporter <subcommand> --help for their flags):
+  snapshot  write an offline price table (CSV) from the live cloud price lists, for air-gapped clusters
+  backfill  write reconciled hourly node costs of past days from the bill as OpenMetrics, for promtool"""
+
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="node-cost-exporter",
         description="Prometheus exporter of what each Kubernetes node costs, hour by hour.",
-        epilog="Environment: NODECOST_<SECTION>__<KEY>=value overrides the file (NODECOST_LOG__LEVEL=debug).",
+        epilog=SUBCOMMANDS
+        + "\n\nEnvironment: NODECOST_<SECTION>__<KEY>=value overrides the file (NODECOST_LOG__LEVEL=debug).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config.file", dest="config_file", help="YAML configuration file.")
     for flag, (key, text) in FLAGS.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import signal
 import socket
@@ -82,3 +83,40 @@ def test_backfill_refuses_bad_days_and_a_config_without_billing(tmp_path: Path, 
     assert main(["backfill", "--cache.path", str(tmp_path / "c.sqlite"), *args]) == 2
     assert "enable aws.cur, gcp.bigquery or azure.cost_management" in capsys.readouterr().err
     assert not (tmp_path / "x.om").exists()
+
+
+def _readme_flags() -> set[str]:
+    """The flags in the first column of the README's flag table."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text(encoding="utf-8")
+    rows = [line for line in readme.splitlines() if line.startswith("| `--")]
+    assert len(rows) >= 10, "the README's flag table was not found"
+    return {flag for row in rows for flag in re.findall(r"`(--[a-z][a-z.-]*)`", row.split("|")[1])}
+
+
+def _help(*args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", *args, "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_help_lists_the_subcommands_and_exactly_the_readme_flags() -> None:
+    text = _help()
+    assert re.search(r"^  snapshot  write an offline price table", text, re.MULTILINE), text
+    assert re.search(r"^  backfill  write reconciled hourly node costs", text, re.MULTILINE), text
+    options = set(re.findall(r"^  (?:-\w, )?(--[a-z][a-z.-]*)", text, re.MULTILINE)) - {"--help"}
+    assert options == _readme_flags()
+    # Each subcommand's own help answers too (and names what it is).
+    assert "offline price table" in " ".join(_help("snapshot").split())
+    assert "OpenMetrics" in " ".join(_help("backfill").split())
+
+
+def test_version_prints_the_package_version() -> None:
+    from exporter import __version__
+
+    result = subprocess.run(
+        [sys.executable, "-m", "exporter", "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"node-cost-exporter {__version__}"
