@@ -120,3 +120,37 @@ def test_version_prints_the_package_version() -> None:
     )
     assert result.returncode == 0
     assert result.stdout.strip() == f"node-cost-exporter {__version__}"
+
+
+def _listening(port: int) -> set[str]:
+    """The local addresses (hex, as /proc/net/tcp{,6} write them) of sockets listening on `port`."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table, encoding="ascii") as lines:
+            for line in list(lines)[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, _, hex_port = local.partition(":")
+                if state == "0A" and int(hex_port, 16) == port:
+                    found.add(address)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux's /proc/net/tcp")
+def test_demo_listens_on_loopback_only_by_default() -> None:
+    port = 9798  # the default: --demo is given no address
+    if _listening(port):
+        pytest.skip(f"port {port} is in use on this machine")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "--demo", "--log.format=json"], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not _listening(port) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert _listening(port) == {"0100007F"}  # 127.0.0.1 only: not 0.0.0.0, not IPv6
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=5) as response:
+            assert response.status == 200
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=20)
+    assert '"msg": "listening on 127.0.0.1:9798"' in stderr

@@ -232,3 +232,17 @@ def test_non_finite_floats_are_rejected_naming_the_key(tmp_path: Path, key: str,
 def test_non_finite_floats_from_the_environment_are_rejected(raw: str) -> None:
     with pytest.raises(ConfigError, match=r"^aws\.pricing\.timeout_seconds: .*finite"):
         load_config(None, env={"NODECOST_AWS__PRICING__TIMEOUT_SECONDS": raw})
+
+
+def test_demo_listens_on_this_host_only_unless_an_address_is_given(tmp_path: Path) -> None:
+    assert load_config(None, env={}).web.listen_address == ":9798"  # the container's default is unchanged
+    assert load_config(None, env={}, overrides={"demo": True}).web.listen_address == "127.0.0.1:9798"
+    assert load_config(write(tmp_path, "demo: true\n"), env={}).web.listen_address == "127.0.0.1:9798"
+    given = {
+        "flag": load_config(None, env={}, overrides={"demo": True, "web.listen_address": ":9798"}),
+        "env": load_config(None, env={"NODECOST_WEB__LISTEN_ADDRESS": ":9798"}, overrides={"demo": True}),
+        "file": load_config(write(tmp_path, "web:\n  listen_address: ':9798'\n"), env={}, overrides={"demo": True}),
+    }
+    for where, config in given.items():
+        assert config.demo, where
+        assert config.web.listen_address == ":9798", where
