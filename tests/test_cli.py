@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 import signal
@@ -154,3 +156,84 @@ def test_demo_listens_on_loopback_only_by_default() -> None:
         proc.send_signal(signal.SIGTERM)
         _, stderr = proc.communicate(timeout=20)
     assert '"msg": "listening on 127.0.0.1:9798"' in stderr
+
+
+# Imported first by every Python process whose PYTHONPATH holds it: makes the modules named in
+# BLOCK_MODULES (and their submodules) unimportable, as if their extra had not been installed.
+BLOCKER = '''
+import importlib.abc, os, sys
+
+BLOCKED = [name for name in os.environ["BLOCK_MODULES"].split(",") if name]
+
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if any(name == b or name.startswith(b + ".") for b in BLOCKED):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+sys.meta_path.insert(0, Block())
+'''
+
+
+def _without(
+    modules: str, tmp_path: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """The console script, run as if the SDK `modules` were not installed."""
+    (tmp_path / "sitecustomize.py").write_text(BLOCKER)
+    script = shutil.which("node-cost-exporter", path=str(Path(sys.executable).parent))
+    assert script, "console script not installed"
+    env = {**os.environ, **(env or {}), "PYTHONPATH": str(tmp_path), "BLOCK_MODULES": modules}
+    return subprocess.run([script, *args], capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path)
+
+
+def test_the_blocker_does_block(tmp_path: Path) -> None:
+    (tmp_path / "sitecustomize.py").write_text(BLOCKER)
+    env = {**os.environ, "PYTHONPATH": str(tmp_path), "BLOCK_MODULES": "boto3"}
+    probe = subprocess.run([sys.executable, "-c", "import boto3"], capture_output=True, text=True, env=env)
+    assert probe.returncode == 1 and "No module named 'boto3'" in probe.stderr
+
+
+@pytest.mark.parametrize(
+    ("extra", "modules", "key", "missing"),
+    [("aws", "boto3,botocore", "aws.pricing", "boto3"), ("gcp", "google", "gcp.catalog", "google.auth")],
+)
+def test_snapshot_without_its_extra_prints_the_command_to_run(
+    tmp_path: Path, extra: str, modules: str, key: str, missing: str
+) -> None:
+    args = ["snapshot", "--provider", extra, "--regions", "us-east-1,eu-west-1", "--types", "m5.large"]
+    result = _without(modules, tmp_path, *args, "--out", "offline prices.csv")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        f"node-cost-exporter snapshot: invalid configuration: {key}.enabled: needs the '{extra}' extra, "
+        f"which is not installed ({missing} is missing): run `uv run --extra {extra} node-cost-exporter "
+        f"snapshot --provider {extra} --regions us-east-1,eu-west-1 --types m5.large --out 'offline prices.csv'`, "
+        f"or `pip install 'node-cost-exporter[{extra}]'` first"
+    ]
+    assert not (tmp_path / "offline prices.csv").exists()
+
+
+def test_backfill_without_its_extra_prints_the_command_to_run(tmp_path: Path) -> None:
+    config = tmp_path / "cur.yaml"
+    config.write_text("aws:\n  cur:\n    enabled: true\n    database: cur\n    table: data\n")
+    args = ["backfill", f"--config.file={config}", "--cache.path=c.sqlite", "--from=2024-06-01", "--to=2024-06-02"]
+    result = _without("boto3,botocore", tmp_path, *args, "--out=-")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [
+        "node-cost-exporter backfill: invalid configuration: aws.cur.enabled: needs the 'aws' extra, which is "
+        f"not installed (boto3 is missing): run `uv run --extra aws node-cost-exporter {' '.join(args)} --out=-`, "
+        "or `pip install 'node-cost-exporter[aws]'` first"
+    ]
+
+
+def test_the_exporter_with_a_source_enabled_without_its_extra_prints_the_command_to_run(tmp_path: Path) -> None:
+    args = ["--demo", "--log.format=json", "--web.listen-address=127.0.0.1:0"]
+    result = _without("boto3,botocore", tmp_path, *args, env={"NODECOST_AWS__SPOT__ENABLED": "true"})
+    assert result.returncode == 2
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert json.loads(result.stderr)["msg"] == (
+        "invalid configuration: aws.spot.enabled: needs the 'aws' extra, which is not installed (boto3 is "
+        f"missing): run `uv run --extra aws node-cost-exporter {' '.join(args)}`, "
+        "or `pip install 'node-cost-exporter[aws]'` first"
+    )
