@@ -10,7 +10,6 @@ nodes are priced. The file is re-read when it changes; a broken edit keeps the l
 from __future__ import annotations
 
 import csv
-import io
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -160,8 +159,11 @@ def read_rules(path: str) -> tuple[Rule, ...]:
 
 
 def _csv_entries(text: str) -> list[dict[str, Any]]:
+    """A row per rule; an empty cell is no condition (an empty `provider` matches every provider). Lines
+    starting with `#` are comments."""
     entries: list[dict[str, Any]] = []
-    for row in csv.DictReader(io.StringIO(text)):
+    lines = [line for line in text.splitlines(keepends=True) if not line.startswith("#")]
+    for row in csv.DictReader(lines):
         entry: dict[str, Any] = {k: v for k, v in row.items() if k and v not in (None, "")}
         if "selector" in entry:  # "key=value;key2=value2"
             pairs = [p.split("=", 1) for p in str(entry["selector"]).split(";") if p]
