@@ -201,3 +201,10 @@ def test_an_empty_provider_is_none_in_yaml_and_any_in_csv(tmp_path: Path) -> Non
                              IntegrationStatus("custom"), "USD")
     assert csv_table.quote(onprem) is not None and csv_table.quote(cloud) is not None
 
+
+@pytest.mark.parametrize("field", ["provider", "instance_type", "region", "capacity_type"])
+def test_a_null_match_field_is_refused_naming_the_file_and_rule(tmp_path: Path, field: str) -> None:
+    """`provider:` with no value was None, compared as the text "None": a rule that silently matched nothing."""
+    path = table(tmp_path, f"prices:\n  - {{instance_type: m5.large, hourly: '0.1'}}\n  - {{{field}: , hourly: '0.1'}}\n")
+    with pytest.raises(CustomTableError, match=rf"^{path}: prices\[1\]\.{field}: empty; give a value"):
+        read_rules(path)

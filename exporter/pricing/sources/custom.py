@@ -178,6 +178,10 @@ def _rule(entry: Any, where: str) -> Rule:
     unknown = set(entry) - {*_MATCH_FIELDS, *_PRICE_FIELDS, "selector"}
     if unknown:
         raise CustomTableError(f"{where}: unknown keys {', '.join(sorted(map(str, unknown)))}")
+    for name in _MATCH_FIELDS:
+        if name in entry and entry[name] is None:  # YAML `provider:` would match no node at all
+            hint = ' ("" for nodes without a providerID)' if name == "provider" else ""
+            raise CustomTableError(f"{where}.{name}: empty; give a value{hint} or leave the key out")
     if entry.get("capacity_type", "on_demand") not in ("on_demand", "spot"):
         raise CustomTableError(f"{where}.capacity_type: must be on_demand or spot")
     selector = entry.get("selector") or {}
