@@ -25,7 +25,10 @@ SHUTDOWN_GRACE_SECONDS = 3.0
 
 # flag → dotted config key; flags win over environment, which wins over the file.
 FLAGS: dict[str, tuple[str, str]] = {
-    "--web.listen-address": ("web.listen_address", "Address to listen on, [host]:port (default :9798)."),
+    "--web.listen-address": (
+        "web.listen_address",
+        "Address to listen on, [host]:port (default :9798; 127.0.0.1:9798 with --demo).",
+    ),
     "--web.telemetry-path": ("web.telemetry_path", "Path under which to expose metrics (default /metrics)."),
     "--log.level": ("log.level", "debug, info, warn or error (default info)."),
     "--log.format": ("log.format", "logfmt or json (default logfmt)."),
@@ -43,12 +46,19 @@ FLAGS: dict[str, tuple[str, str]] = {
     "--pricing.custom-file": ("pricing.custom.file", "Custom price table (YAML or CSV)."),
 }
 
+# Shown by --help; each has its own (`node-cost-exporter snapshot --help`).
+SUBCOMMANDS = """subcommands (node-cost-exporter <subcommand> --help for their flags):
+  snapshot  write an offline price table (CSV) from the live cloud price lists, for air-gapped clusters
+  backfill  write reconciled hourly node costs of past days from the bill as OpenMetrics, for promtool"""
+
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="node-cost-exporter",
         description="Prometheus exporter of what each Kubernetes node costs, hour by hour.",
-        epilog="Environment: NODECOST_<SECTION>__<KEY>=value overrides the file (NODECOST_LOG__LEVEL=debug).",
+        epilog=SUBCOMMANDS
+        + "\n\nEnvironment: NODECOST_<SECTION>__<KEY>=value overrides the file (NODECOST_LOG__LEVEL=debug).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config.file", dest="config_file", help="YAML configuration file.")
     for flag, (key, text) in FLAGS.items():
@@ -57,7 +67,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--demo",
         action="store_true",
-        help="Built-in nodes of all three clouds priced from the bundled table: no cluster, no cloud.",
+        help="Built-in nodes of all three clouds priced from the bundled table: no cluster, no cloud. "
+        "Listens on 127.0.0.1:9798 unless --web.listen-address (or the config) says otherwise.",
     )
     parser.add_argument("--version", action="version", version=f"node-cost-exporter {__version__}")
     return parser.parse_args(argv)

@@ -1,9 +1,12 @@
+import dataclasses
+import re
 import subprocess
 import sys
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
+import yaml
 
 from exporter.config import Config, ConfigError, load_config
 from exporter.config.errors import shown
@@ -232,3 +235,108 @@ def test_non_finite_floats_are_rejected_naming_the_key(tmp_path: Path, key: str,
 def test_non_finite_floats_from_the_environment_are_rejected(raw: str) -> None:
     with pytest.raises(ConfigError, match=r"^aws\.pricing\.timeout_seconds: .*finite"):
         load_config(None, env={"NODECOST_AWS__PRICING__TIMEOUT_SECONDS": raw})
+
+
+def test_demo_listens_on_this_host_only_unless_an_address_is_given(tmp_path: Path) -> None:
+    assert load_config(None, env={}).web.listen_address == ":9798"  # the container's default is unchanged
+    assert load_config(None, env={}, overrides={"demo": True}).web.listen_address == "127.0.0.1:9798"
+    assert load_config(write(tmp_path, "demo: true\n"), env={}).web.listen_address == "127.0.0.1:9798"
+    given = {
+        "flag": load_config(None, env={}, overrides={"demo": True, "web.listen_address": ":9798"}),
+        "env": load_config(None, env={"NODECOST_WEB__LISTEN_ADDRESS": ":9798"}, overrides={"demo": True}),
+        "file": load_config(write(tmp_path, "web:\n  listen_address: ':9798'\n"), env={}, overrides={"demo": True}),
+    }
+    for where, config in given.items():
+        assert config.demo, where
+        assert config.web.listen_address == ":9798", where
+
+
+# A commented-out setting in an example: `<indent># <key>: <value>`, the key in lower snake case.
+COMMENTED_SETTING = re.compile(r"^(\s*)# ([a-z][a-z0-9_]*:(?: .*)?)$", re.MULTILINE)
+
+# Keys an example sets to something else than the default on purpose: they show what to set.
+EXAMPLE_VALUES = {
+    "kubernetes.spot_labels": "each cloud's example lists that cloud's labels only",
+    "pricing.custom.file": "onprem.yaml points at the table it prices with",
+    "aws.pricing.enabled": "the cloud's example turns its price lists on",
+    "aws.spot.enabled": "as above",
+    "azure.retail.enabled": "as above",
+    "gcp.catalog.enabled": "as above",
+    "gcp.catalog.timeout_seconds": "gcp.yaml raises it to 60 and says the default (30) beside it",
+    "aws.cur.database": "placeholders to replace; they must be set when the source is enabled",
+    "aws.cur.table": "as above",
+    "azure.cost_management.scope": "as above",
+    "gcp.bigquery.project": "as above",
+    "gcp.bigquery.dataset": "as above",
+    "gcp.bigquery.table": "as above",
+    "aws.cur.tags": "an example of the allowlist",
+    "gcp.bigquery.tags": "as above",
+}
+
+
+def _settings_defaults() -> dict[str, object]:
+    """Every key the loader reads, dotted, with its default: the core dataclasses and each source's."""
+    out: dict[str, object] = {}
+
+    def walk(cls: type, prefix: str) -> None:
+        for field in dataclasses.fields(cls):
+            if field.name == "sources":
+                continue
+            factory = field.default_factory
+            default = field.default if factory is dataclasses.MISSING else factory()
+            if dataclasses.is_dataclass(default):
+                walk(type(default), f"{prefix}{field.name}.")
+            else:
+                out[prefix + field.name] = default
+
+    walk(Config, "")
+    for key, settings_type in sections().items():
+        defaults = settings_type()
+        for field in dataclasses.fields(settings_type):
+            out[f"{key}.{field.name}"] = getattr(defaults, field.name)
+    return out
+
+
+def _uncommented(path: Path) -> dict[str, object]:
+    tree = yaml.safe_load(COMMENTED_SETTING.sub(r"\1\2", path.read_text(encoding="utf-8")))
+    assert isinstance(tree, dict)
+    return tree
+
+
+def _at(tree: object, dotted: str) -> tuple[bool, object]:
+    for part in dotted.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return False, None
+        tree = tree[part]
+    return True, tree
+
+
+def _same(value: object, default: object) -> bool:
+    if isinstance(default, tuple):
+        return isinstance(value, list) and tuple(value) == default
+    if isinstance(default, (int, float, Decimal)) and not isinstance(default, bool):
+        return not isinstance(value, bool) and isinstance(value, (int, float)) and Decimal(str(value)) == Decimal(str(default))
+    return value == default
+
+
+@pytest.mark.parametrize("example", CONFIG_EXAMPLES, ids=lambda p: p.name)
+def test_examples_with_their_commented_settings_uncommented_are_valid(example: Path, tmp_path: Path) -> None:
+    uncommented = tmp_path / example.name
+    uncommented.write_text(yaml.safe_dump(_uncommented(example)))
+    table = str(ROOT / "config" / "custom-prices.example.yaml")
+    load_config(str(uncommented), env={"NODECOST_PRICING__CUSTOM__FILE": table})
+
+
+def test_every_config_key_is_in_an_example_with_its_default() -> None:
+    trees = {path.name: _uncommented(path) for path in CONFIG_EXAMPLES}
+    defaults = _settings_defaults()
+    assert "aws.cur.settle_hours" in defaults and "kubernetes.page_size" in defaults  # the walk sees both
+    assert set(EXAMPLE_VALUES) <= set(defaults), "EXAMPLE_VALUES names a key the code does not read"
+    problems = []
+    for dotted, default in defaults.items():
+        shown_in = {name: value for name, tree in trees.items() for found, value in [_at(tree, dotted)] if found}
+        if not shown_in:
+            problems.append(f"{dotted}: in no example under config/ (default {default!r})")
+        elif dotted not in EXAMPLE_VALUES and not any(_same(v, default) for v in shown_in.values()):
+            problems.append(f"{dotted}: shown as {shown_in}, never with its default {default!r}")
+    assert not problems, "\n".join(problems)

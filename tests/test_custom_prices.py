@@ -174,3 +174,37 @@ def test_a_reload_that_is_not_utf8_keeps_the_last_good_table(tmp_path: Path) -> 
     assert (status.up, status.reason) == (False, Reason.BAD_RESPONSE)
     assert "line 2: not UTF-8" in status.detail and "keeping the previous table" in status.detail
     assert source.quote(node()).hourly == Decimal("0.18")  # type: ignore[union-attr]
+
+
+def test_shipped_csv_example_loads_and_prices_like_the_yaml_one() -> None:
+    source = CustomPrices(str(ROOT / "config" / "custom-prices.example.csv"), IntegrationStatus("custom"), "USD")
+    assert len(source.rules) == 3  # the comment lines are not rules
+    assert source.quote(node()).hourly == Decimal("0.1650")  # type: ignore[union-attr]
+    gpu_pool = node(instance_type="g4dn.xlarge", labels={"eks.amazonaws.com/nodegroup": "gpu"})
+    assert source.quote(gpu_pool).hourly == Decimal("0.4200")  # type: ignore[union-attr]
+    rack = node("rack3", provider_id="", ref=ONPREM, instance_type="", region="", zone="", cpu_cores=32.0,
+                memory_bytes=128 * 2**30, gpu_count=2)
+    quote = source.quote(rack)
+    assert quote is not None
+    assert quote.hourly == Decimal("0.0125") * 32 + Decimal("0.0017") * 128 + Decimal("0.55") * 2
+
+
+def test_an_empty_provider_is_none_in_yaml_and_any_in_csv(tmp_path: Path) -> None:
+    """YAML `provider: ""` is the nodes without a providerID; an empty CSV cell is no condition at all."""
+    onprem = node("rack3", provider_id="", ref=ONPREM)
+    cloud = node()
+    assert cloud.provider == "aws"
+    yaml_table = CustomPrices(table(tmp_path, "prices:\n  - {provider: '', hourly: '0.5'}\n"),
+                              IntegrationStatus("custom"), "USD")
+    assert yaml_table.quote(onprem) is not None and yaml_table.quote(cloud) is None
+    csv_table = CustomPrices(table(tmp_path, "provider,hourly\n,0.5\n", "prices.csv"),
+                             IntegrationStatus("custom"), "USD")
+    assert csv_table.quote(onprem) is not None and csv_table.quote(cloud) is not None
+
+
+@pytest.mark.parametrize("field", ["provider", "instance_type", "region", "capacity_type"])
+def test_a_null_match_field_is_refused_naming_the_file_and_rule(tmp_path: Path, field: str) -> None:
+    """`provider:` with no value was None, compared as the text "None": a rule that silently matched nothing."""
+    path = table(tmp_path, f"prices:\n  - {{instance_type: m5.large, hourly: '0.1'}}\n  - {{{field}: , hourly: '0.1'}}\n")
+    with pytest.raises(CustomTableError, match=rf"^{path}: prices\[1\]\.{field}: empty; give a value"):
+        read_rules(path)

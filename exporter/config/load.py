@@ -24,7 +24,15 @@ from typing import Any
 import yaml
 
 from exporter.config.errors import ConfigError, shown
-from exporter.config.model import PROVIDERS, SOURCE_KINDS, Config, SourceSettings, billing_tag_keys, tag_label
+from exporter.config.model import (
+    DEMO_LISTEN_ADDRESS,
+    PROVIDERS,
+    SOURCE_KINDS,
+    Config,
+    SourceSettings,
+    billing_tag_keys,
+    tag_label,
+)
 from exporter.config.sections import sections
 
 ENV_PREFIX = "NODECOST_"
@@ -48,6 +56,9 @@ def load_config(
     for dotted, value in (overrides or {}).items():
         _set_dotted(tree, dotted, value)
     config = _build_root(tree)
+    if config.demo and "listen_address" not in (tree.get("web") or {}):
+        web = dataclasses.replace(config.web, listen_address=DEMO_LISTEN_ADDRESS)  # this host only
+        config = dataclasses.replace(config, web=web)
     _validate(config)
     return config
 

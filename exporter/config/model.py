@@ -17,6 +17,10 @@ SOURCE_KINDS = ("billing", "shelf", "custom", "offline")
 PROVIDERS = ("aws", "gcp", "azure")
 
 
+# Where `--demo` listens unless web.listen_address is set (flag, environment or file): this host only.
+DEMO_LISTEN_ADDRESS = "127.0.0.1:9798"
+
+
 @dataclass(frozen=True)
 class WebConfig:
     listen_address: str = ":9798"

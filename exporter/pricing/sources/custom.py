@@ -10,7 +10,6 @@ nodes are priced. The file is re-read when it changes; a broken edit keeps the l
 from __future__ import annotations
 
 import csv
-import io
 import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -160,8 +159,11 @@ def read_rules(path: str) -> tuple[Rule, ...]:
 
 
 def _csv_entries(text: str) -> list[dict[str, Any]]:
+    """A row per rule; an empty cell is no condition (an empty `provider` matches every provider). Lines
+    starting with `#` are comments."""
     entries: list[dict[str, Any]] = []
-    for row in csv.DictReader(io.StringIO(text)):
+    lines = [line for line in text.splitlines(keepends=True) if not line.startswith("#")]
+    for row in csv.DictReader(lines):
         entry: dict[str, Any] = {k: v for k, v in row.items() if k and v not in (None, "")}
         if "selector" in entry:  # "key=value;key2=value2"
             pairs = [p.split("=", 1) for p in str(entry["selector"]).split(";") if p]
@@ -176,6 +178,10 @@ def _rule(entry: Any, where: str) -> Rule:
     unknown = set(entry) - {*_MATCH_FIELDS, *_PRICE_FIELDS, "selector"}
     if unknown:
         raise CustomTableError(f"{where}: unknown keys {', '.join(sorted(map(str, unknown)))}")
+    for name in _MATCH_FIELDS:
+        if name in entry and entry[name] is None:  # YAML `provider:` would match no node at all
+            hint = ' ("" for nodes without a providerID)' if name == "provider" else ""
+            raise CustomTableError(f"{where}.{name}: empty; give a value{hint} or leave the key out")
     if entry.get("capacity_type", "on_demand") not in ("on_demand", "spot"):
         raise CustomTableError(f"{where}.capacity_type: must be on_demand or spot")
     selector = entry.get("selector") or {}

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 import pkgutil
+import shlex
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -71,10 +74,19 @@ class SourceEntry:
             raise ConfigError(
                 f"{self.key}.enabled",
                 f"needs the '{self.extra}' extra, which is not installed ({missing} is missing): "
-                f"run with `uv run --extra {self.extra} ...`, "
-                f"or `pip install 'node-cost-exporter[{self.extra}]'`",
+                f"run `uv run --extra {self.extra} {command_line()}`, "
+                f"or `pip install 'node-cost-exporter[{self.extra}]'` first",
             )
         return self.source(settings, context)
+
+
+def command_line() -> str:
+    """The command this process runs, to repeat with an extra: exact when the process is the exporter (its
+    console script or `python -m exporter`), whose arguments are `sys.argv[1:]`; else a placeholder."""
+    program = os.path.basename(sys.argv[0]) if sys.argv else ""
+    if program == "node-cost-exporter" or sys.argv[0].endswith(os.path.join("exporter", "__main__.py")):
+        return shlex.join(["node-cost-exporter", *sys.argv[1:]])
+    return "node-cost-exporter <arguments>"
 
 
 _ENTRIES: dict[str, SourceEntry] = {}
