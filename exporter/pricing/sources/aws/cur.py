@@ -167,10 +167,17 @@ def cur_query(
   MAX(line_item_currency_code) AS currency{tags}
 FROM "{settings.database}"."{settings.table}"
 WHERE {partitions}
-  AND line_item_usage_start_date >= TIMESTAMP '{start:%Y-%m-%d %H:%M:%S}'
-  AND line_item_usage_start_date < TIMESTAMP '{end:%Y-%m-%d %H:%M:%S}'
+  AND {_usage_between(start, end)}
   AND {ids}
 GROUP BY 1, 2"""
+
+
+def _usage_between(start: datetime, end: datetime) -> str:
+    """The line items whose usage started in [start, end)."""
+    return (
+        f"line_item_usage_start_date >= TIMESTAMP '{start:%Y-%m-%d %H:%M:%S}'\n"
+        f"  AND line_item_usage_start_date < TIMESTAMP '{end:%Y-%m-%d %H:%M:%S}'"
+    )
 
 
 def _partitions(version: str, start: datetime, end: datetime) -> str:
@@ -197,10 +204,7 @@ def commitment_query(
     net = settings.cost_basis in NET_COST_BASES
     partitions = _partitions(settings.cur_version, start, end)
     table = f'"{settings.database}"."{settings.table}"'
-    window = (
-        f"line_item_usage_start_date >= TIMESTAMP '{start:%Y-%m-%d %H:%M:%S}'\n"
-        f"  AND line_item_usage_start_date < TIMESTAMP '{end:%Y-%m-%d %H:%M:%S}'"
-    )
+    window = _usage_between(start, end)
     day = "CAST(date_trunc('day', line_item_usage_start_date) AS DATE)"
     normalized = f"COALESCE({_NORMALIZED}, 0)" if has(_NORMALIZED) else "0"
     parts = []
@@ -232,8 +236,7 @@ GROUP BY 1, 2, 3""")
   SUM({fee} + COALESCE({upfront}, 0)) AS committed, {zero} AS used
 FROM {table}
 WHERE {partitions}
-  AND line_item_usage_start_date >= TIMESTAMP '{first:%Y-%m-%d %H:%M:%S}'
-  AND line_item_usage_start_date < TIMESTAMP '{end:%Y-%m-%d %H:%M:%S}'
+  AND {_usage_between(first, end)}
   AND line_item_line_item_type = 'RIFee'
 GROUP BY 1, 2, 3""")
         parts.append(f"""SELECT 'ri_used' AS kind, reservation_reservation_a_r_n AS commitment,
