@@ -6,13 +6,10 @@ import copy
 import json
 import random
 import re
-import socket
 import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -28,22 +25,10 @@ from exporter.metrics.families import escape
 from exporter.metrics.store import NodeMetricsStore
 from fakes.kube_api import FakeKubeAPI, make_node, wait_for, write_kubeconfig
 from tests.conftest import SHARED_REAL
+from tests.reliability.running import free_port
+from tests.test_app_kube import get
 
 SURROGATE = "\udc80"  # a lone UTF-16 surrogate: legal in JSON text as "\udc80", not encodable as UTF-8
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read().decode()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def demo_items() -> list[dict[str, Any]]:
