@@ -14,15 +14,11 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.reliability.running import free_port
+
 pytestmark = pytest.mark.slow  # starts the exporter as a process
 
 MAX_THREADS = 64
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
