@@ -22,7 +22,7 @@
 # ---- builder -------------------------------------------------------------------------------------------
 FROM python:3.11-slim-bookworm AS builder
 
-# uv at the version the project pins (README), copied from its official image: no pip install, no cache.
+# uv at the version the project pins (scripts/uv.py), copied from its official image: no pip install, no cache.
 COPY --from=ghcr.io/astral-sh/uv:0.13.9 /uv /usr/local/bin/uv
 
 # No cache to clean up, copies instead of hard links (the venv moves to another stage), this image's Python.

@@ -131,7 +131,7 @@ def test_a_cloud_enabled_without_its_extra_is_a_config_error() -> None:
     assert result.returncode == 2, result.stderr
     assert (
         "aws.pricing.enabled: needs the 'aws' extra, which is not installed (boto3 is missing): "
-        "run `uv run --extra aws node-cost-exporter <arguments>`, or `pip install 'node-cost-exporter[aws]'` first"
+        "run `python3 scripts/uv.py run --frozen --extra aws node-cost-exporter <arguments>` in a checkout, or `pip install 'node-cost-exporter[aws]'` first"
     ) in result.stderr
 
 

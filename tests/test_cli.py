@@ -207,8 +207,8 @@ def test_snapshot_without_its_extra_prints_the_command_to_run(
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         f"node-cost-exporter snapshot: invalid configuration: {key}.enabled: needs the '{extra}' extra, "
-        f"which is not installed ({missing} is missing): run `uv run --extra {extra} node-cost-exporter "
-        f"snapshot --provider {extra} --regions us-east-1,eu-west-1 --types m5.large --out 'offline prices.csv'`, "
+        f"which is not installed ({missing} is missing): run `python3 scripts/uv.py run --frozen --extra {extra} node-cost-exporter "
+        f"snapshot --provider {extra} --regions us-east-1,eu-west-1 --types m5.large --out 'offline prices.csv'` in a checkout, "
         f"or `pip install 'node-cost-exporter[{extra}]'` first"
     ]
     assert not (tmp_path / "offline prices.csv").exists()
@@ -222,7 +222,7 @@ def test_backfill_without_its_extra_prints_the_command_to_run(tmp_path: Path) ->
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         "node-cost-exporter backfill: invalid configuration: aws.cur.enabled: needs the 'aws' extra, which is "
-        f"not installed (boto3 is missing): run `uv run --extra aws node-cost-exporter {' '.join(args)} --out=-`, "
+        f"not installed (boto3 is missing): run `python3 scripts/uv.py run --frozen --extra aws node-cost-exporter {' '.join(args)} --out=-` in a checkout, "
         "or `pip install 'node-cost-exporter[aws]'` first"
     ]
 
@@ -234,6 +234,6 @@ def test_the_exporter_with_a_source_enabled_without_its_extra_prints_the_command
     assert len(result.stderr.splitlines()) == 1, result.stderr
     assert json.loads(result.stderr)["msg"] == (
         "invalid configuration: aws.spot.enabled: needs the 'aws' extra, which is not installed (boto3 is "
-        f"missing): run `uv run --extra aws node-cost-exporter {' '.join(args)}`, "
+        f"missing): run `python3 scripts/uv.py run --frozen --extra aws node-cost-exporter {' '.join(args)}` in a checkout, "
         "or `pip install 'node-cost-exporter[aws]'` first"
     )

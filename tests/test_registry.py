@@ -97,7 +97,7 @@ def test_an_enabled_source_without_its_sdk_names_the_key_the_extra_and_the_comma
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == (
         "aws.cur.enabled: needs the 'aws' extra, which is not installed (boto3 is missing): "
-        "run `uv run --extra aws node-cost-exporter <arguments>`, or `pip install 'node-cost-exporter[aws]'` first"
+        "run `python3 scripts/uv.py run --frozen --extra aws node-cost-exporter <arguments>` in a checkout, or `pip install 'node-cost-exporter[aws]'` first"
     )
 
 

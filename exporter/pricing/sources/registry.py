@@ -74,8 +74,8 @@ class SourceEntry:
             raise ConfigError(
                 f"{self.key}.enabled",
                 f"needs the '{self.extra}' extra, which is not installed ({missing} is missing): "
-                f"run `uv run --extra {self.extra} {command_line()}`, "
-                f"or `pip install 'node-cost-exporter[{self.extra}]'` first",
+                f"run `python3 scripts/uv.py run --frozen --extra {self.extra} {command_line()}` "
+                f"in a checkout, or `pip install 'node-cost-exporter[{self.extra}]'` first",
             )
         return self.source(settings, context)
 
