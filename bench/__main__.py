@@ -25,7 +25,7 @@ from bench.prices import run_prices
 from bench.procs import REPO
 from bench.report import Machine, disturbed, render_report
 
-DEFAULT_COMMAND = "uv run --frozen --all-extras python -m bench"
+DEFAULT_COMMAND = "python3 scripts/uv.py run --frozen --all-extras python -m bench"
 
 
 def _sizes(text: str) -> list[int]:

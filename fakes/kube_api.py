@@ -7,6 +7,10 @@ What it models, because the watcher depends on each of these:
 - watches: `Transfer-Encoding: chunked`, newline-delimited `{"type","object"}` events replayed from the
   requested resourceVersion out of an event log with increasing versions, `BOOKMARK` events when asked for,
   an `ERROR` event with a 410 `Expired` Status for a version older than the log, `timeoutSeconds`;
+- discovery (`/api`, `/api/v1`, `/apis`), so that `kubectl get nodes` finds the resource: the legacy
+  unaggregated documents (APIVersions, APIResourceList, APIGroupList) of the API concepts page
+  (kubernetes.io/docs/reference/using-api/api-concepts/, "Discovery API"), as a server without aggregated
+  discovery answers a client asking for either form;
 - test controls: add/modify/delete nodes, bookmarks, versions bumped by "other resources", history
   compaction, dropping open watches mid-stream, ending them early as at `timeoutSeconds`, 5xx replies, going down (refused connections) and back up;
   it is a `FakeServer`, so generic faults (`inject`) come as the API server's `Status` answers.
@@ -271,6 +275,8 @@ class FakeKubeAPI(FakeServer):
         assert isinstance(request, RecordedRequest)
         if not request.authorized:
             return _status(401, "Unauthorized")
+        if request.path in _DISCOVERY:
+            return Answer(200, _dumps(_DISCOVERY[request.path]))
         if request.path != NODES_PATH:
             return _status(404, "the server could not find the requested resource")
         if request.is_watch:
@@ -411,6 +417,19 @@ class FakeKubeAPI(FakeServer):
                 if event.type == "BOOKMARK" and not bookmarks:
                     continue
                 _chunk(handler, event.line)
+
+
+_DISCOVERY: dict[str, dict[str, Any]] = {
+    "/api": {"kind": "APIVersions", "versions": ["v1"],
+             "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "10.0.0.1:443"}]},
+    "/apis": {"kind": "APIGroupList", "apiVersion": "v1", "groups": []},
+    "/api/v1": {
+        "kind": "APIResourceList", "groupVersion": "v1",
+        "resources": [{"name": "nodes", "singularName": "node", "namespaced": False, "kind": "Node",
+                       "verbs": ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"],
+                       "shortNames": ["no"], "storageVersionHash": "XwShjMxG9Fs="}],
+    },
+}
 
 
 def _status(code: int, message: str, *, retry_after: float | None = None) -> Answer:
@@ -804,13 +823,17 @@ def _managed_fields(cloud_labels: dict[str, str]) -> list[dict[str, Any]]:
     ]
 
 
-def write_kubeconfig(path: Path, server: str, token: str | None) -> Path:
-    """A kubeconfig for `server` with a static bearer token (none when `token` is None)."""
+def write_kubeconfig(path: Path, server: str, token: str | None, ca_file: str | None = None) -> Path:
+    """A kubeconfig for `server` with a static bearer token (none when `token` is None), trusting `ca_file`
+    for an HTTPS server (kubectl sends a token over HTTPS only)."""
     user: dict[str, Any] = {"token": token} if token is not None else {}
+    cluster: dict[str, Any] = {"server": server}
+    if ca_file is not None:
+        cluster["certificate-authority"] = ca_file
     config = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "fake", "cluster": {"server": server}}],
+        "clusters": [{"name": "fake", "cluster": cluster}],
         "users": [{"name": "fake-user", "user": user}],
         "contexts": [{"name": "fake", "context": {"cluster": "fake", "user": "fake-user"}}],
         "current-context": "fake",

@@ -3,12 +3,18 @@ the working tree, a new HOME, and a PATH holding only the system's directories a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
+import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+import time
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+
+from tests.reliability.running import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEM_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
@@ -66,3 +72,41 @@ def readme_blocks() -> list[list[str]]:
 def readme_commands() -> list[str]:
     """Every command in the README's fenced blocks, in order."""
     return [command for block in readme_blocks() for command in block]
+
+
+@contextlib.contextmanager
+def serving(command: str, checkout: Path, env: Mapping[str, str], log: Path, timeout: float = 240) -> Iterator[str]:
+    """`command`, as written, run by bash in `checkout` until the block ends; yields the exporter's URL once
+    /readyz says ready. The port is the one setting added (NODECOST_WEB__LISTEN_ADDRESS), so that the test
+    never collides with an exporter the user runs. `timeout` covers uv fetching packages into a new HOME."""
+    port = free_port()
+    env = {**env, "NODECOST_WEB__LISTEN_ADDRESS": f"127.0.0.1:{port}"}
+    url = f"http://127.0.0.1:{port}"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(["bash", "-c", command], cwd=checkout, env=env, stdout=out,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            assert proc.poll() is None, f"`{command}` exited {proc.returncode}:\n{log.read_text()}"
+            assert time.monotonic() < deadline, f"`{command}` not ready in {timeout:.0f} s:\n{log.read_text()}"
+            try:
+                with urllib.request.urlopen(f"{url}/readyz", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def scrape(url: str) -> str:
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as answer:
+        return str(answer.read().decode())

@@ -16,21 +16,17 @@ import json
 import os
 import platform
 import re
-import signal
 import stat
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.checkout import ROOT, copy_checkout, readme_blocks, user_env
-from tests.reliability.running import free_port
+from tests.checkout import ROOT, copy_checkout, readme_blocks, scrape, serving, user_env
 
 PINNED = re.search(r'^PINNED = "(.+)"$', ROOT.joinpath("scripts/uv.py").read_text(), re.M).group(1)  # type: ignore[union-attr]
 DEMO_LINE = readme_blocks()[0][0]
@@ -61,32 +57,9 @@ def installed(python: Path) -> dict[str, list[str]]:
 
 
 def run_demo_line(checkout: Path, env: dict[str, str], log: Path) -> str:
-    """The README's first line, as written, in `checkout`; the first /metrics once /readyz says ready."""
-    port = free_port()
-    env = {**env, "NODECOST_WEB__LISTEN_ADDRESS": f"127.0.0.1:{port}"}  # the line as written; a free port
-    with log.open("wb") as out:
-        proc = subprocess.Popen(["bash", "-c", DEMO_LINE], cwd=checkout, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline = time.monotonic() + 240  # a new HOME: uv fetches every package of the demo once
-        while True:
-            assert proc.poll() is None, f"the demo line exited {proc.returncode}:\n{log.read_text()}"
-            assert time.monotonic() < deadline, f"not ready in 240 s:\n{log.read_text()}"
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            time.sleep(0.5)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
-            return str(answer.read().decode())
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    """The README's first line, as written, in `checkout`: its first /metrics once /readyz says ready."""
+    with serving(DEMO_LINE, checkout, env, log) as url:
+        return scrape(url)
 
 
 def assert_demo_scrape(text: str) -> None:
