@@ -14,7 +14,7 @@ Which uv runs:
      the package index ($UV_INDEX_URL or $PIP_INDEX_URL, else PyPI) through its simple API, checked against
      the sha256 the index gives.
 
-The script itself runs on Python 3.8 or newer and uses only the standard library; uv then finds a Python
+The script itself runs on Python 3.7 or newer and uses only the standard library; uv then finds a Python
 that the project accepts (3.11+), or downloads one.
 """
 

@@ -224,12 +224,12 @@ def index_env(tmp_path: Path, index: LocalIndex, first_on_path: list[Path] | Non
 
 
 def pythons() -> list[Path]:
-    """Each Python 3.8+ that pyenv holds on this machine (none elsewhere: the tests are then skipped)."""
+    """Each Python 3.7+ that pyenv holds on this machine (none elsewhere: the tests are then skipped)."""
     versions = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv")) / "versions"
     found = []
     for python in sorted(versions.glob("3.*/bin/python3")):
         match = re.match(r"3\.(\d+)\.", python.parent.parent.name)
-        if match and int(match.group(1)) >= 8:
+        if match and int(match.group(1)) >= 7:
             found.append(python)
     return found
 
