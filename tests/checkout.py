@@ -9,15 +9,43 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+import pytest
+
 from tests.reliability.running import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SYSTEM_PATH = ("/usr/local/sbin", "/usr/local/bin", "/usr/sbin", "/usr/bin", "/sbin", "/bin")
+SYSTEM_PYTHON = Path("/usr/bin/python3")
+
+
+def externally_managed(python: Path) -> bool:
+    """Whether `python` carries PEP 668's EXTERNALLY-MANAGED marker (in its stdlib directory)."""
+    if not python.exists():
+        return False
+    probe = "import os, sysconfig; print(os.path.exists(os.path.join(sysconfig.get_path('stdlib'), 'EXTERNALLY-MANAGED')))"
+    out = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=30)
+    return out.stdout.strip() == "True"
+
+
+def python_on_path(kind: str, tmp: Path) -> Path:
+    """A directory to put first on PATH whose `python3` is Debian's externally managed system Python
+    (kind "system-pep668"; skipped where there is none) or a new venv's (kind "venv"); no uv in it."""
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir()
+    if kind == "system-pep668":
+        if not externally_managed(SYSTEM_PYTHON):
+            pytest.skip(f"no PEP 668 system python3 at {SYSTEM_PYTHON}")
+        (bin_dir / "python3").symlink_to(SYSTEM_PYTHON)
+    else:
+        subprocess.run([sys.executable, "-m", "venv", str(tmp / "venv")], check=True, timeout=120)
+        (bin_dir / "python3").symlink_to(tmp / "venv" / "bin" / "python3")
+    return bin_dir
 
 
 def copy_checkout(dest: Path) -> Path:

@@ -1,9 +1,9 @@
 """Every command in the README's fenced blocks, run as written in a copy of the checkout (issue 13, item 2).
 
-The commands run in order in one checkout, as a newcomer would type them, through bash, with uv first on
-PATH (the fetch into `.uv/` is tested in test_setup.py). What a command reaches outside the checkout is
-faked at the wire: a Kubernetes API server behind the user's kubeconfig, and AWS's price list and EC2 behind
-the endpoint settings (environment variables, so each command line stays as written). Only the two first
+The commands run in order in one fresh checkout with a fresh HOME, as a newcomer would type them, through
+bash, once with Debian's externally managed python3 and once with a venv's first on PATH and no uv (the first
+command fetches it). What a command reaches outside the checkout is faked at the wire: a Kubernetes API
+server behind the user's kubeconfig, and AWS's price list and EC2 behind the endpoint settings (environment variables, so each command line stays as written). Only the two first
 lines are run elsewhere: the demo line by test_setup.py, and the test line by .ci/run, verbatim. The image
 commands need a Docker engine, which CI and this machine lack: without one, only the release version line
 runs, and `docker push` names a placeholder registry, so it is checked against the build line, not run.
@@ -14,10 +14,8 @@ from __future__ import annotations
 import csv
 import functools
 import json
-import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +24,7 @@ import pytest
 
 from fakes.aws_api import Ec2Api, PricingApi, ec2_product
 from fakes.kube_api import FakeKubeAPI, make_node, self_signed_cert, write_kubeconfig
-from tests.checkout import copy_checkout, readme_blocks, scrape, serving, user_env
+from tests.checkout import copy_checkout, python_on_path, readme_blocks, scrape, serving, user_env
 
 pytestmark = pytest.mark.slow  # real processes: bash, kubectl, uv, the exporter, the benchmark
 
@@ -55,16 +53,12 @@ class Shell:
                               text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def shell(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shell]:
-    tmp = tmp_path_factory.mktemp("readme")
-    own_uv = Path(os.environ.get("UV") or "")
-    if not own_uv.is_file():
-        pytest.skip("this run was not started by uv (no $UV)")
-    bin_dir = tmp / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "uv").symlink_to(own_uv)
-    (bin_dir / "python3").symlink_to(sys.executable)
+@pytest.fixture(scope="module", params=["system-pep668", "venv"])
+def shell(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shell]:
+    """A fresh checkout and HOME, and a PATH whose python3 is Debian's PEP 668 one or a venv's, with no uv:
+    the first command fetches it, as on a new machine."""
+    tmp = tmp_path_factory.mktemp(f"readme-{request.param}")
+    bin_dir = python_on_path(request.param, tmp)
     cert, key = self_signed_cert(tmp)
     with FakeKubeAPI(token="readme-token", tls=(cert, key)) as kube, PricingApi() as pricing, Ec2Api() as ec2:
         kube.load(NODES)
@@ -75,7 +69,7 @@ def shell(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shell]:
         ec2.add("eu-west-1a", "m6i.xlarge", "0.0712000000", "2026-11-22T10:00:00.000Z")
         kubeconfig = write_kubeconfig(tmp / "kubeconfig", kube.url, kube.token, ca_file=cert)
         none = str(tmp / "none")
-        env = user_env(Path.home(), [bin_dir], {
+        env = user_env(tmp / "home", [bin_dir], {
             **AWS_ENV, "AWS_CONFIG_FILE": none, "AWS_SHARED_CREDENTIALS_FILE": none,
             "KUBECONFIG": str(kubeconfig),
             "NODECOST_AWS__PRICING__ENDPOINT_URL": pricing.url,
@@ -93,7 +87,7 @@ def _command(block: list[str], start: str) -> str:
 def test_every_fenced_command_has_a_test() -> None:
     """A command added to the README without a test here fails this, naming it."""
     covered = {
-        FIRST_LINES[0]: "test_setup.py runs it under three Pythons",
+        FIRST_LINES[0]: "test_setup.py runs it under the PEP 668 system python3, a venv's, and with uv on PATH",
         FIRST_LINES[1]: ".ci/run runs it verbatim (test_readme.py)",
         **dict.fromkeys(RUNNING_IT, "this module"),
         **dict.fromkeys(IMAGE_BUILDS, "this module, with a Docker engine"),
@@ -154,6 +148,7 @@ def test_snapshot_writes_the_offline_table_from_the_price_list(shell: Shell) -> 
                     ("eu-west-1", "m5.large"): "0.107", ("eu-west-1", "m6i.xlarge"): "0.214"}
 
 
+@pytest.mark.parametrize("shell", ["venv"], indirect=True)  # minutes: once is enough
 def test_the_benchmark_command_writes_its_report(shell: Shell) -> None:
     report = shell.checkout / "docs" / "performance.md"
     before = report.read_text()

@@ -26,27 +26,26 @@ from pathlib import Path
 
 import pytest
 
-from tests.checkout import ROOT, copy_checkout, readme_blocks, scrape, serving, user_env
+from tests.checkout import (
+    ROOT,
+    SYSTEM_PYTHON,
+    copy_checkout,
+    externally_managed,
+    readme_blocks,
+    scrape,
+    serving,
+    user_env,
+)
 
 PINNED = re.search(r'^PINNED = "(.+)"$', ROOT.joinpath("scripts/uv.py").read_text(), re.M).group(1)  # type: ignore[union-attr]
 DEMO_LINE = readme_blocks()[0][0]
 DEMO_NODES = len(json.loads(ROOT.joinpath("exporter/demo/nodes.json").read_text())["items"])
-SYSTEM_PYTHON = Path("/usr/bin/python3")
 FAKE_UV = f"#!/bin/sh\necho 'uv {PINNED} (the test index wheel)'\n"
 
 linux_glibc = pytest.mark.skipif(
     not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
     reason="the local index serves a manylinux wheel",
 )
-
-
-def externally_managed(python: Path) -> bool:
-    """Whether `python` carries PEP 668's EXTERNALLY-MANAGED marker (in its stdlib directory)."""
-    if not python.exists():
-        return False
-    probe = "import os, sysconfig; print(os.path.exists(os.path.join(sysconfig.get_path('stdlib'), 'EXTERNALLY-MANAGED')))"
-    out = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, timeout=30)
-    return out.stdout.strip() == "True"
 
 
 def installed(python: Path) -> dict[str, list[str]]:
