@@ -1,0 +1,188 @@
+"""docs/billing-setup.md and deploy/overlays/aws/billing-iam-policy.json held to the code.
+
+The Athena actions of the policy are the ones the CUR source really sends: the real boto3 client runs a CUR
+2.0 refresh (node and commitment queries), a legacy one (with its column probe) and one that times out
+(cancelled) against the local Athena, which records each call's X-Amz-Target. The Glue and S3 actions are
+what Athena itself does for the caller (AWS's Athena user guide, "Identity and access management in Athena"
+and "Configure access to databases and tables in the AWS Glue Data Catalog"); no fake can observe those, so
+they are checked for shape and placeholders only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from exporter.config.sections import sections
+from exporter.health import Health, Reason
+from exporter.pricing.sources.aws.cur import _ACTIONS
+from exporter.pricing.sources.azure.cost_management import _ROLE
+from exporter.pricing.sources.gcp.bigquery import _ROLES
+from fakes.athena_api import FakeAthena
+from tests.conftest import FakeClock
+from tests.test_aws_billing import NOW, make_source, table_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+DOC = ROOT / "docs" / "billing-setup.md"
+OVERLAYS = ROOT / "deploy" / "overlays"
+POLICY = OVERLAYS / "aws" / "billing-iam-policy.json"
+PLACEHOLDERS = {
+    "REGION",
+    "ACCOUNT_ID",
+    "WORKGROUP",
+    "CUR_DATABASE",
+    "CUR_TABLE",
+    "CUR_BUCKET",
+    "CUR_PREFIX",
+    "RESULTS_BUCKET",
+    "RESULTS_PREFIX",
+}
+BILLING_SECTIONS = ("aws.cur", "gcp.bigquery", "azure.cost_management")
+
+
+def policy() -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads(POLICY.read_text())
+    return loaded
+
+
+def granted() -> dict[str, set[str]]:
+    """Action → the resource ARNs the policy allows it on."""
+    out: dict[str, set[str]] = {}
+    for statement in policy()["Statement"]:
+        resources = statement["Resource"]
+        for action in statement["Action"]:
+            out.setdefault(action, set()).update([resources] if isinstance(resources, str) else resources)
+    return out
+
+
+def doc_section(title_start: str) -> str:
+    text = DOC.read_text()
+    start = text.index(f"\n## {title_start}")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end > 0 else len(text)]
+
+
+def words(text: str) -> str:
+    return " ".join(text.split())
+
+
+@pytest.fixture(scope="module")
+def athena() -> Iterator[FakeAthena]:
+    with FakeAthena(page_size=1000, polls_before_done=1) as fake:
+        for version, table in (("2.0", "data_exports"), ("legacy", "cost_and_usage")):
+            columns, rows = table_rows(version)
+            fake.create_table("cur", table, columns, rows)
+        yield fake
+
+
+def test_the_billing_policy_is_a_policy_of_named_resources_only() -> None:
+    document = policy()
+    assert document["Version"] == "2012-10-17"
+    for statement in document["Statement"]:
+        assert statement["Effect"] == "Allow"
+        assert re.fullmatch(r"[A-Za-z0-9]+", statement["Sid"])  # IAM accepts only alphanumerics here
+        assert all(re.fullmatch(r"(athena|glue|s3):[A-Z][A-Za-z]+", a) for a in statement["Action"])
+    for action, resources in granted().items():
+        for arn in resources:
+            assert "*" not in arn.removesuffix("/*"), f"{action} on {arn}: no wildcard resource"
+            assert arn.startswith(f"arn:aws:{action.split(':')[0]}:"), arn
+    used = set(re.findall(r"\b[A-Z][A-Z_]+[A-Z]\b", POLICY.read_text()))
+    assert used == PLACEHOLDERS
+    explained = set(re.findall(r"\| `([A-Z_]+)`(?:, `([A-Z_]+)`)? \|", doc_section("AWS")))
+    assert {name for pair in explained for name in pair if name} == PLACEHOLDERS
+
+
+def test_the_policy_allows_exactly_the_athena_calls_the_cur_source_makes(
+    athena: FakeAthena, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDEXAMPLE")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    health = Health()
+    status = health.integration("aws_cur")
+    first = len(athena.calls)
+    for version, table in (("2.0", "data_exports"), ("legacy", "cost_and_usage")):
+        make_source(athena, health, FakeClock(NOW), cur_version=version, table=table).refresh()
+        assert status.up, status.detail
+    athena.polls_before_done = 100
+    try:
+        slow = make_source(
+            athena, health, FakeClock(NOW), retries=0, timeout_seconds=30.0, poll_interval_seconds=2.0
+        )
+        slow.refresh()
+    finally:
+        athena.polls_before_done = 1
+    assert status.reason is Reason.TIMEOUT
+    called = {f"athena:{operation}" for operation in athena.calls[first:]}
+    allowed = {action for action in granted() if action.startswith("athena:")}
+    assert called == allowed  # nothing the code sends is missing, nothing is granted that it never sends
+    for action in called:
+        assert granted()[action] == {"arn:aws:athena:REGION:ACCOUNT_ID:workgroup/WORKGROUP"}
+
+
+def test_the_permission_message_names_what_the_policy_grants() -> None:
+    named = set(re.findall(r"\b(?:athena|glue|s3):[A-Za-z]+", _ACTIONS))
+    assert named <= set(granted())
+    assert {a for a in granted() if not a.startswith("s3:")} <= named  # every Athena and Glue grant named
+    assert str(POLICY.relative_to(ROOT)) in _ACTIONS
+
+
+def test_the_doc_lists_exactly_the_actions_of_the_policy() -> None:
+    listed = set(re.findall(r"`((?:athena|glue|s3):[A-Za-z]+)`", doc_section("AWS")))
+    assert listed == set(granted())
+
+
+def test_every_config_key_the_doc_names_is_a_setting() -> None:
+    types = sections()
+    named = set(re.findall(r"`(aws\.cur|gcp\.bigquery|azure\.cost_management)\.([a-z_]+)`", DOC.read_text()))
+    assert {key for key, _ in named} == set(BILLING_SECTIONS)
+    for key, name in sorted(named):
+        fields = {f.name for f in dataclasses.fields(types[key])}
+        assert name in fields, f"docs/billing-setup.md names {key}.{name}, which {key} does not have"
+
+
+def test_the_roles_the_code_asks_for_are_the_roles_the_doc_grants() -> None:
+    gcp, azure = words(doc_section("GCP")), words(doc_section("Azure"))
+    assert _ROLES in gcp  # the permission message, word for word
+    assert "--role roles/bigquery.jobUser" in gcp  # on the job project
+    assert "GRANT \\`roles/bigquery.dataViewer\\` ON SCHEMA" in gcp  # on the dataset alone
+    role = re.match(r"the (.+?) role", _ROLE)
+    assert role is not None
+    assert f'--role "{role[1]}"' in azure and "azure.cost_management.commitment_scope" in azure
+
+
+def manifest(path: Path) -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(path.read_text())
+    return loaded
+
+
+def test_the_overlays_carry_the_identity_the_doc_promises() -> None:
+    aws = manifest(OVERLAYS / "aws" / "serviceaccount-irsa.yaml")["metadata"]["annotations"]
+    gcp = manifest(OVERLAYS / "gcp" / "serviceaccount-workload-identity.yaml")["metadata"]["annotations"]
+    azure = manifest(OVERLAYS / "azure" / "serviceaccount-workload-identity.yaml")["metadata"]["annotations"]
+    pod = manifest(OVERLAYS / "azure" / "deployment-workload-identity.yaml")["spec"]["template"]["metadata"]
+    promised = {
+        "AWS": ("eks.amazonaws.com/role-arn", aws),
+        "GCP": ("iam.gke.io/gcp-service-account", gcp),
+        "Azure": ("azure.workload.identity/client-id", azure),
+    }
+    for cloud, (key, carried) in promised.items():
+        assert f"`{key}`" in doc_section(cloud), cloud
+        assert key in carried, cloud
+    assert pod["labels"]["azure.workload.identity/use"] == "true"
+    assert '`azure.workload.identity/use: "true"`' in doc_section("Azure")
+    # The Kubernetes identity every command trusts is the one deploy/base makes.
+    base = ROOT / "deploy" / "base"
+    account = manifest(base / "serviceaccount.yaml")["metadata"]["name"]
+    namespace = manifest(base / "kustomization.yaml")["namespace"]
+    text = DOC.read_text()
+    assert f"system:serviceaccount:{namespace}:{account}" in text
+    assert f"svc.id.goog[{namespace}/{account}]" in text
+    assert f"--namespace {namespace} \\\n      --service-account {account}" in text
