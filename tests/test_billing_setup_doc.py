@@ -186,3 +186,18 @@ def test_the_overlays_carry_the_identity_the_doc_promises() -> None:
     assert f"system:serviceaccount:{namespace}:{account}" in text
     assert f"svc.id.goog[{namespace}/{account}]" in text
     assert f"--namespace {namespace} \\\n      --service-account {account}" in text
+
+
+def test_the_how_tos_link_to_files_and_sections_that_exist() -> None:
+    docs = ROOT / "docs"
+    for page in (DOC, docs / "backfill.md", docs / "operations.md"):
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if target.startswith(("http://", "https://")):
+                continue
+            path, _, anchor = target.partition("#")
+            linked = (page.parent / path).resolve()
+            assert linked.is_file(), f"{page.name} links to {target}, which does not exist"
+            if anchor:
+                titles = re.findall(r"^#+ (.+)$", linked.read_text(), flags=re.MULTILINE)
+                slugs = {re.sub(r"[^\w\- ]", "", t.lower()).replace(" ", "-") for t in titles}
+                assert anchor in slugs, f"{page.name} links to {target}: no such section"
