@@ -26,6 +26,9 @@ from exporter.pricing.sources.aws.cur import _ACTIONS
 from exporter.pricing.sources.azure.cost_management import _ROLE
 from exporter.pricing.sources.gcp.bigquery import _ROLES
 from fakes.athena_api import FakeAthena
+from fakes.bigquery_api import BILLING_COLUMNS, FakeBigQuery
+from fakes.gcp_api import FakeCatalogAPI, write_adc
+from tests import test_gcp_billing
 from tests.conftest import FakeClock
 from tests.test_aws_billing import NOW, make_source, table_rows
 
@@ -125,6 +128,30 @@ def test_the_policy_allows_exactly_the_athena_calls_the_cur_source_makes(
     assert called == allowed  # nothing the code sends is missing, nothing is granted that it never sends
     for action in called:
         assert granted()[action] == {"arn:aws:athena:REGION:ACCOUNT_ID:workgroup/WORKGROUP"}
+
+
+def test_the_bigquery_source_runs_jobs_in_the_job_project_reading_only_the_export_table(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """What the two roles cover: query jobs created, polled and read in `job_project` only (jobUser there;
+    a job's creator may read its results), and no table but the export (dataViewer on its dataset)."""
+    with FakeBigQuery() as bigquery, FakeCatalogAPI(token="ya29.test-token") as tokens:
+        bigquery.create_table(test_gcp_billing.TABLE, BILLING_COLUMNS, test_gcp_billing.bill())
+        adc = write_adc(tmp_path / "adc.json", f"{tokens.url}/token")
+        health = Health()
+        clock = FakeClock(test_gcp_billing.NOW)
+        source = test_gcp_billing.make_source(
+            bigquery, adc, monkeypatch, health, clock, job_project="ci-jobs"
+        )
+        source.refresh()
+        assert health.integration("gcp_bigquery").up
+        calls = bigquery.calls
+        queries = [job["query"] for job in bigquery.jobs]
+    assert len(queries) == 2  # the node query and the commitments query
+    for call in calls:
+        assert re.fullmatch(r"(POST|GET) /bigquery/v2/projects/ci-jobs/(jobs|queries)(/[\w-]+)?", call), call
+    for sql in queries:
+        assert set(re.findall(r"`([^`]+)`", sql)) == {test_gcp_billing.TABLE}
 
 
 def test_the_permission_message_names_what_the_policy_grants() -> None:
