@@ -27,8 +27,9 @@ from exporter.pricing.sources.azure.cost_management import _ROLE
 from exporter.pricing.sources.gcp.bigquery import _ROLES
 from fakes.athena_api import FakeAthena
 from fakes.bigquery_api import BILLING_COLUMNS, FakeBigQuery
+from fakes.cost_management_api import FakeCostManagement
 from fakes.gcp_api import FakeCatalogAPI, write_adc
-from tests import test_gcp_billing
+from tests import test_azure_billing, test_gcp_billing
 from tests.conftest import FakeClock
 from tests.test_aws_billing import NOW, make_source, table_rows
 
@@ -152,6 +153,38 @@ def test_the_bigquery_source_runs_jobs_in_the_job_project_reading_only_the_expor
         assert re.fullmatch(r"(POST|GET) /bigquery/v2/projects/ci-jobs/(jobs|queries)(/[\w-]+)?", call), call
     for sql in queries:
         assert set(re.findall(r"`([^`]+)`", sql)) == {test_gcp_billing.TABLE}
+
+
+@pytest.mark.parametrize("commitment_scope", ["", "/subscriptions/5c8a3e7d-0b7e-4a44-9d0c-2f3b9a6e1d42"])
+def test_cost_management_is_queried_on_the_two_scopes_the_doc_grants_the_role_on(
+    tmp_path: Path, commitment_scope: str
+) -> None:
+    """Only the Query API (`Microsoft.CostManagement/query/action`), on `scope` for the nodes and on
+    `commitment_scope` (empty: the subscription of `scope`) for the commitments, as the doc's table says."""
+    subscription = f"/subscriptions/{test_azure_billing.SUB}"
+    commitments = commitment_scope or subscription
+    with FakeCostManagement(tmp_path / "arm") as fake:
+        fake.scopes.update((test_azure_billing.SCOPE, commitments))
+        fake.records.extend(test_azure_billing.bill())
+        health, clock = Health(), FakeClock(test_azure_billing.NOW)
+        source = test_azure_billing.make_source(
+            fake, tmp_path, health, clock, commitment_scope=commitment_scope
+        )
+        source.wanted(test_azure_billing.CLUSTER)
+        source.refresh()
+        assert health.integration("azure_cost_management").up
+        calls = fake.calls
+    query = "/providers/Microsoft.CostManagement/query"
+    assert {call["method"] for call in calls} == {"POST"}
+    assert {call["path"].removesuffix(query) for call in calls} == {test_azure_billing.SCOPE, commitments}
+    per_scope = {
+        scope: sum(c["path"] == scope + query for c in calls)
+        for scope in (test_azure_billing.SCOPE, commitments)
+    }
+    assert per_scope == {
+        test_azure_billing.SCOPE: 2,
+        commitments: 2,
+    }  # nodes and coverage; per commitment kind
 
 
 def test_the_permission_message_names_what_the_policy_grants() -> None:
