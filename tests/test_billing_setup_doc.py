@@ -13,6 +13,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -101,6 +103,27 @@ def test_the_billing_policy_is_a_policy_of_named_resources_only() -> None:
     assert used == PLACEHOLDERS
     explained = set(re.findall(r"\| `([A-Z_]+)`(?:, `([A-Z_]+)`)? \|", doc_section("AWS")))
     assert {name for pair in explained for name in pair if name} == PLACEHOLDERS
+
+
+def test_the_doc_sed_fills_in_every_placeholder(tmp_path: Path) -> None:
+    """The doc's `sed` line, run as written on a copy of the policy, leaves a policy with no placeholder."""
+    (command,) = re.findall(
+        r"^sed .*?> billing-policy\.json$", doc_section("AWS"), flags=re.MULTILINE | re.DOTALL
+    )
+    copy = tmp_path / POLICY.relative_to(ROOT)
+    copy.parent.mkdir(parents=True)
+    shutil.copy(POLICY, copy)
+    subprocess.run(["bash", "-euo", "pipefail", "-c", command], cwd=tmp_path, check=True, timeout=30)
+    filled = (tmp_path / "billing-policy.json").read_text()
+    assert not PLACEHOLDERS & set(re.findall(r"[A-Z][A-Z_]+[A-Z]", filled))
+    statements = json.loads(filled)["Statement"]
+    resources = {
+        arn
+        for s in statements
+        for arn in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
+    }
+    assert "arn:aws:athena:us-east-1:111122223333:workgroup/primary" in resources
+    assert "arn:aws:s3:::my-cur-bucket/cur/my-export/data/*" in resources
 
 
 def test_the_policy_allows_exactly_the_athena_calls_the_cur_source_makes(
