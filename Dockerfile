@@ -11,16 +11,20 @@
 # boto3 / google.auth). Azure Retail Prices need no SDK (plain HTTPS): `azure` is needed only for the Cost
 # Management billing integration (azure.cost_management).
 #
-# The base images are pinned by tag only, NOT by digest: python:3.11-slim-bookworm moves with Debian and
-# Python patch releases, so two builds of one commit may differ. To pin them (needs the registry):
+# The Python base is pinned by digest: python:3.11-slim-bookworm moves with Debian and Python patch
+# releases, and the digest makes two builds of one commit start from the same bytes. The tag stays for
+# readers; the digest is what is pulled. The digest is the multi-arch index (amd64 and arm64 alike) that
+# python:3.11-slim-bookworm, i.e. python:3.11.16-slim-bookworm, pointed to in September and October 2026,
+# as recorded by several public repositories (Docker Hub itself could not be reached where this was written).
+# Refresh it deliberately (security fixes in the base), not never, from the registry:
 #   docker buildx imagetools inspect python:3.11-slim-bookworm   # "Digest: sha256:…" (the multi-arch index)
+# and write it on both FROM lines (tests/test_deploy.py wants the same one on each). The uv image is still
+# pinned by tag only (no digest of ghcr.io/astral-sh/uv:0.13.9 was found to check); to pin it too:
 #   docker buildx imagetools inspect ghcr.io/astral-sh/uv:0.13.9
-# then write both FROM lines as `FROM python:3.11-slim-bookworm@sha256:<digest>` (the tag stays for
-# readers; the digest is what is pulled) and the uv copy as `COPY --from=ghcr.io/astral-sh/uv:0.13.9@sha256:…`.
-# Update the digests deliberately (security fixes in the base), not never.
+# then `COPY --from=ghcr.io/astral-sh/uv:0.13.9@sha256:<digest>`.
 
 # ---- builder -------------------------------------------------------------------------------------------
-FROM python:3.11-slim-bookworm AS builder
+FROM python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b AS builder
 
 # uv at the version the project pins (scripts/uv.py), copied from its official image: no pip install, no cache.
 COPY --from=ghcr.io/astral-sh/uv:0.13.9 /uv /usr/local/bin/uv
@@ -65,7 +69,7 @@ RUN set -eu; \
       -x '/kubernetes/aio/' /opt/venv/lib/python3.11/site-packages
 
 # ---- final ---------------------------------------------------------------------------------------------
-FROM python:3.11-slim-bookworm
+FROM python:3.11-slim-bookworm@sha256:a36c24f9cbdf4fd0f52d67f0823eeac19c2028c637cecc392d97f980d4fec56b
 
 ARG VERSION=0.1.0
 ARG REVISION=unknown

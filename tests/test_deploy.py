@@ -665,6 +665,17 @@ def test_dockerfile_is_multi_stage_on_pinned_images() -> None:
     assert copies == ["--from=builder /opt/venv /opt/venv"]
 
 
+def test_dockerfile_python_base_is_pinned_by_digest_the_same_in_every_stage() -> None:
+    """Both stages start from one multi-arch index digest, its tag kept for readers, so that the builder's
+    venv runs on the very Python it was built with."""
+    bases = [stage[0][1].split()[0] for stage in stages()]
+    python = [image for image in bases if image.startswith("python:")]
+    assert len(python) == len(bases) == 2, bases
+    for image in python:
+        assert re.fullmatch(r"python:3\.11-slim-bookworm@sha256:[0-9a-f]{64}", image), image
+    assert len(set(python)) == 1, python
+
+
 def test_dockerfile_final_stage_runs_the_exporter_unprivileged() -> None:
     final = stages()[-1]
     users = [args for keyword, args in final if keyword == "USER"]

@@ -67,9 +67,12 @@ _NET_RESERVATION = (
     "reservation_net_amortized_upfront_fee_for_billing_period",
 )
 _NORMALIZED = "line_item_normalized_usage_amount"
+# Named in every permission failure; deploy/overlays/aws/billing-iam-policy.json grants exactly these
+# (docs/billing-setup.md), and tests/test_billing_setup_doc.py keeps the two in step.
 _ACTIONS = (
-    "athena:StartQueryExecution, athena:GetQueryExecution, athena:GetQueryResults, glue:GetTable, "
-    "glue:GetPartitions, s3:GetObject on the CUR bucket and s3:PutObject on the query output location"
+    "athena:StartQueryExecution, athena:GetQueryExecution, athena:GetQueryResults, "
+    "athena:StopQueryExecution, glue:GetDatabase, glue:GetTable, glue:GetPartitions, s3:GetObject on the "
+    "CUR bucket and s3:PutObject on the query output location (deploy/overlays/aws/billing-iam-policy.json)"
 )
 
 
