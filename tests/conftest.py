@@ -108,10 +108,14 @@ def node(name: str = "ip-10-0-12-87.ec2.internal", **overrides: Any) -> Node:
 
 
 def write(path: Path, text: str) -> None:
-    """Write and move mtime forward, so a rewrite within the clock's granularity still counts as a change."""
+    """Replace the file whole, its mtime moved forward, so a rewrite within the clock's granularity still
+    counts as a change; a watcher polling meanwhile sees the old file or the new one, never one half-made
+    (written but not yet re-stamped, which it would read twice)."""
     before = path.stat().st_mtime_ns if path.exists() else 0
-    path.write_text(text)
-    os.utime(path, ns=(before + 10**9, before + 10**9))
+    staged = path.with_name(path.name + ".staged")
+    staged.write_text(text)
+    os.utime(staged, ns=(before + 10**9, before + 10**9))
+    os.replace(staged, path)
 
 
 def node_text(store: NodeMetricsStore, *, openmetrics: bool) -> str:

@@ -708,8 +708,8 @@ def test_dockerfile_installs_the_locked_runtime_set() -> None:
     text = "\n".join(runs)
     assert re.search(r"uv export --frozen --no-dev\b", text)
     assert "--require-hashes" in text
-    # The uv that resolves the lock in the image is the one the README (and CI) pins.
-    (pinned_uv,) = set(re.findall(r"uv==([\d.]+)", (ROOT / "README.md").read_text().split("```", 2)[1]))
+    # The uv that resolves the lock in the image is the one scripts/uv.py (the README's and CI's) pins.
+    (pinned_uv,) = re.findall(r'^PINNED = "([\d.]+)"$', (ROOT / "scripts" / "uv.py").read_text(), re.M)
     copies = [args for keyword, args in dockerfile_instructions() if keyword == "COPY"]
     assert any(args.startswith(f"--from=ghcr.io/astral-sh/uv:{pinned_uv} ") for args in copies), copies
     # EXTRAS: by default every cloud extra, and only real ones (dev is an extra too: never by default).

@@ -311,6 +311,3 @@ def test_a_fetched_uv_is_reused_and_two_first_runs_at_once_share_one_copy(tmp_pa
     assert again.stderr == ""  # nothing fetched, nothing said
     assert sum(path.startswith("/files/") for path in index.requests) == fetches
 
-
-def test_the_image_copies_the_uv_release_the_script_pins() -> None:
-    assert f"COPY --from=ghcr.io/astral-sh/uv:{PINNED} " in ROOT.joinpath("Dockerfile").read_text()
