@@ -46,7 +46,7 @@ from collections.abc import Iterator, Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from exporter.config.sources.azure import AzureCostSettings
+from exporter.config.sources.azure import AzureCostSettings, azure_cloud
 from exporter.health import Reason
 from exporter.inventory.node import Node
 from exporter.pricing.sources.billing import BillingSource, BillRow, CommitmentDay, midnight
@@ -101,11 +101,12 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
         context: SourceContext,
         *,
         credential: Any = None,  # tests: a static token for the local fake; else DefaultAzureCredential
-        connection_verify: str | bool = True,  # tests: the local fake's CA file
+        connection_verify: str | None = None,  # tests: the local fake's CA file; else tls.ca_file's bundle
     ) -> None:
         super().__init__(settings, context)
         self._credential = credential
-        self._verify = connection_verify
+        self._verify = connection_verify or context.sdk_verify()
+        self._cloud = azure_cloud(context.clouds).endpoints
         self._client: Any = None
         if settings.min_observed_hours != DEFAULT_MIN_OBSERVED_HOURS:
             self.log.warning(
@@ -143,16 +144,22 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
                 "connection_timeout": min(60.0, self.settings.timeout_seconds),
                 "read_timeout": self.settings.timeout_seconds,
             }
+            if self._verify:
+                timeouts["connection_verify"] = self._verify  # token requests trust it too
             credential = self._credential
             if credential is None:
                 from azure.identity import DefaultAzureCredential
 
-                credential = DefaultAzureCredential(**timeouts)
+                # azure.cloud moves Entra ID with ARM: a token from login.microsoftonline.com is no good
+                # to management.usgovcloudapi.net.
+                credential = DefaultAzureCredential(authority=self._cloud.authority_host, **timeouts)
             self._client = CostManagementClient(
                 credential,
-                base_url=self.settings.endpoint_url or None,
+                base_url=self.settings.endpoint_url or self._cloud.arm_endpoint,
+                # The token's audience follows the cloud even when endpoint_url points elsewhere (a proxy):
+                # the SDK's default scope is the public cloud's whatever base_url says.
+                credential_scopes=[self._cloud.arm_scope],
                 **timeouts,
-                connection_verify=self._verify,
                 user_agent="node-cost-exporter",
             )
         return self._client
