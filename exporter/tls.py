@@ -71,6 +71,26 @@ def _write_bundle(ca_file: str) -> str:
     return path
 
 
+def untrusted_certificate(err: BaseException) -> bool:
+    """Whether `err`, or an error it wraps (`__cause__`, urllib3's `reason`, azure-core's
+    `inner_exception`), is a server certificate this process does not trust: the one failure that
+    `tls.ca_file` fixes, and that no retry does."""
+    pending, seen = [err], set()
+    while pending:
+        error = pending.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        text = str(error)
+        if isinstance(error, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in text:
+            return True
+        for name in ("__cause__", "__context__", "reason", "inner_exception"):
+            inner = getattr(error, name, None)
+            if isinstance(inner, BaseException):
+                pending.append(inner)
+    return False
+
+
 def _remove(path: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)

@@ -41,6 +41,9 @@ REGIONS = {
     "eu-west-1": ("EU (Ireland)", "EU-"),
     "eu-central-1": ("EU (Frankfurt)", "EUC1-"),
     "af-south-1": ("Africa (Cape Town)", "AFS1-"),
+    "cn-north-1": ("China (Beijing)", "CNN1-"),
+    "cn-northwest-1": ("China (Ningxia)", "CNW1-"),
+    "us-gov-west-1": ("AWS GovCloud (US-West)", "UGW1-"),
 }
 _USAGE = {"Shared": "BoxUsage", "Dedicated": "DedicatedUsage", "Host": "HostBoxUsage"}
 ON_DEMAND_TERM = "JRTCKXETXF"  # the offer term code of every EC2 on-demand price
@@ -62,6 +65,7 @@ def ec2_product(
     vcpu: str = "2",
     memory: str = "8 GiB",
     reserved_usd_per_hour: str = "",
+    currency: str = "USD",  # the China regions' price list quotes CNY
 ) -> str:
     """One GetProducts PriceList element (a JSON string), with the attribute names and term layout of the
     real 2024 af-south-1 c5ad.2xlarge element in ../shared/fixtures/real/aws_pricing/."""
@@ -103,7 +107,7 @@ def ec2_product(
                         "appliesTo": [],
                         "rateCode": rate,
                         "beginRange": "0",
-                        "pricePerUnit": {"USD": usd_per_hour},
+                        "pricePerUnit": {currency: usd_per_hour},
                     }
                 },
                 "sku": sku,

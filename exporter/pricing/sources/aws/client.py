@@ -23,8 +23,14 @@ from exporter.config import ShelfSettings
 from exporter.config.sources.aws import PARTITION_CURRENCIES, partition_of
 from exporter.health import Reason
 from exporter.pricing.sources.context import SourceContext
-from exporter.pricing.sources.fetch import FetchError, parse_retry_after, reason_for_status
+from exporter.pricing.sources.fetch import (
+    FetchError,
+    parse_retry_after,
+    reason_for_status,
+    untrusted_tls_error,
+)
 from exporter.pricing.sources.shelf import ShelfSource
+from exporter.tls import untrusted_certificate
 
 # Node OS → the Price List's operatingSystem and operation (the operation suffix encodes the licence:
 # RunInstances:0002 is licensed Windows, :0800 Windows BYOL, :0010 RHEL, :000g SUSE).
@@ -221,6 +227,8 @@ def _fetch_error(err: Exception, action: str, endpoint: str, timeout: float, now
     from botocore.parsers import ResponseParserError  # not re-exported by botocore.exceptions
 
     section = _SECTIONS[action.split(":", 1)[0]]
+    if untrusted_certificate(err):
+        return untrusted_tls_error(endpoint)
     if isinstance(err, ClientError):
         error = err.response.get("Error", {})
         meta = err.response.get("ResponseMetadata", {})

@@ -51,7 +51,13 @@ from exporter.health import Reason
 from exporter.inventory.node import Node
 from exporter.pricing.sources.billing import BillingSource, BillRow, CommitmentDay, midnight
 from exporter.pricing.sources.context import SourceContext
-from exporter.pricing.sources.fetch import MAX_RETRY_AFTER, FetchError, parse_retry_after, reason_for_status
+from exporter.pricing.sources.fetch import (
+    MAX_RETRY_AFTER,
+    FetchError,
+    parse_retry_after,
+    reason_for_status,
+    trusted_tls,
+)
 from exporter.pricing.sources.registry import register
 
 if TYPE_CHECKING:  # azure-core is imported when a query is sent: discovery must stay SDK-free
@@ -298,7 +304,9 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
         if url is None:  # relative: the SDK joins it to its endpoint
             url = f"/{scope}/providers/Microsoft.CostManagement/query?api-version={API_VERSION}"
         try:
-            response = client.send_request(HttpRequest("POST", url, json=body))
+            arm = self.settings.endpoint_url or self._cloud.arm_endpoint
+            with trusted_tls(f"{self._cloud.authority_host} or {arm}"):  # a token request, or the query
+                response = client.send_request(HttpRequest("POST", url, json=body))
             response.raise_for_status()
         except ClientAuthenticationError as err:
             raise FetchError(

@@ -42,10 +42,15 @@ from exporter.inventory.node import CapacityType, Node
 from exporter.pricing.money import parse_money
 from exporter.pricing.quote import Basis
 from exporter.pricing.sources.context import SourceContext
-from exporter.pricing.sources.fetch import FetchError, parse_retry_after, reason_for_status
+from exporter.pricing.sources.fetch import (
+    FetchError,
+    parse_retry_after,
+    reason_for_status,
+    untrusted_tls_error,
+)
 from exporter.pricing.sources.registry import register
 from exporter.pricing.sources.shelf import Key, ShelfPrice, ShelfSource
-from exporter.tls import ssl_context
+from exporter.tls import ssl_context, untrusted_certificate
 
 PUBLIC_ENDPOINT = "https://prices.azure.com"
 API_PATH = "/api/retail/prices"
@@ -180,6 +185,8 @@ class AzureRetailPrices(ShelfSource[AzureRetailSettings]):
                     Reason.TIMEOUT, f"{_short(url)} did not answer within {self.settings.timeout_seconds}s"
                 ) from err
             except (HTTPError, OSError) as err:
+                if untrusted_certificate(err):
+                    raise untrusted_tls_error(_short(url)) from err
                 raise FetchError(Reason.UNAVAILABLE, f"GET {_short(url)}: {err}") from err
             if resp.status != 200:
                 raise _status_error(resp, url, self.clock.time())

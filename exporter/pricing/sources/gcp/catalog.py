@@ -31,11 +31,17 @@ from exporter.inventory.node import CapacityType, Node
 from exporter.pricing.money import parse_money
 from exporter.pricing.quote import Basis
 from exporter.pricing.sources.context import SourceContext
-from exporter.pricing.sources.fetch import FetchError, parse_retry_after, reason_for_status
+from exporter.pricing.sources.fetch import (
+    FetchError,
+    parse_retry_after,
+    reason_for_status,
+    untrusted_tls_error,
+)
 from exporter.pricing.sources.gcp.json_scan import scan_page
 from exporter.pricing.sources.gcp.machine_shapes import gpu_id, implied_gpus, machine_shape
 from exporter.pricing.sources.registry import register
 from exporter.pricing.sources.shelf import Key, ShelfPrice, ShelfSource
+from exporter.tls import untrusted_certificate
 
 if TYPE_CHECKING:  # requests and google-auth are imported when a listing starts
     import requests
@@ -300,6 +306,9 @@ class GcpCatalogPrices(ShelfSource[GcpCatalogSettings]):
         except RefreshError as err:
             raise self._failed(Reason.AUTH, f"Google credentials could not be refreshed: {err}") from err
         except (requests.RequestException, GoogleAuthError) as err:
+            if untrusted_certificate(err):
+                untrusted = untrusted_tls_error(self._endpoint)
+                raise self._failed(untrusted.reason, untrusted.detail) from err
             raise self._failed(
                 Reason.UNAVAILABLE, f"cannot reach {self._endpoint}: {type(err).__name__}"
             ) from err
