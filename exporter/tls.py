@@ -65,7 +65,7 @@ def _write_bundle(ca_file: str) -> str:
     except OSError as err:  # no writable temporary directory: a read-only root filesystem
         raise TrustError(
             f"cannot write the CA bundle (public roots + {ca_file}) to a temporary directory "
-            f"({err.strerror or err}); mount a writable emptyDir at /tmp or set TMPDIR"
+            f"({err.strerror or err}); set TMPDIR to a writable directory, e.g. the cache volume's"
         ) from err
     atexit.register(_remove, path)
     return path

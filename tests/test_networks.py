@@ -9,7 +9,9 @@ CA that `tls.ca_file` names. Nothing edits /etc/hosts and nothing patches an SDK
 
 from __future__ import annotations
 
+import dataclasses
 import ssl
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -21,27 +23,31 @@ from typing import TypeVar
 import certifi
 import pytest
 
+from exporter.app import App
 from exporter.config import ConfigError, load_config
-from exporter.config.sources.aws import AwsPricingSettings
+from exporter.config.sources.aws import AwsPricingSettings, AwsSpotSettings
 from exporter.config.sources.azure import AzureCloudSettings, AzureCostSettings, AzureRetailSettings
-from exporter.config.sources.gcp import GcpCatalogSettings
+from exporter.config.sources.gcp import GcpBigQuerySettings, GcpCatalogSettings
 from exporter.health import Health, Reason
 from exporter.inventory.kube import KubeNodeWatcher
-from exporter.inventory.node import Node, ProviderRef
+from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.inventory.parse import DEFAULT_SPOT_LABELS
 from exporter.pricing.sources.aws.price_list import AwsOnDemandPrices
+from exporter.pricing.sources.aws.spot import AwsSpotPrices
 from exporter.pricing.sources.azure.cost_management import AzureCostBilling
 from exporter.pricing.sources.azure.retail import AzureRetailPrices
+from exporter.pricing.sources.gcp.bigquery import GcpBigQueryBilling
 from exporter.pricing.sources.gcp.catalog import GcpCatalogPrices
 from exporter.tls import sdk_bundle
-from fakes.aws_api import PricingApi, ec2_product
+from fakes.aws_api import Ec2Api, PricingApi, ec2_product
 from fakes.azure_api import FakeRetailPricesAPI, vm_items
+from fakes.bigquery_api import BILLING_COLUMNS, FakeBigQuery
 from fakes.cost_management_api import FakeCostManagement, UsageRecord
 from fakes.entra_api import FakeEntraID
-from fakes.gcp_api import FakeCatalogAPI
+from fakes.gcp_api import FakeCatalogAPI, write_adc
 from fakes.kube_api import FakeKubeAPI, RecordingSink, make_node, self_signed_cert, wait_for, write_kubeconfig
 from fakes.network import ConnectProxy, TestCA
-from fakes.server import FakeServer
+from fakes.server import FakeServer, Fault
 from tests.conftest import FakeClock, context, node
 
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")
@@ -105,6 +111,18 @@ def test_the_sdk_bundle_trusts_the_public_roots_and_the_corporate_ca(ca: TestCA)
     subjects = {dict(item[0] for item in cert["subject"]).get("commonName") for cert in both.get_ca_certs()}
     assert len(both.get_ca_certs()) == len(public.get_ca_certs()) + 1
     assert {"Corporate Inspection CA", "ISRG Root X1"} <= subjects  # the proxy's CA and a public root
+
+
+def test_a_bundle_that_cannot_be_written_stops_the_start_naming_the_key(
+    tmp_path: Path, ca: TestCA, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read-only root filesystem and no TMPDIR: refused when the app builds its sources, not at their first
+    call (the CLI turns the ConfigError into exit 2)."""
+    corporate = tmp_path / "proxy-ca.pem"  # a path of its own: bundles are written once per file
+    corporate.write_text(Path(ca.ca_file).read_text())
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "not-there"))  # stdlib's cached $TMPDIR
+    with pytest.raises(ConfigError, match=r"^tls\.ca_file: cannot write the CA bundle .* set TMPDIR"):
+        App(load_config(None, env={"NODECOST_TLS__CA_FILE": str(corporate), "NODECOST_AZURE__RETAIL__ENABLED": "true", "NODECOST_DEMO": "true"}))
 
 
 # -- Kubernetes ----------------------------------------------------------------------------------------------
@@ -226,13 +244,38 @@ def test_a_china_node_is_priced_at_the_china_endpoint_in_cny(ca: TestCA, proxy: 
         assert source.status.reason is Reason.CONFIG and "tls.ca_file" in source.status.detail
         assert len(api.calls) == 1  # the handshake failed: nothing reached the fake
 
+        # The caller's ARN in a China error is in the China partition (the fake answers as AWS does).
+        api.inject(Fault.PERMISSION)
+        source = on_demand(ca.ca_file, "CNY")
+        source.wanted([china])
+        source.refresh()
+        assert source.status.reason is Reason.PERMISSION
+        assert "arn:aws-cn:sts::" in source.status.detail and "pricing:GetProducts" in source.status.detail
+        calls = len(api.calls)
+
         # A China node in a USD configuration is refused by name, not priced from CNY figures.
         source = on_demand(ca.ca_file, "USD")
         source.wanted([china])
         source.refresh()
         assert source.quote(china) is None
         assert source.status.reason is Reason.CONFIG
-        assert "pricing.currency: CNY" in source.status.detail and len(api.calls) == 1
+        assert "pricing.currency: CNY" in source.status.detail and len(api.calls) == calls
+
+
+@pytest.mark.usefixtures("aws_env")
+def test_a_china_spot_node_is_priced_by_ec2_in_its_own_region(ca: TestCA, proxy: ConnectProxy) -> None:
+    with serve(Ec2Api(), ca, proxy, "ec2.cn-north-1.amazonaws.com.cn") as api:
+        api.add("cn-north-1a", "m5.large", "0.305000", "2026-11-22T10:00:00.000Z")
+        spot_node = dataclasses.replace(ec2_node("cn-north-1"), capacity_type=CapacityType.SPOT)
+        source = AwsSpotPrices(
+            AwsSpotSettings(enabled=True, retries=0, timeout_seconds=5.0), context(currency="CNY", ca_file=ca.ca_file)
+        )
+        source.wanted([spot_node])
+        source.refresh()
+        quote = source.quote(spot_node)
+        assert quote is not None and quote.hourly == Decimal("0.305"), source.status.detail
+        assert proxy.hosts() == ["ec2.cn-north-1.amazonaws.com.cn"]
+        assert [call.region for call in api.calls] == ["cn-north-1"]
 
 
 @pytest.mark.usefixtures("aws_env")
@@ -408,3 +451,39 @@ def test_the_billing_catalog_through_the_proxy_trusts_the_ca_file(ca: TestCA, pr
             else:
                 assert source.status.reason is Reason.CONFIG and "tls.ca_file" in source.status.detail
         assert set(proxy.hosts()) == {"cloudbilling.googleapis.com"}
+
+
+GKE_VM = node(
+    "gke-a-1",
+    provider_id="gce://billing-admin/us-central1-b/gke-a-1",
+    ref=ProviderRef("gcp", account="billing-admin", zone="us-central1-b", instance_id="gke-a-1"),
+)
+
+
+def test_bigquery_and_its_token_refreshes_through_the_proxy_trust_the_ca_file(
+    tmp_path: Path, ca: TestCA, proxy: ConnectProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The query and the workforce-identity token refresh (at sts.googleapis.com here) both verify with the
+    bundle: without it, the token request fails its handshake first."""
+    table = "billing-admin.billing_export.gcp_billing_export_resource_v1_010101_ABCDEF_123456"
+    adc = write_adc(tmp_path / "adc.json", "https://sts.googleapis.com/token")
+    monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
+    tokens = FakeCatalogAPI(token="ya29.test-token")
+    with serve(tokens, ca, proxy, "sts.googleapis.com"), serve(FakeBigQuery(), ca, proxy, "bigquery.googleapis.com") as bq:
+        bq.create_table(table, BILLING_COLUMNS, [])
+        project, dataset, name = table.split(".")
+        settings = GcpBigQuerySettings(
+            enabled=True, project=project, dataset=dataset, table=name, retries=0, timeout_seconds=10.0
+        )
+        for ca_file in (ca.ca_file, ""):
+            source = GcpBigQueryBilling(settings, context(FakeClock(NOW), ca_file=ca_file))
+            source.wanted([GKE_VM])
+            source.refresh()
+            if ca_file:  # the query ran over TLS and answered: an empty bill, so no_data
+                assert source.status.reason is Reason.NO_DATA, source.status.detail
+                assert {"sts.googleapis.com", "bigquery.googleapis.com"} <= set(proxy.hosts())
+                asked = len(bq.requests)
+                assert asked and all(r.headers["authorization"] == "Bearer ya29.test-token" for r in bq.requests)
+            else:
+                assert source.status.reason is Reason.CONFIG and "tls.ca_file" in source.status.detail
+                assert len(bq.requests) == asked

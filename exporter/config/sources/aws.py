@@ -12,6 +12,10 @@ PRICE_LIST_REGIONS = ("us-east-1", "ap-south-1", "eu-central-1", "cn-northwest-1
 # The currency AWS quotes list and spot prices in, per partition: the China regions' price list is in CNY.
 PARTITION_CURRENCIES = {"aws": "USD", "aws-cn": "CNY", "aws-us-gov": "USD"}
 
+CUR_VERSIONS = ("2.0", "legacy")
+COST_BASES = ("amortized", "amortized_net", "unblended", "net_unblended")
+NET_COST_BASES = ("amortized_net", "net_unblended")  # after EDP and private-rate discounts
+
 
 def partition_of(region: str) -> str:
     """The AWS partition a region belongs to, as ARNs and endpoints spell it: aws-cn for cn-*, aws-us-gov
@@ -21,9 +25,6 @@ def partition_of(region: str) -> str:
     if region.startswith("us-gov-"):
         return "aws-us-gov"
     return "aws"
-CUR_VERSIONS = ("2.0", "legacy")
-COST_BASES = ("amortized", "amortized_net", "unblended", "net_unblended")
-NET_COST_BASES = ("amortized_net", "net_unblended")  # after EDP and private-rate discounts
 
 
 def _list_currency(shelf: ShelfSettings, config: Config) -> None:

@@ -24,11 +24,11 @@ COST_TYPES = ("AmortizedCost", "ActualCost")
 
 @dataclass(frozen=True)
 class AzureCloud:
-    """Where one Azure cloud's Resource Manager and Entra ID answer. Names as `az cloud list` spells
-    them; hosts from learn.microsoft.com, "Azure Government developer guide" (ARM
-    management.usgovcloudapi.net, Entra ID login.microsoftonline.us) and "Azure China developer guide"
-    (management.chinacloudapi.cn, login.chinacloudapi.cn), the same hosts azure-identity's
-    AzureAuthorityHosts names."""
+    """Where one Azure cloud's Resource Manager and Entra ID answer, named as `az cloud list` names the
+    clouds. Hosts from learn.microsoft.com, "National clouds" (Entra ID: login.microsoftonline.us,
+    login.partner.microsoftonline.cn; azure-identity's AzureAuthorityHosts.AZURE_CHINA still names the older
+    login.chinacloudapi.cn, which MSAL lists as deprecated) and the clouds' developer guides (Resource
+    Manager: management.usgovcloudapi.net, management.chinacloudapi.cn)."""
 
     arm_endpoint: str
     authority_host: str
@@ -42,9 +42,7 @@ class AzureCloud:
 AZURE_CLOUDS = {
     "AzurePublicCloud": AzureCloud("https://management.azure.com", "login.microsoftonline.com"),
     "AzureUSGovernment": AzureCloud("https://management.usgovcloudapi.net", "login.microsoftonline.us"),
-    "AzureChinaCloud": AzureCloud(
-        "https://management.chinacloudapi.cn", "login.partner.microsoftonline.cn"
-    ),
+    "AzureChinaCloud": AzureCloud("https://management.chinacloudapi.cn", "login.partner.microsoftonline.cn"),
 }
 
 
@@ -62,9 +60,9 @@ class AzureCloudSettings(CloudSettings):
         return AZURE_CLOUDS[self.cloud]
 
 
-def azure_cloud(config_clouds: object) -> AzureCloudSettings:
+def azure_cloud(clouds: Mapping[str, CloudSettings]) -> AzureCloudSettings:
     """The `azure.cloud` settings out of `Config.clouds` (or a source context's), the default when absent."""
-    found = config_clouds.get("azure") if isinstance(config_clouds, Mapping) else None
+    found = clouds.get("azure")
     return found if isinstance(found, AzureCloudSettings) else AzureCloudSettings()
 
 
@@ -73,10 +71,11 @@ def azure_cloud(config_clouds: object) -> AzureCloudSettings:
 class AzureRetailSettings(ShelfSettings):
     """The Retail Prices API needs nothing beyond the common shelf settings (it takes no credentials).
 
-    prices.azure.com serves the public cloud's and Azure Government's regions (usgovvirginia, …), so it
-    stays the endpoint in AzureUSGovernment. Azure China's retail prices are a CSV price sheet of their own
-    (prices.azure.cn/api/retail/pricesheet/download, learn.microsoft.com "Azure Retail Prices API for
-    China"), which this source does not read: enabling it with AzureChinaCloud is refused at start.
+    prices.azure.com is public and unauthenticated, and its items include Azure Government's regions
+    (usgovvirginia, …), so it stays the endpoint in AzureUSGovernment. Azure China's retail prices are a
+    CSV price sheet of their own (prices.azure.cn/api/retail/pricesheet/download, learn.microsoft.com
+    "Azure Retail Prices API for China"), which this source does not read: enabling it with
+    AzureChinaCloud is refused at start.
     """
 
     def validate(self, key: str, config: Config) -> None:

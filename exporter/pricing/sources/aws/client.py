@@ -132,7 +132,7 @@ class AwsSource(ShelfSource[S]):
     """What both AWS sources share: SDK clients without SDK retries, one error mapping."""
 
     def __init__(self, settings: S, context: SourceContext) -> None:
-        super().__init__(settings, context)  # USD only: config validation sees to it
+        super().__init__(settings, context)  # USD or CNY (config); each region's own: _check_currency
         self._session = aws_session(settings.timeout_seconds, context.sdk_verify())
         self._clients: dict[str, Any] = {}
         self._client_lock = threading.Lock()  # botocore sessions are not thread-safe; clients are

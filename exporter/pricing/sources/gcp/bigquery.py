@@ -34,9 +34,10 @@ from exporter.health import Reason
 from exporter.inventory.node import Node
 from exporter.pricing.sources.billing import BillingSource, BillRow, CommitmentDay
 from exporter.pricing.sources.context import SourceContext
-from exporter.pricing.sources.fetch import FetchError, reason_for_status
+from exporter.pricing.sources.fetch import FetchError, reason_for_status, untrusted_tls_error
 from exporter.pricing.sources.gcp.catalog import trusting
 from exporter.pricing.sources.registry import register
+from exporter.tls import untrusted_certificate
 
 if TYPE_CHECKING:  # the SDK itself is imported when a client is built: discovery must stay SDK-free
     from google.api_core import exceptions as google_errors
@@ -574,7 +575,7 @@ class GcpBigQueryBilling(BillingSource[GcpBigQuerySettings]):
         """The rows of one query job, page by page, its failures as FetchErrors."""
         import requests
         from google.api_core import exceptions as google_errors
-        from google.auth.exceptions import RefreshError
+        from google.auth.exceptions import RefreshError, TransportError
         from google.cloud import bigquery
 
         config = bigquery.QueryJobConfig(
@@ -607,6 +608,10 @@ class GcpBigQueryBilling(BillingSource[GcpBigQuerySettings]):
             raise self._error(err) from err
         except RefreshError as err:
             raise FetchError(Reason.AUTH, f"Google credentials could not be refreshed: {err}") from err
+        except TransportError as err:  # the token endpoint could not be reached
+            if untrusted_certificate(err):
+                raise untrusted_tls_error("the Google token endpoint") from err
+            raise FetchError(Reason.UNAVAILABLE, f"cannot reach the Google token endpoint: {err}") from err
         except (TimeoutError, requests.Timeout, google_errors.RetryError) as err:
             raise FetchError(
                 Reason.TIMEOUT,
@@ -616,6 +621,8 @@ class GcpBigQueryBilling(BillingSource[GcpBigQuerySettings]):
         except requests.JSONDecodeError as err:  # an OSError too: before the clause below
             raise FetchError(Reason.BAD_RESPONSE, f"unreadable answer from BigQuery: {err}") from err
         except OSError as err:  # requests' connection errors are OSErrors
+            if untrusted_certificate(err):
+                raise untrusted_tls_error(self.settings.endpoint_url or "bigquery.googleapis.com") from err
             raise FetchError(
                 Reason.UNAVAILABLE, f"cannot reach BigQuery ({type(err).__name__}: {err})"
             ) from err
