@@ -5,8 +5,9 @@ azure-identity's ClientSecretCredential and EnvironmentCredential) sends for a c
   Connect Discovery 1.0, section 4; MSAL reads `token_endpoint` and `authorization_endpoint` from it). Its
   endpoints are built from the request's Host, so behind `fakes.network.ConnectProxy` they name the real
   host (login.microsoftonline.us) and the token request goes there too.
-- `POST /{tenant}/oauth2/v2.0/token`, form-encoded `grant_type=client_credentials`, `client_id`,
-  `client_secret`, `scope`: `{"token_type":"Bearer","expires_in":…,"ext_expires_in":…,"access_token":…}`,
+- `POST /{tenant}/oauth2/v2.0/token`, form-encoded `grant_type=client_credentials`, `client_id`, `scope`,
+  and `client_secret` or (Azure Workload Identity) `client_assertion_type` jwt-bearer with the projected
+  service account token as `client_assertion`: `{"token_type":"Bearer","expires_in":…,"ext_expires_in":…,"access_token":…}`,
   or 401 `invalid_client` (learn.microsoft.com, "Microsoft identity platform and the OAuth 2.0 client
   credentials flow": the successful response and the error response's fields).
 
@@ -20,6 +21,8 @@ from urllib.parse import parse_qsl
 
 from fakes.server import Answer, FakeServer, Fault, Request
 
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
 
 class FakeEntraID(FakeServer):
     """One tenant with one client; hands out `token` to it."""
@@ -32,9 +35,11 @@ class FakeEntraID(FakeServer):
         client_id: str = "6dd0c4e8-0f6b-4d67-9a4b-6d1f2b7c3a10",
         client_secret: str = "client-secret-value",
         token: str = "entra-token",
+        federated_token: str = "projected-service-account-token",  # what Workload Identity presents
     ) -> None:
         super().__init__(tls=tls)
         self.tenant, self.client_id, self.client_secret, self.token = tenant, client_id, client_secret, token
+        self.federated_token = federated_token
         self.scopes: list[str] = []
 
     def handle(self, request: Request) -> Answer:
@@ -59,7 +64,12 @@ class FakeEntraID(FakeServer):
                 self.scopes.append(form.get("scope", ""))
             if form.get("grant_type") != "client_credentials":
                 return _error(400, "unsupported_grant_type", "AADSTS70003: grant type not supported.")
-            if (form.get("client_id"), form.get("client_secret")) != (self.client_id, self.client_secret):
+            if form.get("client_id") != self.client_id:
+                return _error(400, "unauthorized_client", "AADSTS700016: Application not found in the directory.")
+            assertion = form.get("client_assertion_type") == JWT_BEARER and form.get("client_assertion")
+            if assertion and assertion != self.federated_token:
+                return _error(401, "invalid_client", "AADSTS700024: Client assertion is not within its valid time range.")
+            if not assertion and form.get("client_secret") != self.client_secret:
                 return _error(401, "invalid_client", "AADSTS7000215: Invalid client secret provided.")
             return Answer.json(
                 200,

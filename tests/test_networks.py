@@ -369,6 +369,27 @@ def test_a_sovereign_cloud_moves_the_token_authority_audience_and_endpoint(
     assert quote is not None and abs(float(quote.hourly) - 0.10) < 1e-9
 
 
+def test_workload_identity_asks_the_clouds_authority_whatever_azure_authority_host_says(
+    tmp_path: Path, ca: TestCA, proxy: ConnectProxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """AKS's Workload Identity webhook sets AZURE_FEDERATED_TOKEN_FILE (and AZURE_AUTHORITY_HOST); here the
+    latter names the public cloud, and azure.cloud must still win."""
+    with sovereign(tmp_path, ca, proxy, "AzureUSGovernment") as (entra, arm):
+        token_file = tmp_path / "azure-identity-token"
+        token_file.write_text(entra.federated_token)
+        monkeypatch.setenv("AZURE_FEDERATED_TOKEN_FILE", str(token_file))
+        monkeypatch.setenv("AZURE_TENANT_ID", entra.tenant)
+        monkeypatch.setenv("AZURE_CLIENT_ID", entra.client_id)
+        monkeypatch.setenv("AZURE_AUTHORITY_HOST", "https://login.microsoftonline.com/")
+        monkeypatch.delenv("AZURE_CLIENT_SECRET", raising=False)
+        source = cost_source("AzureUSGovernment", ca.ca_file)
+        source.wanted([VM_NODE])
+        assert source.refresh() is True, source.status.detail
+    assert entra.scopes == ["https://management.usgovcloudapi.net/.default"]
+    assert set(proxy.hosts()) == {"login.microsoftonline.us", "management.usgovcloudapi.net"}
+    assert {call["headers"].get("authorization") for call in arm.calls} == {f"Bearer {entra.token}"}
+
+
 @pytest.mark.usefixtures("entra_env")
 def test_an_explicit_endpoint_wins_but_the_audience_follows_the_cloud(
     tmp_path: Path, ca: TestCA, proxy: ConnectProxy

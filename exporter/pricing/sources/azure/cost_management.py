@@ -42,6 +42,7 @@ Throttling is a 429 with `x-ms-ratelimit-microsoft.costmanagement-*-retry-after`
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -152,13 +153,7 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
             }
             if self._verify:
                 timeouts["connection_verify"] = self._verify  # token requests trust it too
-            credential = self._credential
-            if credential is None:
-                from azure.identity import DefaultAzureCredential
-
-                # azure.cloud moves Entra ID with ARM: a token from login.microsoftonline.com is no good
-                # to management.usgovcloudapi.net.
-                credential = DefaultAzureCredential(authority=self._cloud.authority_host, **timeouts)
+            credential = self._credential or _credential(self._cloud.authority_host, timeouts)
             self._client = CostManagementClient(
                 credential,
                 base_url=self.settings.endpoint_url or self._cloud.arm_endpoint,
@@ -387,6 +382,19 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
 
 
 _COST_COLUMNS = ("cost", "pretaxcost", "costusd")
+
+
+def _credential(authority: str, options: dict[str, Any]) -> Any:
+    """Azure Workload Identity when its webhook's variables are there, else DefaultAzureCredential's chain;
+    either way from `authority` (azure.cloud): a token from login.microsoftonline.com is no good to
+    management.usgovcloudapi.net. Not DefaultAzureCredential alone: it hands `authority` to every
+    credential but the workload identity one, which then falls back to AZURE_AUTHORITY_HOST or the public
+    cloud (azure-identity's _credentials/default.py)."""
+    from azure.identity import DefaultAzureCredential, WorkloadIdentityCredential
+
+    if os.environ.get("AZURE_FEDERATED_TOKEN_FILE"):
+        return WorkloadIdentityCredential(authority=authority, **options)
+    return DefaultAzureCredential(authority=authority, **options)
 
 
 def _definition(
