@@ -93,7 +93,7 @@ def test_a_ca_file_is_checked_at_start_and_named_never_at_the_first_handshake(tm
         str(tmp_path / "absent.pem"): "does not exist",
         str(tmp_path / "key.pem"): "holds no PEM certificate",
         str(tmp_path / "der.crt"): "holds no PEM certificate",
-        str(tmp_path): "does not exist",  # a directory is no bundle
+        str(tmp_path): "is not a file",
     }
     for path, problem in cases.items():
         with pytest.raises(ConfigError, match=rf"^tls\.ca_file: .*{problem}") as caught:
@@ -122,7 +122,8 @@ def test_a_bundle_that_cannot_be_written_stops_the_start_naming_the_key(
     corporate.write_text(Path(ca.ca_file).read_text())
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "not-there"))  # stdlib's cached $TMPDIR
     with pytest.raises(ConfigError, match=r"^tls\.ca_file: cannot write the CA bundle .* set TMPDIR"):
-        App(load_config(None, env={"NODECOST_TLS__CA_FILE": str(corporate), "NODECOST_AZURE__RETAIL__ENABLED": "true", "NODECOST_DEMO": "true"}))
+        env = {"NODECOST_TLS__CA_FILE": str(corporate), "NODECOST_AZURE__RETAIL__ENABLED": "true", "NODECOST_DEMO": "true"}
+        App(load_config(None, env=env))
 
 
 # -- Kubernetes ----------------------------------------------------------------------------------------------

@@ -303,8 +303,10 @@ def _validate(config: Config) -> None:
 def _check_ca_file(path: str) -> None:
     """At start, not at the first TLS handshake: a wrong path would otherwise surface as every cloud
     failing its certificate check, minutes later."""
-    if not Path(path).is_file():
+    if not Path(path).exists():
         raise ConfigError("tls.ca_file", f"{path} does not exist")
+    if not Path(path).is_file():
+        raise ConfigError("tls.ca_file", f"{path} is not a file")
     try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
     except ssl.SSLError as err:
