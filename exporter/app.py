@@ -58,6 +58,8 @@ def build_sources(config: Config, context: SourceContext) -> list[PriceSource]:
         settings = config.sources.get(entry.key)  # absent: a Config built in code, not loaded
         if settings is not None and settings.enabled:
             sources.append(entry.build(settings, context))
+    if sources:
+        context.sdk_verify()  # a bundle that cannot be written stops the start, not the first refresh
     if pricing.custom.file:
         try:
             custom = CustomPrices(
@@ -95,7 +97,14 @@ class App:
                 ", ".join(billing),
             )
         _warn_discount_on_a_net_bill(config)
-        context = SourceContext(self.health, self.cache, config.pricing.currency, clock)
+        context = SourceContext(
+            self.health,
+            self.cache,
+            config.pricing.currency,
+            clock,
+            ca_file=config.tls.ca_file,
+            clouds=config.clouds,
+        )
         self.engine = PricingEngine(build_sources(config, context), config.pricing, self.health)
         self._lock = threading.Lock()
         self._nodes: dict[str, Node] = {}  # name → the node shown under it
@@ -152,6 +161,7 @@ class App:
             page_size=kube.page_size,
             watch_timeout_seconds=kube.watch_timeout_seconds,
             service_account_dir=kube.service_account_dir,
+            ca_file=self.config.tls.ca_file,
         )
         self._watch_stats = watcher
         return watcher

@@ -103,7 +103,9 @@ def main(argv: Sequence[str]) -> int:
 
         health = Health()
         cache = PriceCache(config.cache.path, health.integration("cache"))
-        context = SourceContext(health, cache, config.pricing.currency)
+        context = SourceContext(
+            health, cache, config.pricing.currency, ca_file=config.tls.ca_file, clouds=config.clouds
+        )
         sources = [s for s in build_sources(config, context) if isinstance(s, BillingSource)]
         if not sources:
             raise ConfigError("billing", "enable aws.cur, gcp.bigquery or azure.cost_management to backfill")

@@ -57,7 +57,10 @@ def shelf_source(config: Config, provider: str, health: Health) -> ShelfSource[A
     """The provider's on-demand list-price source, enabled whatever the config says, with no cache."""
     key = LIST_PRICES[provider]
     settings = dataclasses.replace(config.sources[key], enabled=True)
-    source = registered(key).build(settings, SourceContext(health, None, config.pricing.currency))
+    context = SourceContext(
+        health, None, config.pricing.currency, ca_file=config.tls.ca_file, clouds=config.clouds
+    )
+    source = registered(key).build(settings, context)
     assert isinstance(source, ShelfSource)
     return source
 

@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
 
+from exporter.config.sources.aws import partition_of
 from fakes.server import Answer, FakeServer, Fault, Request, header_seconds
 
 _SCOPE = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/([^/]+)/aws4_request")
@@ -41,6 +42,9 @@ REGIONS = {
     "eu-west-1": ("EU (Ireland)", "EU-"),
     "eu-central-1": ("EU (Frankfurt)", "EUC1-"),
     "af-south-1": ("Africa (Cape Town)", "AFS1-"),
+    "cn-north-1": ("China (Beijing)", "CNN1-"),
+    "cn-northwest-1": ("China (Ningxia)", "CNW1-"),
+    "us-gov-west-1": ("AWS GovCloud (US-West)", "UGW1-"),
 }
 _USAGE = {"Shared": "BoxUsage", "Dedicated": "DedicatedUsage", "Host": "HostBoxUsage"}
 ON_DEMAND_TERM = "JRTCKXETXF"  # the offer term code of every EC2 on-demand price
@@ -62,6 +66,7 @@ def ec2_product(
     vcpu: str = "2",
     memory: str = "8 GiB",
     reserved_usd_per_hour: str = "",
+    currency: str = "USD",  # the China regions' price list quotes CNY
 ) -> str:
     """One GetProducts PriceList element (a JSON string), with the attribute names and term layout of the
     real 2024 af-south-1 c5ad.2xlarge element in ../shared/fixtures/real/aws_pricing/."""
@@ -103,7 +108,7 @@ def ec2_product(
                         "appliesTo": [],
                         "rateCode": rate,
                         "beginRange": "0",
-                        "pricePerUnit": {"USD": usd_per_hour},
+                        "pricePerUnit": {currency: usd_per_hour},
                     }
                 },
                 "sku": sku,
@@ -302,7 +307,8 @@ class PricingApi(_FakeAws):
             return self._reply(200, json.dumps({"FormatVersion": "aws_v1", "PriceList": []}))
         if fault is Fault.BAD_RESPONSE:
             return self._reply(200, self._truncated())
-        return aws_json_fault(fault, "pricing:GetProducts", retry_after)
+        scope = _SCOPE.search(request.headers.get("authorization") or "")
+        return aws_json_fault(fault, "pricing:GetProducts", retry_after, partition_of(scope.group(1) if scope else ""))
 
     def _truncated(self) -> str:
         return '{"FormatVersion":"aws_v1","PriceList":["{\\"product\\":{\\"productFamily'
@@ -433,12 +439,13 @@ def aws_json_error(
     )
 
 
-def aws_json_fault(fault: Fault, action: str, retry_after: float | None) -> Answer:
+def aws_json_fault(fault: Fault, action: str, retry_after: float | None, partition: str = "aws") -> Answer:
     """A generic fault as any AWS JSON service's front door answers it: UnrecognizedClientException and
     AccessDeniedException (AWS's common errors, docs.aws.amazon.com/.../CommonErrors.html), 400
     ThrottlingException "Rate exceeded", 503 ServiceUnavailable. AWS rarely sends Retry-After; the fake adds
-    it when `retry_after` is given, to prove a caller honours it where it is sent."""
-    role = "arn:aws:sts::123456789012:assumed-role/node-cost-exporter/botocore-session"
+    it when `retry_after` is given, to prove a caller honours it where it is sent. The caller's ARN is in
+    the partition of the region the request was signed for (arn:aws-cn:… in China)."""
+    role = f"arn:{partition}:sts::123456789012:assumed-role/node-cost-exporter/botocore-session"
     status, code, message = {
         Fault.AUTH: (400, "UnrecognizedClientException", "The security token included in the request is invalid."),
         Fault.PERMISSION: (

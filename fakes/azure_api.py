@@ -98,6 +98,7 @@ LOCATIONS = {
     "northeurope": "EU North",
     "westeurope": "EU West",
     "southindia": "IN South",
+    "usgovvirginia": "US Gov Virginia",  # Azure Government: listed by the same API
     "switzerlandnorth": "CH North",
 }
 VM_SERVICE_ID = "DZH313Z7MMC8"  # serviceId of "Virtual Machines" in every real item

@@ -473,12 +473,20 @@ class FakeCostManagement(FakeServer):
     """The HTTPS server; use as a context manager (or start()/stop()). Mutate `records`, `scopes` and the
     controls between calls as needed."""
 
-    def __init__(self, directory: Path, *, page_size: int = 1000, token: str = "good-token") -> None:
-        tls_dir = Path(directory) / "cost-management-tls"
-        tls_dir.mkdir(parents=True, exist_ok=True)
-        cert, key = self_signed_cert(tls_dir)
-        super().__init__(tls=(cert, key))
-        self.ca_file: str = cert  # self-signed for IP 127.0.0.1: the certificate is its own CA
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        page_size: int = 1000,
+        token: str = "good-token",
+        tls: tuple[str, str] | None = None,  # (certificate, key) from another CA; default: self-signed
+    ) -> None:
+        if tls is None:
+            tls_dir = Path(directory) / "cost-management-tls"
+            tls_dir.mkdir(parents=True, exist_ok=True)
+            tls = self_signed_cert(tls_dir)
+        super().__init__(tls=tls)
+        self.ca_file: str = tls[0]  # when self-signed for IP 127.0.0.1, the certificate is its own CA
         self.page_size = page_size
         self.token = token
         self._initial = (page_size, token)

@@ -6,7 +6,7 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from prometheus_client import generate_latest
 
 from exporter.app import App
 from exporter.cache import PriceCache
+from exporter.config import CloudSettings
 from exporter.health import Health
 from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.inventory.nodes_file import NodesFileWatcher
@@ -79,9 +80,13 @@ def context(
     health: Health | None = None,
     cache: PriceCache | None = None,
     currency: str = "USD",
+    ca_file: str = "",
+    clouds: Mapping[str, CloudSettings] | None = None,
 ) -> SourceContext:
     """A source context for one test: a fresh Health and a fake clock unless given."""
-    return SourceContext(health or Health(), cache, currency, clock or FakeClock())
+    return SourceContext(
+        health or Health(), cache, currency, clock or FakeClock(), ca_file=ca_file, clouds=clouds or {}
+    )
 
 
 def node(name: str = "ip-10-0-12-87.ec2.internal", **overrides: Any) -> Node:

@@ -477,7 +477,7 @@ def test_a_page_of_only_unreadable_elements_is_bad_response(pricing_api: Pricing
 
 @pytest.mark.parametrize("source", ["pricing", "spot"])
 def test_non_usd_currency_with_aws_enabled_fails_at_start(source: str) -> None:
-    with pytest.raises(ConfigError, match=r"^pricing\.currency: AWS publishes list and spot prices in USD only"):
+    with pytest.raises(ConfigError, match=r"^pricing\.currency: AWS publishes list and spot prices in USD \(CNY in its China regions\) only"):
         load_config(None, env={}, overrides={f"aws.{source}.enabled": True, "pricing.currency": "EUR"})
 
 

@@ -10,7 +10,7 @@ import yaml
 
 from exporter.config import Config, ConfigError, load_config
 from exporter.config.errors import shown
-from exporter.config.sections import sections
+from exporter.config.sections import cloud_sections, sections
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -23,8 +23,9 @@ def write(tmp_path: Path, text: str) -> str:
 
 def test_defaults_without_file() -> None:
     config = load_config(None, env={})
-    assert config == Config(sources=config.sources)  # the core sections are the model's defaults
+    assert config == Config(sources=config.sources, clouds=config.clouds)  # the core sections' defaults
     assert config.sources == {key: settings() for key, settings in sections().items()}  # every source off
+    assert config.clouds == {cloud: shared() for cloud, shared in cloud_sections().items()}
     assert "aws.cur" in config.sources
     assert config.pricing.precedence == ("billing", "shelf", "custom", "offline")
     assert "karpenter.sh/capacity-type=spot" in config.kubernetes.spot_labels
@@ -280,7 +281,7 @@ def _settings_defaults() -> dict[str, object]:
 
     def walk(cls: type, prefix: str) -> None:
         for field in dataclasses.fields(cls):
-            if field.name == "sources":
+            if field.name in ("sources", "clouds"):
                 continue
             factory = field.default_factory
             default = field.default if factory is dataclasses.MISSING else factory()
@@ -294,6 +295,10 @@ def _settings_defaults() -> dict[str, object]:
         defaults = settings_type()
         for field in dataclasses.fields(settings_type):
             out[f"{key}.{field.name}"] = getattr(defaults, field.name)
+    for cloud, shared_type in cloud_sections().items():
+        shared = shared_type()
+        for field in dataclasses.fields(shared_type):
+            out[f"{cloud}.{field.name}"] = getattr(shared, field.name)
     return out
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import ssl
 import types
 import typing
 from collections.abc import Mapping
@@ -28,12 +29,13 @@ from exporter.config.model import (
     DEMO_LISTEN_ADDRESS,
     PROVIDERS,
     SOURCE_KINDS,
+    CloudSettings,
     Config,
     SourceSettings,
     billing_tag_keys,
     tag_label,
 )
-from exporter.config.sections import sections
+from exporter.config.sections import cloud_sections, sections
 
 ENV_PREFIX = "NODECOST_"
 
@@ -114,31 +116,42 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 
 def _build_root(tree: dict[str, Any]) -> Config:
-    """The core sections as their dataclasses; each source's section as its settings type."""
+    """The core sections as their dataclasses; each source's section as its settings type, and each
+    cloud's own scalar keys (`azure.cloud`) as its cloud settings type."""
     clouds: dict[str, dict[str, type[SourceSettings]]] = {}
     for key, settings_type in sections().items():
         cloud, _, name = key.partition(".")
         clouds.setdefault(cloud, {})[name] = settings_type
-    core = {f.name for f in dataclasses.fields(Config)} - {"sources"}
-    known = core | set(clouds)
+    shared_types = cloud_sections()
+    core = {f.name for f in dataclasses.fields(Config)} - {"sources", "clouds"}
+    known = core | set(clouds) | set(shared_types)
     for key in tree:
         if key not in known:
             raise ConfigError(key, f"unknown key (known: {', '.join(sorted(known))})")
     sources: dict[str, SourceSettings] = {}
-    for cloud, types_by_name in clouds.items():
+    shared: dict[str, CloudSettings] = {}
+    for cloud in sorted(set(clouds) | set(shared_types)):
+        types_by_name = clouds.get(cloud, {})
+        shared_type = shared_types.get(cloud)
+        shared_keys = {f.name for f in dataclasses.fields(shared_type)} if shared_type else set()
         data = tree.get(cloud)
         data = {} if data is None else data
         if not isinstance(data, dict):
             raise ConfigError(cloud, f"must be a mapping, got {type(data).__name__}")
         for key in data:
-            if key not in types_by_name:
-                known_here = ", ".join(sorted(types_by_name))
+            if key not in types_by_name and key not in shared_keys:
+                known_here = ", ".join(sorted(set(types_by_name) | shared_keys))
                 raise ConfigError(f"{cloud}.{key}", f"unknown key (known: {known_here})")
         for name, settings_type in types_by_name.items():
             key = f"{cloud}.{name}"
             sources[key] = _coerce(settings_type, data.get(name), key)
+        if shared_type is not None:
+            own = {k: v for k, v in data.items() if k in shared_keys}
+            shared[cloud] = _build(shared_type, own, f"{cloud}.")
     config: Config = _build(Config, {k: v for k, v in tree.items() if k in core}, "")
-    return dataclasses.replace(config, sources=types.MappingProxyType(sources))
+    return dataclasses.replace(
+        config, sources=types.MappingProxyType(sources), clouds=types.MappingProxyType(shared)
+    )
 
 
 def _build(cls: type[Any], data: Any, prefix: str) -> Any:
@@ -266,6 +279,8 @@ def _validate(config: Config) -> None:
         raise ConfigError("pricing.custom.reload_interval_seconds", "must be positive")
     if pricing.split.cpu_core + pricing.split.memory_gib == 0:
         raise ConfigError("pricing.split", "cpu_core and memory_gib cannot both be 0")
+    for shared in config.clouds.values():
+        shared.validate(config)
     for key, settings in config.sources.items():
         settings.validate(key, config)
     labels: dict[str, str] = {}
@@ -281,3 +296,20 @@ def _validate(config: Config) -> None:
     ):
         if path and not Path(path).is_file():
             raise ConfigError(key, f"{path} does not exist")
+    if config.tls.ca_file:
+        _check_ca_file(config.tls.ca_file)
+
+
+def _check_ca_file(path: str) -> None:
+    """At start, not at the first TLS handshake: a wrong path would otherwise surface as every cloud
+    failing its certificate check, minutes later."""
+    if not Path(path).exists():
+        raise ConfigError("tls.ca_file", f"{path} does not exist")
+    if not Path(path).is_file():
+        raise ConfigError("tls.ca_file", f"{path} is not a file")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_verify_locations(cafile=path)
+    except ssl.SSLError as err:
+        raise ConfigError("tls.ca_file", f"{path} holds no PEM certificate ({err.reason})") from err
+    except OSError as err:
+        raise ConfigError("tls.ca_file", f"cannot read {path}: {err.strerror}") from err

@@ -112,6 +112,15 @@ class PricingConfig:
     offline: OfflinePricesConfig = field(default_factory=OfflinePricesConfig)
 
 
+@dataclass(frozen=True)
+class TlsConfig:
+    """Trust for the HTTPS clients (docs/operations.md, "Corporate and sovereign networks")."""
+
+    # A PEM bundle trusted beside the public roots by every cloud SDK and a kubeconfig's cluster (a
+    # TLS-inspecting proxy's CA); the in-cluster API server stays verified with the service account's CA.
+    ca_file: str = ""
+
+
 SQL_NAME = re.compile(r"[A-Za-z0-9_-]+")  # a name spliced into SQL: a project, dataset, table, …
 
 
@@ -124,6 +133,17 @@ class SourceSettings:
 
     def validate(self, key: str, config: Config) -> None:
         """Raise ConfigError naming `<key>.<field>`; `config` is there for rules across sections."""
+
+
+@dataclass(frozen=True)
+class CloudSettings:
+    """Settings every source of one cloud shares, read from that cloud's section beside its sources'
+    (`azure.cloud`); a type is tied to its cloud by `@cloud_section("azure")`."""
+
+    cloud_key: ClassVar[str] = ""  # set by @cloud_section: "azure"
+
+    def validate(self, config: Config) -> None:
+        """Raise ConfigError naming `<cloud>.<field>`."""
 
 
 @dataclass(frozen=True)
@@ -204,9 +224,12 @@ class Config:
     kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     pricing: PricingConfig = field(default_factory=PricingConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
     demo: bool = False
     # Each registered source's settings by its key ("aws.cur"), read from the YAML section aws: {cur: …}.
     sources: Mapping[str, SourceSettings] = field(default_factory=lambda: MappingProxyType({}))
+    # Each cloud's shared settings by cloud ("azure"), read from the scalar keys of its section.
+    clouds: Mapping[str, CloudSettings] = field(default_factory=lambda: MappingProxyType({}))
 
 
 def tag_label(key: str) -> str:

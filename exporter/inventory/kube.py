@@ -36,6 +36,7 @@ from exporter.inventory.incluster import SERVICE_ACCOUNT_DIR, InClusterConfig
 from exporter.inventory.node import Node
 from exporter.inventory.parse import InvalidNode, SpotLabel, describe_node, parse_node
 from exporter.inventory.sink import InventorySink
+from exporter.tls import ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ class KubeNodeWatcher:
         backoff_max: float = 30.0,
         request_timeout: float = 60.0,
         service_account_dir: str = SERVICE_ACCOUNT_DIR,
+        ca_file: str = "",
     ) -> None:
         self.synced = threading.Event()
         # Every key exists from the start: the metrics thread iterates this while the watch thread counts,
@@ -113,6 +115,9 @@ class KubeNodeWatcher:
         self._backoff_max = backoff_max
         self._request_timeout = request_timeout
         self._service_account_dir = service_account_dir
+        # tls.ca_file, trusted beside a kubeconfig cluster's CA (a proxy in front of a remote API server);
+        # never in-cluster, where the service account's CA is the one that may sign the API server.
+        self._ca_file = ca_file
         self._attempt = 0
         self._last_error = ""  # the unexpected error last logged
         self._cfg: Any = None  # Configuration or InClusterConfig: credentials, refreshed per request
@@ -184,7 +189,7 @@ class KubeNodeWatcher:
             raise _Failure(Reason.CONFIG, f"loading Kubernetes configuration ({source}): {e}") from e
         self._cfg = cfg
         self._host = str(cfg.host).rstrip("/")
-        self._pool = _pool_manager(cfg)
+        self._pool = _pool_manager(cfg, "" if self._in_cluster() else self._ca_file)
 
     def _in_cluster(self) -> bool:
         return self._kubeconfig is None and bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
@@ -410,8 +415,9 @@ def _finish(resp: urllib3.BaseHTTPResponse, *, clean: bool) -> None:
     resp.release_conn()
 
 
-def _pool_manager(cfg: Any) -> urllib3.PoolManager:
-    """A connection pool with the TLS, client certificate and proxy settings of a kubernetes Configuration."""
+def _pool_manager(cfg: Any, ca_file: str = "") -> urllib3.PoolManager:
+    """A connection pool with the TLS, client certificate and proxy settings of a kubernetes Configuration;
+    `ca_file` is trusted besides the cluster's own CA (or the system roots when it names none)."""
     kwargs: dict[str, Any] = {
         "num_pools": 2,
         "maxsize": 2,
@@ -420,6 +426,9 @@ def _pool_manager(cfg: Any) -> urllib3.PoolManager:
         "cert_file": cfg.cert_file,
         "key_file": cfg.key_file,
     }
+    if ca_file and cfg.verify_ssl:
+        kwargs["ssl_context"] = ssl_context(ca_file, cfg.ssl_ca_cert)
+        kwargs["ca_certs"] = None  # already in the context
     if cfg.assert_hostname is not None:
         kwargs["assert_hostname"] = cfg.assert_hostname
     if getattr(cfg, "tls_server_name", None):

@@ -9,28 +9,43 @@ from exporter.config.model import SQL_NAME, BillingSettings, Config, ShelfSettin
 from exporter.config.sections import section
 
 PRICE_LIST_REGIONS = ("us-east-1", "ap-south-1", "eu-central-1", "cn-northwest-1")
+# The currency AWS quotes list and spot prices in, per partition: the China regions' price list is in CNY.
+PARTITION_CURRENCIES = {"aws": "USD", "aws-cn": "CNY", "aws-us-gov": "USD"}
+
 CUR_VERSIONS = ("2.0", "legacy")
 COST_BASES = ("amortized", "amortized_net", "unblended", "net_unblended")
 NET_COST_BASES = ("amortized_net", "net_unblended")  # after EDP and private-rate discounts
 
 
-def _usd_only(shelf: ShelfSettings, config: Config) -> None:
-    if shelf.enabled and config.pricing.currency != "USD":
+def partition_of(region: str) -> str:
+    """The AWS partition a region belongs to, as ARNs and endpoints spell it: aws-cn for cn-*, aws-us-gov
+    for us-gov-*, else aws (botocore's endpoints.json `regionRegex` of each partition)."""
+    if region.startswith("cn-"):
+        return "aws-cn"
+    if region.startswith("us-gov-"):
+        return "aws-us-gov"
+    return "aws"
+
+
+def _list_currency(shelf: ShelfSettings, config: Config) -> None:
+    if shelf.enabled and config.pricing.currency not in PARTITION_CURRENCIES.values():
         raise ConfigError(
             "pricing.currency",
-            "AWS publishes list and spot prices in USD only; "
-            f"set USD or disable aws.pricing and aws.spot (got {config.pricing.currency})",
+            "AWS publishes list and spot prices in USD (CNY in its China regions) only; "
+            f"set USD or CNY, or disable aws.pricing and aws.spot (got {config.pricing.currency})",
         )
 
 
 @section("aws.pricing")
 @dataclass(frozen=True)
 class AwsPricingSettings(ShelfSettings):
-    region: str = "us-east-1"  # the Price List API's endpoint region: us-east-1, ap-south-1 or eu-central-1
+    # The Price List API's endpoint region for nodes in the commercial partition: us-east-1, ap-south-1 or
+    # eu-central-1. Nodes in China regions are always priced at cn-northwest-1 (amazonaws.com.cn).
+    region: str = "us-east-1"
 
     def validate(self, key: str, config: Config) -> None:
         super().validate(key, config)
-        _usd_only(self, config)
+        _list_currency(self, config)
         if self.region not in PRICE_LIST_REGIONS:
             raise ConfigError(
                 f"{key}.region",
@@ -47,7 +62,7 @@ class AwsSpotSettings(ShelfSettings):
 
     def validate(self, key: str, config: Config) -> None:
         super().validate(key, config)
-        _usd_only(self, config)
+        _list_currency(self, config)
 
 
 @section("aws.cur")

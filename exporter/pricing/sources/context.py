@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from exporter.cache import PriceCache
 from exporter.clock import SYSTEM_CLOCK, Clock
+from exporter.config import CloudSettings, ConfigError
 from exporter.health import Health, IntegrationStatus
 from exporter.logs import with_fields
 from exporter.pricing.sources.fetch import Fetcher, RetryPolicy
+from exporter.tls import TrustError, sdk_bundle
 
 
 @dataclass(frozen=True)
@@ -21,6 +25,19 @@ class SourceContext:
     cache: PriceCache | None = None
     currency: str = "USD"
     clock: Clock = SYSTEM_CLOCK
+    ca_file: str = ""  # tls.ca_file: trusted beside the public roots by every cloud client
+    clouds: Mapping[str, CloudSettings] = field(default_factory=lambda: MappingProxyType({}))  # azure.cloud
+
+    def sdk_verify(self) -> str | None:
+        """A cloud SDK's `verify` / `connection_verify`: the public roots plus `tls.ca_file` as one file, or
+        None when none is set: the SDK's own default, which still honours AWS_CA_BUNDLE or
+        REQUESTS_CA_BUNDLE."""
+        if not self.ca_file:
+            return None
+        try:
+            return sdk_bundle(self.ca_file)
+        except TrustError as err:
+            raise ConfigError("tls.ca_file", str(err)) from err
 
     def status(self, name: str) -> IntegrationStatus:
         """The integration status a source reports on, by its name (the `integration` label)."""

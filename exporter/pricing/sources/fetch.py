@@ -7,12 +7,14 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Protocol, TypeVar
 
 from exporter.clock import Clock
 from exporter.health import IntegrationStatus, Reason
 from exporter.logs import with_fields
+from exporter.tls import untrusted_certificate
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,26 @@ def reason_for_status(status: int) -> Reason:
     """The Reason for a non-2xx HTTP status: the one table every cloud's mapping falls back on, so a 401
     is `auth` and a 503 `unavailable` on every cloud alike."""
     return _STATUS_REASONS.get(status, Reason.UNAVAILABLE if status >= 500 else Reason.BAD_RESPONSE)
+
+
+@contextmanager
+def trusted_tls(host: str) -> Iterator[None]:
+    """Raise a certificate failure from inside as a CONFIG FetchError naming the fix: whatever layer of an
+    SDK it surfaces from (a connection error, a failed token request), retrying will not heal it."""
+    try:
+        yield
+    except Exception as err:
+        if untrusted_certificate(err):
+            raise untrusted_tls_error(host) from err
+        raise
+
+
+def untrusted_tls_error(host: str) -> FetchError:
+    return FetchError(
+        Reason.CONFIG,
+        f"the TLS certificate of {host} is not trusted (certificate verify failed); behind a "
+        "TLS-inspecting proxy set tls.ca_file to the proxy's CA",
+    )
 
 
 def retry_delay(err: FetchError, attempt: int, backoff: float, backoff_max: float) -> float:

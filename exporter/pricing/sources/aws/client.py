@@ -20,10 +20,17 @@ from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar
 
 from exporter.config import ShelfSettings
+from exporter.config.sources.aws import PARTITION_CURRENCIES, partition_of
 from exporter.health import Reason
 from exporter.pricing.sources.context import SourceContext
-from exporter.pricing.sources.fetch import FetchError, parse_retry_after, reason_for_status
+from exporter.pricing.sources.fetch import (
+    FetchError,
+    parse_retry_after,
+    reason_for_status,
+    untrusted_tls_error,
+)
 from exporter.pricing.sources.shelf import ShelfSource
+from exporter.tls import untrusted_certificate
 
 # Node OS → the Price List's operatingSystem and operation (the operation suffix encodes the licence:
 # RunInstances:0002 is licensed Windows, :0800 Windows BYOL, :0010 RHEL, :000g SUSE).
@@ -64,19 +71,22 @@ _loader: Any = None  # botocore's data loader, shared by every AWS session of th
 _loader_lock = threading.Lock()
 
 
-def aws_session(timeout_seconds: float) -> Any:
+def aws_session(timeout_seconds: float, verify: str | None = None) -> Any:
     """A botocore session of its own (credentials and config resolved for its source) on the process's
     one data loader, so service models are parsed once. botocore's Loader caches what it loads and is
     only ever added to, so sharing it across sessions and threads is safe.
 
     The clients botocore makes for itself, the STS client of IRSA's AssumeRoleWithWebIdentity above all,
     get the source's deadline and no retries too: by default a hung STS endpoint holds a call for 60 s a
-    try, several tries."""
+    try, several tries. `verify`, a CA bundle path, becomes the session's `ca_bundle`, which every client
+    of the session trusts, those clients included (None: botocore's default, or AWS_CA_BUNDLE)."""
     import botocore.session
     from botocore.config import Config as BotoConfig
 
     global _loader
     session = botocore.session.Session()
+    if verify:
+        session.set_config_variable("ca_bundle", verify)
     session.set_default_client_config(
         BotoConfig(
             connect_timeout=min(60.0, timeout_seconds),
@@ -122,8 +132,8 @@ class AwsSource(ShelfSource[S]):
     """What both AWS sources share: SDK clients without SDK retries, one error mapping."""
 
     def __init__(self, settings: S, context: SourceContext) -> None:
-        super().__init__(settings, context)  # USD only: config validation sees to it
-        self._session = aws_session(settings.timeout_seconds)
+        super().__init__(settings, context)  # USD or CNY (config); each region's own: _check_currency
+        self._session = aws_session(settings.timeout_seconds, context.sdk_verify())
         self._clients: dict[str, Any] = {}
         self._client_lock = threading.Lock()  # botocore sessions are not thread-safe; clients are
         self._warn_lock = threading.Lock()
@@ -150,6 +160,17 @@ class AwsSource(ShelfSource[S]):
                     )
                 )
             return client
+
+    def _check_currency(self, region: str) -> None:
+        """Refuse, with what to set, prices quoted in another currency than pricing.currency: the China
+        regions' prices are CNY, and a CNY figure read as USD would be a silent mispricing."""
+        quoted = PARTITION_CURRENCIES[partition_of(region)]
+        if quoted != self.currency:
+            raise FetchError(
+                Reason.CONFIG,
+                f"AWS quotes {region} prices in {quoted}, not {self.currency}: a cluster in "
+                f"{partition_of(region)} needs pricing.currency: {quoted}",
+            )
 
     def _call(self, client: Any, operation: str, action: str, **params: Any) -> dict[str, Any]:
         """One HTTP call: counted in health; an SDK failure becomes a FetchError saying what to do."""
@@ -206,6 +227,8 @@ def _fetch_error(err: Exception, action: str, endpoint: str, timeout: float, now
     from botocore.parsers import ResponseParserError  # not re-exported by botocore.exceptions
 
     section = _SECTIONS[action.split(":", 1)[0]]
+    if untrusted_certificate(err):
+        return untrusted_tls_error(endpoint)
     if isinstance(err, ClientError):
         error = err.response.get("Error", {})
         meta = err.response.get("ResponseMetadata", {})

@@ -273,7 +273,7 @@ class AwsCurBilling(BillingSource[AwsCurSettings]):
         from botocore.config import Config as BotoConfig
 
         self._client = whole_answers(
-            aws_session(min(60.0, settings.timeout_seconds)).create_client(
+            aws_session(min(60.0, settings.timeout_seconds), context.sdk_verify()).create_client(
                 "athena",
                 region_name=settings.region,
                 endpoint_url=settings.endpoint_url or None,

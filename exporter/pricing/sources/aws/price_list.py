@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
-from exporter.config.sources.aws import AwsPricingSettings
+from exporter.config.sources.aws import AwsPricingSettings, partition_of
 from exporter.health import Reason
 from exporter.inventory.node import Node
 from exporter.pricing.money import parse_money
@@ -17,6 +17,7 @@ from exporter.pricing.sources.fetch import FetchError
 from exporter.pricing.sources.registry import register
 from exporter.pricing.sources.shelf import Key, ShelfPrice
 
+_CHINA_ENDPOINT_REGION = "cn-northwest-1"  # api.pricing.cn-northwest-1.amazonaws.com.cn
 _PRICE_LIST_OS = {"linux": ("Linux", "RunInstances"), "windows": ("Windows", "RunInstances:0002")}
 
 
@@ -48,6 +49,17 @@ class AwsOnDemandPrices(AwsSource[AwsPricingSettings]):
                 prices[key] = ShelfPrice(hourly)
         return prices
 
+    def _endpoint_region(self, region: str) -> str:
+        """Where the Price List Query API answers for a node's region: its partition's own endpoint
+        (botocore's endpoints.json "api.pricing": us-east-1, eu-central-1, ap-south-1 in aws, cn-northwest-1
+        in aws-cn; `aws.pricing.region` picks among those of its partition). aws-us-gov has none: AWS
+        documents no Price List endpoint there, so GovCloud nodes are asked for at the commercial one,
+        which needs credentials of a commercial account (docs/operations.md)."""
+        partition = partition_of(region)
+        if partition == partition_of(self.settings.region):
+            return self.settings.region
+        return _CHINA_ENDPOINT_REGION if partition == "aws-cn" else "us-east-1"
+
     def _hourly(self, region: str, instance_type: str, os: str) -> Decimal | None:
         operating_system, operation = _PRICE_LIST_OS[os]
         wanted = {
@@ -60,7 +72,8 @@ class AwsOnDemandPrices(AwsSource[AwsPricingSettings]):
             "licenseModel": "No License required",
             "operation": operation,
         }
-        client = self._client("pricing", self.settings.region)
+        self._check_currency(region)
+        client = self._client("pricing", self._endpoint_region(region))
         params: dict[str, Any] = {
             "ServiceCode": "AmazonEC2",
             "Filters": [{"Type": "TERM_MATCH", "Field": f, "Value": v} for f, v in wanted.items()],
@@ -75,7 +88,7 @@ class AwsOnDemandPrices(AwsSource[AwsPricingSettings]):
             bad = 0
             for item in items:
                 try:
-                    found.update(_on_demand_hourly(item, wanted))
+                    found.update(_on_demand_hourly(item, wanted, self.currency))
                 except (ValueError, TypeError, KeyError, AttributeError) as err:
                     bad += 1
                     self._warn_once(
@@ -98,8 +111,9 @@ class AwsOnDemandPrices(AwsSource[AwsPricingSettings]):
         return max(found) if found else None
 
 
-def _on_demand_hourly(item: object, wanted: Mapping[str, str]) -> set[Decimal]:
-    """The non-zero hourly USD on-demand prices of one PriceList element that really matches `wanted`."""
+def _on_demand_hourly(item: object, wanted: Mapping[str, str], currency: str) -> set[Decimal]:
+    """The non-zero hourly on-demand prices in `currency` of one PriceList element that really matches
+    `wanted`."""
     if not isinstance(item, str):
         raise TypeError(f"PriceList element is a {type(item).__name__}, not a JSON string")
     data = json.loads(item)
@@ -112,7 +126,7 @@ def _on_demand_hourly(item: object, wanted: Mapping[str, str]) -> set[Decimal]:
     for term in data.get("terms", {}).get("OnDemand", {}).values():
         for dimension in term["priceDimensions"].values():
             if dimension.get("unit") == "Hrs":
-                hourly = parse_money(dimension["pricePerUnit"]["USD"])
+                hourly = parse_money(dimension["pricePerUnit"][currency])
                 if hourly > 0:  # Host-tenancy and similar rows are $0: not a price
                     prices.add(hourly)
     return prices

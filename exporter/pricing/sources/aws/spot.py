@@ -56,6 +56,7 @@ class AwsSpotPrices(AwsSource[AwsSpotSettings]):
 
     def fetch(self, keys: Sequence[Key]) -> Mapping[Key, ShelfPrice | None]:
         region = region_of_zone(keys[0][0]) or ""
+        self._check_currency(region)
         client = self._client("ec2", region)
         params: dict[str, Any] = {
             "InstanceTypes": sorted({key[1] for key in keys}),

@@ -42,16 +42,23 @@ Throttling is a 429 with `x-ms-ratelimit-microsoft.costmanagement-*-retry-after`
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from exporter.config.sources.azure import AzureCostSettings
+from exporter.config.sources.azure import AzureCostSettings, azure_cloud
 from exporter.health import Reason
 from exporter.inventory.node import Node
 from exporter.pricing.sources.billing import BillingSource, BillRow, CommitmentDay, midnight
 from exporter.pricing.sources.context import SourceContext
-from exporter.pricing.sources.fetch import MAX_RETRY_AFTER, FetchError, parse_retry_after, reason_for_status
+from exporter.pricing.sources.fetch import (
+    MAX_RETRY_AFTER,
+    FetchError,
+    parse_retry_after,
+    reason_for_status,
+    trusted_tls,
+)
 from exporter.pricing.sources.registry import register
 
 if TYPE_CHECKING:  # azure-core is imported when a query is sent: discovery must stay SDK-free
@@ -101,11 +108,12 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
         context: SourceContext,
         *,
         credential: Any = None,  # tests: a static token for the local fake; else DefaultAzureCredential
-        connection_verify: str | bool = True,  # tests: the local fake's CA file
+        connection_verify: str | None = None,  # tests: the local fake's CA file; else tls.ca_file's bundle
     ) -> None:
         super().__init__(settings, context)
         self._credential = credential
-        self._verify = connection_verify
+        self._verify = connection_verify or context.sdk_verify()
+        self._cloud = azure_cloud(context.clouds).endpoints
         self._client: Any = None
         if settings.min_observed_hours != DEFAULT_MIN_OBSERVED_HOURS:
             self.log.warning(
@@ -143,16 +151,16 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
                 "connection_timeout": min(60.0, self.settings.timeout_seconds),
                 "read_timeout": self.settings.timeout_seconds,
             }
-            credential = self._credential
-            if credential is None:
-                from azure.identity import DefaultAzureCredential
-
-                credential = DefaultAzureCredential(**timeouts)
+            if self._verify:
+                timeouts["connection_verify"] = self._verify  # token requests trust it too
+            credential = self._credential or _credential(self._cloud.authority_host, timeouts)
             self._client = CostManagementClient(
                 credential,
-                base_url=self.settings.endpoint_url or None,
+                base_url=self.settings.endpoint_url or self._cloud.arm_endpoint,
+                # The token's audience follows the cloud even when endpoint_url points elsewhere (a proxy):
+                # the SDK's default scope is the public cloud's whatever base_url says.
+                credential_scopes=[self._cloud.arm_scope],
                 **timeouts,
-                connection_verify=self._verify,
                 user_agent="node-cost-exporter",
             )
         return self._client
@@ -291,7 +299,9 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
         if url is None:  # relative: the SDK joins it to its endpoint
             url = f"/{scope}/providers/Microsoft.CostManagement/query?api-version={API_VERSION}"
         try:
-            response = client.send_request(HttpRequest("POST", url, json=body))
+            arm = self.settings.endpoint_url or self._cloud.arm_endpoint
+            with trusted_tls(f"{self._cloud.authority_host} or {arm}"):  # a token request, or the query
+                response = client.send_request(HttpRequest("POST", url, json=body))
             response.raise_for_status()
         except ClientAuthenticationError as err:
             raise FetchError(
@@ -372,6 +382,19 @@ class AzureCostBilling(BillingSource[AzureCostSettings]):
 
 
 _COST_COLUMNS = ("cost", "pretaxcost", "costusd")
+
+
+def _credential(authority: str, options: dict[str, Any]) -> Any:
+    """Azure Workload Identity when its webhook's variables are there, else DefaultAzureCredential's chain;
+    either way from `authority` (azure.cloud): a token from login.microsoftonline.com is no good to
+    management.usgovcloudapi.net. Not DefaultAzureCredential alone: it hands `authority` to every
+    credential but the workload identity one, which then falls back to AZURE_AUTHORITY_HOST or the public
+    cloud (azure-identity's _credentials/default.py)."""
+    from azure.identity import DefaultAzureCredential, WorkloadIdentityCredential
+
+    if os.environ.get("AZURE_FEDERATED_TOKEN_FILE"):
+        return WorkloadIdentityCredential(authority=authority, **options)
+    return DefaultAzureCredential(authority=authority, **options)
 
 
 def _definition(

@@ -42,9 +42,15 @@ from exporter.inventory.node import CapacityType, Node
 from exporter.pricing.money import parse_money
 from exporter.pricing.quote import Basis
 from exporter.pricing.sources.context import SourceContext
-from exporter.pricing.sources.fetch import FetchError, parse_retry_after, reason_for_status
+from exporter.pricing.sources.fetch import (
+    FetchError,
+    parse_retry_after,
+    reason_for_status,
+    untrusted_tls_error,
+)
 from exporter.pricing.sources.registry import register
 from exporter.pricing.sources.shelf import Key, ShelfPrice, ShelfSource
+from exporter.tls import ssl_context, untrusted_certificate
 
 PUBLIC_ENDPOINT = "https://prices.azure.com"
 API_PATH = "/api/retail/prices"
@@ -74,7 +80,7 @@ class AzureRetailPrices(ShelfSource[AzureRetailSettings]):
     def __init__(self, settings: AzureRetailSettings, context: SourceContext) -> None:
         super().__init__(settings, context)
         self._base = (settings.endpoint_url or PUBLIC_ENDPOINT).rstrip("/")
-        self._http = _pool(self._base, max(1, settings.concurrency))
+        self._http = _pool(self._base, max(1, settings.concurrency), context.ca_file)
 
     # -- ShelfSource ------------------------------------------------------------------------------------
 
@@ -179,6 +185,8 @@ class AzureRetailPrices(ShelfSource[AzureRetailSettings]):
                     Reason.TIMEOUT, f"{_short(url)} did not answer within {self.settings.timeout_seconds}s"
                 ) from err
             except (HTTPError, OSError) as err:
+                if untrusted_certificate(err):
+                    raise untrusted_tls_error(_short(url)) from err
                 raise FetchError(Reason.UNAVAILABLE, f"GET {_short(url)}: {err}") from err
             if resp.status != 200:
                 raise _status_error(resp, url, self.clock.time())
@@ -267,15 +275,22 @@ def _parse_page(data: bytes, url: str, currency: str) -> tuple[list[Any], str | 
     return items, link
 
 
-def _pool(base: str, connections: int) -> urllib3.PoolManager:
+def _pool(base: str, connections: int, ca_file: str) -> urllib3.PoolManager:
     """A pool honouring HTTPS_PROXY/HTTP_PROXY and NO_PROXY, as boto3 and requests do for the other clouds:
-    clusters whose egress goes through a proxy need nothing Azure-specific."""
-    headers = {"Accept": "application/json", "User-Agent": f"node-cost-exporter/{__version__}"}
+    clusters whose egress goes through a proxy need nothing Azure-specific. `ca_file` (tls.ca_file) is
+    trusted beside the system roots."""
+    options: dict[str, Any] = {
+        "num_pools": 2,
+        "maxsize": connections,
+        "headers": {"Accept": "application/json", "User-Agent": f"node-cost-exporter/{__version__}"},
+    }
+    if ca_file:
+        options["ssl_context"] = ssl_context(ca_file)
     url = urlsplit(base)
     proxy = urllib.request.getproxies().get(url.scheme)
     if proxy and not urllib.request.proxy_bypass(url.hostname or ""):
-        return urllib3.ProxyManager(proxy, num_pools=2, maxsize=connections, headers=headers)
-    return urllib3.PoolManager(num_pools=2, maxsize=connections, headers=headers)
+        return urllib3.ProxyManager(proxy, **options)
+    return urllib3.PoolManager(**options)
 
 
 def _status_error(resp: urllib3.BaseHTTPResponse, url: str, now: float) -> FetchError:

@@ -34,8 +34,10 @@ from exporter.health import Reason
 from exporter.inventory.node import Node
 from exporter.pricing.sources.billing import BillingSource, BillRow, CommitmentDay
 from exporter.pricing.sources.context import SourceContext
-from exporter.pricing.sources.fetch import FetchError, reason_for_status
+from exporter.pricing.sources.fetch import FetchError, reason_for_status, untrusted_tls_error
+from exporter.pricing.sources.gcp.catalog import trusting
 from exporter.pricing.sources.registry import register
+from exporter.tls import untrusted_certificate
 
 if TYPE_CHECKING:  # the SDK itself is imported when a client is built: discovery must stay SDK-free
     from google.api_core import exceptions as google_errors
@@ -411,8 +413,9 @@ def commitment_usage(groups: Sequence[_Group], spend_discount: float) -> Commitm
     return CommitmentUsage(days, credited - matched)
 
 
-def deadline_session(credentials: Any, seconds: float) -> Any:
-    """An authorized HTTP session whose calls never wait longer than `seconds`.
+def deadline_session(credentials: Any, seconds: float, verify: str | None = None) -> Any:
+    """An authorized HTTP session whose calls never wait longer than `seconds`, its token refreshes
+    included, all verifying with `verify` (tls.ca_file's bundle) when set.
 
     google-cloud-bigquery raises the timeout of every jobs.getQueryResults call to at least 120 s, whatever
     the caller asks, and google-auth gives a token refresh 120 s: a hung BigQuery or token endpoint would
@@ -452,9 +455,13 @@ def deadline_session(credentials: Any, seconds: float) -> Any:
                 method, url, data, headers, max_allowed_time, cap(timeout), **kwargs
             )
 
-    return DeadlineSession(  # type: ignore[no-untyped-call]
-        credentials, refresh_timeout=seconds, auth_request=DeadlineRequest()
+    import requests
+
+    refresh = DeadlineRequest(trusting(requests.Session(), verify))
+    session = DeadlineSession(  # type: ignore[no-untyped-call]
+        credentials, refresh_timeout=seconds, auth_request=refresh
     )
+    return trusting(session, verify)
 
 
 @register(
@@ -472,6 +479,7 @@ class GcpBigQueryBilling(BillingSource[GcpBigQuerySettings]):
 
     def __init__(self, settings: GcpBigQuerySettings, context: SourceContext) -> None:
         super().__init__(settings, context)
+        self._verify = context.sdk_verify()
         self._client: bigquery.Client | None = None
         self._vms: list[str] = []  # the VM names of the last node query, for the commitments query
         self._idle: set[str] = set()  # commitments logged as used by no cluster node
@@ -511,7 +519,7 @@ class GcpBigQueryBilling(BillingSource[GcpBigQuerySettings]):
                 client_options=options,
                 # the client's documented HTTP-object parameter: a session whose every call, token
                 # refreshes included, ends by timeout_seconds (see `deadline_session`)
-                _http=deadline_session(credentials, self.settings.timeout_seconds),
+                _http=deadline_session(credentials, self.settings.timeout_seconds, self._verify),
             )
         return self._client
 
@@ -567,7 +575,7 @@ class GcpBigQueryBilling(BillingSource[GcpBigQuerySettings]):
         """The rows of one query job, page by page, its failures as FetchErrors."""
         import requests
         from google.api_core import exceptions as google_errors
-        from google.auth.exceptions import RefreshError
+        from google.auth.exceptions import RefreshError, TransportError
         from google.cloud import bigquery
 
         config = bigquery.QueryJobConfig(
@@ -600,6 +608,10 @@ class GcpBigQueryBilling(BillingSource[GcpBigQuerySettings]):
             raise self._error(err) from err
         except RefreshError as err:
             raise FetchError(Reason.AUTH, f"Google credentials could not be refreshed: {err}") from err
+        except TransportError as err:  # the token endpoint could not be reached
+            if untrusted_certificate(err):
+                raise untrusted_tls_error("the Google token endpoint") from err
+            raise FetchError(Reason.UNAVAILABLE, f"cannot reach the Google token endpoint: {err}") from err
         except (TimeoutError, requests.Timeout, google_errors.RetryError) as err:
             raise FetchError(
                 Reason.TIMEOUT,
@@ -609,6 +621,8 @@ class GcpBigQueryBilling(BillingSource[GcpBigQuerySettings]):
         except requests.JSONDecodeError as err:  # an OSError too: before the clause below
             raise FetchError(Reason.BAD_RESPONSE, f"unreadable answer from BigQuery: {err}") from err
         except OSError as err:  # requests' connection errors are OSErrors
+            if untrusted_certificate(err):
+                raise untrusted_tls_error(self.settings.endpoint_url or "bigquery.googleapis.com") from err
             raise FetchError(
                 Reason.UNAVAILABLE, f"cannot reach BigQuery ({type(err).__name__}: {err})"
             ) from err

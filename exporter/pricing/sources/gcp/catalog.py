@@ -31,11 +31,17 @@ from exporter.inventory.node import CapacityType, Node
 from exporter.pricing.money import parse_money
 from exporter.pricing.quote import Basis
 from exporter.pricing.sources.context import SourceContext
-from exporter.pricing.sources.fetch import FetchError, parse_retry_after, reason_for_status
+from exporter.pricing.sources.fetch import (
+    FetchError,
+    parse_retry_after,
+    reason_for_status,
+    untrusted_tls_error,
+)
 from exporter.pricing.sources.gcp.json_scan import scan_page
 from exporter.pricing.sources.gcp.machine_shapes import gpu_id, implied_gpus, machine_shape
 from exporter.pricing.sources.registry import register
 from exporter.pricing.sources.shelf import Key, ShelfPrice, ShelfSource
+from exporter.tls import untrusted_certificate
 
 if TYPE_CHECKING:  # requests and google-auth are imported when a listing starts
     import requests
@@ -181,6 +187,7 @@ class GcpCatalogPrices(ShelfSource[GcpCatalogSettings]):
     def __init__(self, settings: GcpCatalogSettings, context: SourceContext) -> None:
         self._endpoint = (settings.endpoint_url or DEFAULT_ENDPOINT).rstrip("/")
         self._catalog: _Catalog | None = None
+        self._verify = context.sdk_verify()
         super().__init__(settings, context)
 
     def key(self, node: Node) -> Key | None:
@@ -263,9 +270,9 @@ class GcpCatalogPrices(ShelfSource[GcpCatalogSettings]):
         from google.auth.exceptions import DefaultCredentialsError
 
         if self.settings.api_key:
-            return requests.Session(), {"x-goog-api-key": self.settings.api_key}
+            return trusting(requests.Session(), self._verify), {"x-goog-api-key": self.settings.api_key}
         import google.auth  # ~14 MiB: only when there is no API key
-        from google.auth.transport.requests import AuthorizedSession
+        from google.auth.transport.requests import AuthorizedSession, Request
 
         try:
             credentials, _ = google.auth.default(scopes=SCOPES)
@@ -276,7 +283,12 @@ class GcpCatalogPrices(ShelfSource[GcpCatalogSettings]):
                 f"(or GOOGLE_APPLICATION_CREDENTIALS) ({err})",
             ) from err
         # No silent re-send on 401: each call is counted once, and the next refresh builds fresh credentials.
-        return AuthorizedSession(credentials, max_refresh_attempts=0), {}  # type: ignore[no-untyped-call]
+        # Token refreshes go through a session of their own, which must trust tls.ca_file as well.
+        refresh = Request(trusting(requests.Session(), self._verify))
+        session = AuthorizedSession(  # type: ignore[no-untyped-call]
+            credentials, max_refresh_attempts=0, auth_request=refresh
+        )
+        return trusting(session, self._verify), {}
 
     def _get(self, session: requests.Session, headers: dict[str, str], params: dict[str, str]) -> str:
         """One page's text; the bytes are dropped on return, so a page is held once while it is scanned."""
@@ -294,6 +306,9 @@ class GcpCatalogPrices(ShelfSource[GcpCatalogSettings]):
         except RefreshError as err:
             raise self._failed(Reason.AUTH, f"Google credentials could not be refreshed: {err}") from err
         except (requests.RequestException, GoogleAuthError) as err:
+            if untrusted_certificate(err):
+                untrusted = untrusted_tls_error(self._endpoint)
+                raise self._failed(untrusted.reason, untrusted.detail) from err
             raise self._failed(
                 Reason.UNAVAILABLE, f"cannot reach {self._endpoint}: {type(err).__name__}"
             ) from err
@@ -370,3 +385,10 @@ def _google_error(response: requests.Response) -> tuple[str, str]:
     except (ValueError, AttributeError, TypeError):
         return "", ""
     return message, reasons
+
+
+def trusting(session: requests.Session, verify: str | None) -> requests.Session:
+    """`session` verifying with `verify` (tls.ca_file's bundle); None keeps requests' default."""
+    if verify:
+        session.verify = verify
+    return session
