@@ -126,28 +126,32 @@ def test_a_hung_azure_token_endpoint_is_reported_within_the_budget(
 ) -> None:
     """Production Azure credentials (DefaultAzureCredential, here its workload identity) fetch a token from
     Entra ID first. A hung token endpoint must end at the deadline too: azure-identity's transport would
-    wait 300 s per try, and retry."""
+    wait 300 s per try, and retry. The hung server answers as login.microsoftonline.com (the authority
+    azure.cloud names), through a corporate proxy whose CA is tls.ca_file (fakes/network.py)."""
     from exporter.config.sources.azure import AzureCostSettings
     from exporter.pricing.sources.azure.cost_management import AzureCostBilling
-    from fakes.server import self_signed_cert
+    from fakes.network import ConnectProxy, TestCA
 
-    cert, key = self_signed_cert(tmp_path)
+    ca = TestCA(tmp_path)
+    authority = "login.microsoftonline.com"
     token = tmp_path / "azure-identity-token"
     token.write_text("eyJhbGciOiJSUzI1NiJ9.e30.c2lnbmF0dXJl")  # a projected service account token's shape
-    with hung_server((cert, key)) as authority:
+    for name in ("HTTP_PROXY", "http_proxy", "https_proxy", "NO_PROXY", "no_proxy", "AZURE_AUTHORITY_HOST", "REQUESTS_CA_BUNDLE"):
+        monkeypatch.delenv(name, raising=False)
+    with hung_server(ca.issue(authority)) as hung, ConnectProxy({authority: int(hung.rsplit(":", 1)[1])}) as proxy:
         for name, value in {
             "AZURE_CLIENT_ID": "6f2a3b1c-0d4e-4f5a-9b8c-7d6e5f4a3b2c",
             "AZURE_TENANT_ID": "72f988bf-86f1-41af-91ab-2d7cd011db47",
             "AZURE_FEDERATED_TOKEN_FILE": str(token),
-            "AZURE_AUTHORITY_HOST": authority,
-            "REQUESTS_CA_BUNDLE": cert,
+            "HTTPS_PROXY": proxy.url,
         }.items():
             monkeypatch.setenv(name, value)
         settings = AzureCostSettings(enabled=True, scope="/subscriptions/6f2a3b1c-0d4e-4f5a-9b8c-7d6e5f4a3b2c",
                                      endpoint_url="https://127.0.0.1:9", timeout_seconds=DEADLINE, retries=0)
-        source = AzureCostBilling(settings, context(FakeClock()))
+        source = AzureCostBilling(settings, context(FakeClock(), ca_file=ca.ca_file))
         source.wanted([contract.aks_node("Standard_D4s_v3")])
-        assert_reported_within_budget(source.refresh, source.status, Reason.AUTH)
+        assert_reported_within_budget(source.refresh, source.status, Reason.TIMEOUT)
+        assert authority in proxy.hosts()  # the token request went to the hung authority, and hung
 
 
 @pytest.mark.timeout(60)
