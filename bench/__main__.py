@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bench.billing import run_billing
 from bench.cluster import describe_mix
+from bench.decode import run_decode
 from bench.inproc import InprocResult, run_inproc
 from bench.live import LiveResult, run_live
 from bench.prices import run_prices
@@ -151,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     prices = run_prices()
     _log("billing refresh at 15,000 nodes against the Athena fake")
     billing = run_billing()
+    _log(f"list decode at {max(args.sizes):,} nodes: json, orjson, msgspec")
+    decode = run_decode(max(args.sizes))
 
     command = DEFAULT_COMMAND + "".join(
         f" {flag} {shlex.quote(str(value))}"
@@ -179,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         others=others,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_report(machine, live, inproc, prices, billing))
+    out.write_text(render_report(machine, live, inproc, prices, billing, decode))
     _log(f"wrote {out} in {machine.duration:.0f} s")
     return 0
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from bench.billing import BillingRun, billing_section
+from bench.decode import DecodeResult, decode_section
 from bench.inproc import InprocResult
 from bench.live import LiveResult
 from bench.prices import PriceRun
@@ -93,6 +94,7 @@ def render_report(
     inproc: list[InprocResult],
     prices: list[PriceRun],
     billing: BillingRun,
+    decode: DecodeResult,
 ) -> str:
     out: list[str] = []
     add = out.append
@@ -135,6 +137,7 @@ def render_report(
     add(_kubeconfig(live))
     add(_prices(prices))
     add(billing_section(billing))
+    add(decode_section(decode))
     notes = [(r.n, line) for r in live for line in r.log_lines]
     add("## Exporter log\n")
     if notes:
