@@ -159,18 +159,20 @@ def _steps(app: App, watcher: KubeNodeWatcher, lines: list[bytes]) -> list[Step]
 class NaiveNodeCollector(Collector):
     """How exporters usually do it: build every node's families at collect time from current state.
 
-    It is given each node's price already computed (as our store is) and takes every family's samples
-    from the same value functions (NODE_FAMILIES), so only exposition is compared.
+    It is given each node's price, and why an unpriced node is unpriced, already computed (as our store
+    is) and takes every family's samples from the same value functions (NODE_FAMILIES), so only exposition
+    is compared.
     """
 
-    def __init__(self, entries: Callable[[], list[tuple[Node, NodePrice | None]]]) -> None:
+    def __init__(self, entries: Callable[[], list[tuple[Node, NodePrice | None, str]]]) -> None:
         self._entries = entries
 
     def collect(self) -> Iterator[Metric]:
         families = [(f, GaugeMetricFamily(f.name, f.help, labels=list(f.labels))) for f in NODE_FAMILIES]
-        for node, price in self._entries():
+        for node, price, why in self._entries():
             for spec, family in families:
-                for values, value in spec.samples(node, price):
+                samples = spec.samples(node, price, why) if spec.with_reason else spec.samples(node, price)
+                for values, value in samples:
                     family.add_metric(list(values), value)
         yield from (family for _, family in families)
 
@@ -200,7 +202,8 @@ def _node_samples(body: bytes) -> set[tuple[bytes, tuple[tuple[bytes, bytes], ..
 
 
 def _compare_scrape(app: App, watcher: KubeNodeWatcher) -> ScrapeCompare:
-    priced = [(node, app.engine.price(node)) for node in app.nodes()]
+    priced = [(node, price, "" if price else app.engine.unpriced_reason(node))
+              for node in app.nodes() for price in [app.engine.price(node)]]
     naive = CollectorRegistry(auto_describe=False)
     naive.register(NaiveNodeCollector(lambda: list(priced)))
     # The same live part as ours, so both bodies carry the same series.
@@ -217,7 +220,7 @@ def _compare_scrape(app: App, watcher: KubeNodeWatcher) -> ScrapeCompare:
     ours_samples = _node_samples(ours_body)
     same = ours_samples == _node_samples(naive_body)
 
-    node, price = priced[0]
+    node, price, _ = priced[0]
     assert price is not None, "the first benchmark node is priced"
     flip = [price, NodePrice(price.hourly * 2, price.currency, price.source, price.basis, None, None, None)]
 
