@@ -1,0 +1,71 @@
+"""Which replica owns a node: FNV-1a 64 of its `metadata.uid`, modulo the number of shards.
+
+The same hash kube-state-metrics takes of an object's UID (Go's `hash/fnv` New64a), so the two shard a
+cluster alike. It is fixed forever: a node's owner must not change across upgrades, or its series would hop
+from one replica to another. `tests/test_sharding.py` freezes a table of UIDs and their shards.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+# FNV-1a 64-bit parameters (draft-eastlake-fnv, "FNV Constants").
+_OFFSET_BASIS = 0xCBF29CE484222325
+_PRIME = 0x100000001B3
+_MASK = 2**64 - 1
+
+# A StatefulSet pod is named <set>-<ordinal>.
+_ORDINAL = re.compile(r".+-(0|[1-9][0-9]*)")
+
+
+def fnv1a_64(data: bytes) -> int:
+    """FNV-1a 64 of `data`: xor each byte in, then multiply by the prime, modulo 2**64."""
+    value = _OFFSET_BASIS
+    for byte in data:
+        value = ((value ^ byte) * _PRIME) & _MASK
+    return value
+
+
+def shard_of(uid: str, total_shards: int) -> int:
+    """The shard (0-based) that owns the object with this UID."""
+    return fnv1a_64(uid.encode("utf-8")) % total_shards
+
+
+def pod_ordinal(pod_name: str) -> int | None:
+    """A StatefulSet pod's ordinal, from its name (`node-cost-exporter-3` → 3); None for another name."""
+    match = _ORDINAL.fullmatch(pod_name)
+    return int(match.group(1)) if match else None
+
+
+@dataclass(frozen=True)
+class Shard:
+    """This replica's part of the cluster: shard `index` of `total`. `Shard()` is the whole cluster."""
+
+    index: int = 0
+    total: int = 1
+
+    @property
+    def sharded(self) -> bool:
+        return self.total > 1
+
+    def owns_uid(self, uid: str) -> bool:
+        return not self.sharded or shard_of(uid, self.total) == self.index
+
+    def owns(self, obj: Any) -> bool:
+        """Whether a raw Node object (decoded JSON) is this shard's, read before the object is parsed.
+
+        An object without a string `metadata.uid` is kept: parsing reports it as invalid, on one shard
+        only, never silently on none.
+        """
+        if not self.sharded:
+            return True
+        meta = obj.get("metadata") if isinstance(obj, dict) else None
+        uid = meta.get("uid") if isinstance(meta, dict) else None
+        if not isinstance(uid, str):
+            return self.index == 0
+        return shard_of(uid, self.total) == self.index
+
+
+UNSHARDED = Shard()
