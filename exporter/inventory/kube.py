@@ -127,12 +127,14 @@ class KubeNodeWatcher:
         ca_file: str = "",
         shard: Shard = UNSHARDED,
         auto_sharding: AutoSharding | None = None,
+        reshard_check_seconds: float = RESHARD_CHECK_SECONDS,
     ) -> None:
         """`shard`: the nodes served; with `auto_sharding`, replaced by the StatefulSet's before the first
         list (`shard` is read by the metrics and the billing sources: the current one)."""
         self.synced = threading.Event()
         self.shard = shard
         self._auto = auto_sharding
+        self._reshard_check_seconds = reshard_check_seconds
         self._shard_checked = 0.0  # monotonic time the StatefulSet was last read
         # Every key exists from the start: the metrics thread iterates this while the watch thread counts,
         # and only inserting a key could break that iteration.
@@ -370,7 +372,7 @@ class KubeNodeWatcher:
     # -- automatic sharding --------------------------------------------------------------------------------
 
     def _reshard_due(self) -> bool:
-        return time.monotonic() - self._shard_checked >= RESHARD_CHECK_SECONDS
+        return time.monotonic() - self._shard_checked >= self._reshard_check_seconds
 
     def _recheck_shard(self) -> bool:
         """`_read_shard` while watching: a failure keeps the current shard and the watch, and is tried
