@@ -120,6 +120,11 @@ def test_flags_and_environment_set_the_shard() -> None:
             "sharding.pod_namespace: automatic sharding reads the pod from the Kubernetes API",
         ),
         ({"sharding.shard": "first"}, "sharding.shard: must be a whole number"),
+        ({"sharding.pod_namespace": "Monitoring"}, "sharding.pod_namespace: must be a namespace name"),
+        (
+            {"sharding.pod_namespace": "monitoring", "sharding.pod": "../../secrets/x"},
+            "sharding.pod: must be a pod name",
+        ),
     ],
 )
 def test_invalid_sharding_fails_at_start_naming_the_key(overrides: dict[str, Any], message: str) -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import ssl
 import types
 import typing
@@ -301,6 +302,10 @@ def _validate(config: Config) -> None:
         _check_ca_file(config.tls.ca_file)
 
 
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+
+
 def _check_sharding(config: Config) -> None:
     sharding = config.sharding
     if sharding.total_shards < 1:
@@ -310,6 +315,12 @@ def _check_sharding(config: Config) -> None:
             "sharding.shard",
             f"must be between 0 and total_shards - 1 ({sharding.total_shards - 1}), got {sharding.shard}",
         )
+    # They name the API paths automatic sharding reads: a DNS label (namespace) and subdomain (pod).
+    if sharding.pod_namespace and not _DNS_LABEL.fullmatch(sharding.pod_namespace):
+        namespace = sharding.pod_namespace
+        raise ConfigError("sharding.pod_namespace", f"must be a namespace name, got {namespace!r}")
+    if sharding.pod and not _DNS_SUBDOMAIN.fullmatch(sharding.pod):
+        raise ConfigError("sharding.pod", f"must be a pod name, got {sharding.pod!r}")
     if sharding.pod and not sharding.pod_namespace:
         raise ConfigError("sharding.pod", "needs sharding.pod_namespace (automatic sharding)")
     if sharding.automatic and sharding.total_shards != 1:
