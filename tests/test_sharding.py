@@ -1,9 +1,11 @@
-"""Sharding: the hash is FNV-1a 64 and never changes, the shards partition the cluster exactly, the config
+"""Sharding: the hash is kube-state-metrics' (jump hash of FNV-1a 64) and never changes, the shards partition the cluster exactly, the config
 refuses what cannot work, and automatic sharding follows the pod's StatefulSet."""
 
 from __future__ import annotations
 
+import random
 import threading
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -17,7 +19,7 @@ from exporter.health import Health, Reason
 from exporter.inventory.kube import AutoSharding, KubeNodeWatcher
 from exporter.inventory.nodes_file import NodesFileWatcher
 from exporter.inventory.parse import DEFAULT_SPOT_LABELS
-from exporter.inventory.sharding import Shard, fnv1a_64, pod_ordinal, shard_of
+from exporter.inventory.sharding import Shard, fnv1a_64, jump_hash, pod_ordinal, shard_of
 from fakes.kube_api import FakeKubeAPI, RecordingSink, make_node, wait_for, write_kubeconfig
 
 TOKEN = "shard-token"
@@ -30,27 +32,50 @@ FNV1A_64_VECTORS = [
     (b"foobar", 0x85944171F73967E8),
 ]
 
+# Jump Consistent Hash: key → its bucket for 1, 2, 3, … buckets, as generated from the paper's reference C++
+# code (the table in github.com/dgryski/go-jump's jump_test.go, the package kube-state-metrics uses).
+JUMP_VECTORS = [
+    (0, [0] * 20),
+    (1, [0, 0, 0, 0, 0, 0, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 6, 17, 17]),
+    (0xDEADBEEF, [0, 1, 2, 3, 3, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 5, 16, 16, 16]),
+    (0x0DDC0FFEEBADF00D, [0, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 15, 15, 15, 15]),
+]
+
 # The stability contract: uid → its shard of 2, 3 and 4. If this table has to change, every node's series
 # hop to another replica on upgrade: don't.
 FROZEN_SHARDS = [
-    ("0b5a3c9e-6f1d-4e2a-9c47-2d8f1e6a7b30", 0, 0, 2),
-    ("1f2e3d4c-5b6a-4978-8a9b-0c1d2e3f4a5b", 1, 2, 3),
-    ("3c8e2a71-94b6-4d0f-8e55-7a1b9c3d2e4f", 0, 0, 0),
-    ("52a0f6b3-1c7d-4e89-a2b4-6f90d8e3c1a7", 1, 2, 3),
-    ("6d4b9e2f-0a13-4c58-b7e6-91f2a3c4d5e6", 1, 0, 3),
-    ("7e1c5a93-2b84-4f6d-9e0a-b3c7d1f5e9a2", 0, 0, 2),
-    ("8a9b0c1d-2e3f-4a5b-8c6d-7e8f9a0b1c2d", 0, 2, 0),
-    ("9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a", 1, 1, 1),
-    ("a1b2c3d4-e5f6-4789-a0b1-c2d3e4f5a6b7", 1, 1, 1),
-    ("c4f0e8a2-7d19-4b36-8e5c-2a9f1b7d3e60", 1, 2, 3),
-    ("e3b0c442-98fc-4c14-9afb-f4c8996fb924", 0, 0, 2),
-    ("f47ac10b-58cc-4372-a567-0e02b2c3d479", 0, 2, 0),
+    ("0b5a3c9e-6f1d-4e2a-9c47-2d8f1e6a7b30", 0, 2, 2),
+    ("1f2e3d4c-5b6a-4978-8a9b-0c1d2e3f4a5b", 1, 1, 3),
+    ("3c8e2a71-94b6-4d0f-8e55-7a1b9c3d2e4f", 0, 2, 3),
+    ("52a0f6b3-1c7d-4e89-a2b4-6f90d8e3c1a7", 0, 0, 0),
+    ("6d4b9e2f-0a13-4c58-b7e6-91f2a3c4d5e6", 0, 0, 3),
+    ("7e1c5a93-2b84-4f6d-9e0a-b3c7d1f5e9a2", 1, 1, 1),
+    ("8a9b0c1d-2e3f-4a5b-8c6d-7e8f9a0b1c2d", 1, 2, 2),
+    ("9f8e7d6c-5b4a-4392-8170-6f5e4d3c2b1a", 0, 2, 2),
+    ("a1b2c3d4-e5f6-4789-a0b1-c2d3e4f5a6b7", 0, 0, 0),
+    ("c4f0e8a2-7d19-4b36-8e5c-2a9f1b7d3e60", 1, 2, 2),
+    ("e3b0c442-98fc-4c14-9afb-f4c8996fb924", 1, 1, 1),
+    ("f47ac10b-58cc-4372-a567-0e02b2c3d479", 0, 2, 2),
 ]
 
 
 @pytest.mark.parametrize(("data", "expected"), FNV1A_64_VECTORS)
 def test_fnv1a_64_matches_the_published_vectors(data: bytes, expected: int) -> None:
     assert fnv1a_64(data) == expected
+
+
+@pytest.mark.parametrize(("key", "buckets"), JUMP_VECTORS)
+def test_jump_hash_matches_the_reference_implementation(key: int, buckets: list[int]) -> None:
+    assert [jump_hash(key, n) for n in range(1, len(buckets) + 1)] == buckets
+
+
+def test_adding_a_shard_moves_only_the_nodes_the_new_shard_takes() -> None:
+    """From n to n + 1 shards a node either stays or moves to the new shard, about 1/(n + 1) of them."""
+    uids = [str(uuid.UUID(int=random.Random(7).getrandbits(128) ^ i, version=4)) for i in range(3000)]
+    for n in range(1, 6):
+        moved = [uid for uid in uids if shard_of(uid, n) != shard_of(uid, n + 1)]
+        assert all(shard_of(uid, n + 1) == n for uid in moved)
+        assert abs(len(moved) / len(uids) - 1 / (n + 1)) < 0.03, (n, len(moved))
 
 
 @pytest.mark.parametrize(("uid", "of2", "of3", "of4"), FROZEN_SHARDS)

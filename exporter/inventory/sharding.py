@@ -1,8 +1,11 @@
-"""Which replica owns a node: FNV-1a 64 of its `metadata.uid`, modulo the number of shards.
+"""Which replica owns a node: Jump Consistent Hash of the FNV-1a 64 hash of its `metadata.uid`.
 
-The same hash kube-state-metrics takes of an object's UID (Go's `hash/fnv` New64a), so the two shard a
-cluster alike. It is fixed forever: a node's owner must not change across upgrades, or its series would hop
-from one replica to another. `tests/test_sharding.py` freezes a table of UIDs and their shards.
+Exactly what kube-state-metrics does (pkg/sharding/listwatch.go: Go's `hash/fnv` New64a of the UID, then
+`jump.Hash(sum, totalShards)` of github.com/dgryski/go-jump), so the two shard a cluster alike. Jump hash,
+not `hash % total`: when the number of shards changes from n to n + 1, only 1/(n + 1) of the nodes move to
+another replica, where a modulo would move nearly all of them. It is fixed forever: a node's owner must not
+change across upgrades, or its series would hop from one replica to another. `tests/test_sharding.py`
+freezes a table of UIDs and their shards.
 """
 
 from __future__ import annotations
@@ -16,6 +19,11 @@ _OFFSET_BASIS = 0xCBF29CE484222325
 _PRIME = 0x100000001B3
 _MASK = 2**64 - 1
 
+# Jump Consistent Hash's linear congruential step (Lamping and Veach, "A Fast, Minimal Memory, Consistent
+# Hash Algorithm", 2014).
+_JUMP_MULTIPLIER = 2862933555777941757
+_JUMP_SCALE = float(1 << 31)
+
 # A StatefulSet pod is named <set>-<ordinal>.
 _ORDINAL = re.compile(r".+-(0|[1-9][0-9]*)")
 
@@ -28,9 +36,21 @@ def fnv1a_64(data: bytes) -> int:
     return value
 
 
+def jump_hash(key: int, buckets: int) -> int:
+    """Jump Consistent Hash: the bucket in [0, buckets) of a 64-bit key. Each step draws the next bucket the
+    key would jump to as buckets are added; the last one below `buckets` is its bucket. The float arithmetic
+    is IEEE double, as in the reference C++ and Go code, so the results are theirs bit for bit."""
+    bucket, jump = -1, 0
+    while jump < buckets:
+        bucket = jump
+        key = (key * _JUMP_MULTIPLIER + 1) & _MASK
+        jump = int((bucket + 1) * (_JUMP_SCALE / float((key >> 33) + 1)))
+    return bucket
+
+
 def shard_of(uid: str, total_shards: int) -> int:
     """The shard (0-based) that owns the object with this UID."""
-    return fnv1a_64(uid.encode("utf-8")) % total_shards
+    return jump_hash(fnv1a_64(uid.encode("utf-8")), total_shards)
 
 
 def pod_ordinal(pod_name: str) -> int | None:
