@@ -391,3 +391,26 @@ def test_automatic_sharding_outside_a_statefulset_fails_clearly(
             status = health.integration("kubernetes")
             wait_for(lambda: status.errors[reason] >= 1, f"a {reason} failure")
             assert detail in (status.detail or "") and not watcher.synced.is_set()
+
+
+def test_a_failed_recheck_keeps_the_shard_and_the_watch(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    nodes = _cluster(20)
+    with FakeKubeAPI(token=TOKEN) as api:
+        api.load(nodes)
+        api.add_statefulset("monitoring", "node-cost-exporter", replicas=2)
+        with _watchers(tmp_path, api, _pods(0)) as running:
+            watcher, sink, health = running[0]
+            assert watcher.synced.wait(10)
+            wait_for(lambda: api.watch_requests(), "the watch")
+            api.forbidden.add("statefulsets")
+            api.bookmark()
+            wait_for(lambda: "automatic sharding: keeping shard 0 of 2" in caplog.text, "the warning")
+            late = next(
+                obj
+                for obj in (make_node(f"late-{i}", images=1) for i in range(100))
+                if shard_of(obj["metadata"]["uid"], 2) == 0
+            )
+            api.add_node(late)
+            wait_for(lambda: late["metadata"]["uid"] in sink.nodes, "the watch still delivering")
+            assert watcher.shard == Shard(0, 2) and health.integration("kubernetes").up
+            assert len(_node_lists(api)) == 1  # no relist: the shard did not change
