@@ -1,6 +1,6 @@
-"""Sharded replicas and the bill: each replica's billing query names its own nodes only, a node is priced the
-same on its shard as unsharded (a scale set split over shards included), and the account's commitments are
-queried and exported by shard 0 alone."""
+"""Sharded replicas and the clouds: each replica's billing query and price-list queries name its own nodes'
+resources and types only, a node is priced the same on its shard as unsharded (a scale set split over shards
+included), and the account's commitments are queried and exported by shard 0 alone."""
 
 from __future__ import annotations
 
@@ -221,3 +221,34 @@ def test_exporter_info_names_the_shard(tmp_path: Path) -> None:
         expected = sum(1 for n in NODES if app.inventory.shard.owns(n))
         assert 0 < expected <= len(NODES)
         assert sum(1 for line in text.splitlines() if line.startswith("nodecost_node_info{")) == expected
+
+
+def test_each_shard_asks_the_price_list_for_its_own_nodes_types(tmp_path: Path) -> None:
+    from fakes.azure_api import FakeRetailPricesAPI, vm_items
+
+    sizes = ("Standard_D2s_v3", "Standard_D4s_v3", "Standard_DS1_v2", "Standard_NC6s_v3")
+    regions = ("eastus", "westeurope")
+    cluster = [
+        make_node(f"aks-pool{i}-vmss00000{i}", provider="azure", instance_type=sizes[i % 4], zone=f"{regions[i % 2]}-1",
+                  images=1)
+        for i in range(8)
+    ]
+    nodes = tmp_path / "azure-nodes.json"
+    nodes.write_text(json.dumps({"kind": "NodeList", "apiVersion": "v1", "items": cluster}))
+    items = [item for region in regions for size in sizes for item in vm_items(region, size, "Dv3", linux="0.1")]
+    asked: list[set[str]] = []
+    with FakeRetailPricesAPI(items) as fake:
+        for index in range(2):
+            before = len(fake.filters)
+            overrides = {"kubernetes.nodes_file": str(nodes), "cache.enabled": False, "azure.retail.enabled": True,
+                         "azure.retail.endpoint_url": fake.url, "sharding.shard": index, "sharding.total_shards": 2}
+            turn(App(load_config(None, env={}, overrides=overrides), clock=FakeClock(NOW)))
+            asked.append({
+                f"{r}/{s}" for text in fake.filters[before:] for r in regions for s in sizes
+                if f"'{r}'" in text and f"'{s}'" in text
+            })
+            mine = [o for o in cluster if Shard(index, 2).owns(o)]
+            want = {f"{o['metadata']['labels']['topology.kubernetes.io/region']}/"
+                    f"{o['metadata']['labels']['node.kubernetes.io/instance-type']}" for o in mine}
+            assert mine and asked[-1] == want, (index, asked[-1], want)
+    assert asked[0] != asked[1]
