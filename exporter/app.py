@@ -22,6 +22,7 @@ from exporter.config.sources.aws import NET_COST_BASES, AwsCurSettings
 from exporter.health import Health
 from exporter.inventory.node import Node
 from exporter.inventory.parse import SpotLabel
+from exporter.inventory.sharding import Shard
 from exporter.metrics.collector import ExporterCollector, WatchStats
 from exporter.metrics.process import ProcessMetrics
 from exporter.metrics.store import NodeMetricsStore
@@ -38,6 +39,7 @@ log = logging.getLogger(__name__)
 
 class Inventory(Protocol):
     synced: threading.Event
+    shard: Shard  # the nodes it serves (with automatic sharding, known once `synced`)
 
     def run(self, stop: threading.Event) -> None: ...
 
@@ -104,6 +106,7 @@ class App:
             clock,
             ca_file=config.tls.ca_file,
             clouds=config.clouds,
+            account_wide=lambda: self.inventory.shard.index == 0,
         )
         self.engine = PricingEngine(build_sources(config, context), config.pricing, self.health)
         self._lock = threading.Lock()
@@ -122,6 +125,7 @@ class App:
                 self._watch_stats,
                 self.engine.bills,
                 lambda: self.cache is not None and self.cache.persistent,
+                lambda: self.inventory.shard,
             )
         )
         self.registry.register(ProcessMetrics())
@@ -136,6 +140,8 @@ class App:
 
     def _build_inventory(self) -> Inventory:
         kube = self.config.kubernetes
+        sharding = self.config.sharding
+        shard = Shard(sharding.shard, sharding.total_shards)
         spot_labels = [SpotLabel.parse(text) for text in kube.spot_labels]
         nodes_file = demo_nodes_path() if self.config.demo else kube.nodes_file
         if nodes_file:
@@ -148,8 +154,9 @@ class App:
                 self.health,
                 spot_labels=spot_labels,
                 clock=self._clock,
+                shard=shard,
             )
-        from exporter.inventory.kube import KubeNodeWatcher
+        from exporter.inventory.kube import AutoSharding, KubeNodeWatcher
 
         watcher = KubeNodeWatcher(
             self,
@@ -162,6 +169,8 @@ class App:
             watch_timeout_seconds=kube.watch_timeout_seconds,
             service_account_dir=kube.service_account_dir,
             ca_file=self.config.tls.ca_file,
+            shard=shard,
+            auto_sharding=AutoSharding(sharding.pod_namespace, sharding.pod) if sharding.automatic else None,
         )
         self._watch_stats = watcher
         return watcher

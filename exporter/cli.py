@@ -42,9 +42,21 @@ FLAGS: dict[str, tuple[str, str]] = {
         "kubernetes.nodes_file",
         "Read `kubectl get nodes -o json` output instead of a cluster.",
     ),
+    "--shard": ("sharding.shard", "This replica's shard, 0-based (default 0)."),
+    "--total-shards": ("sharding.total_shards", "Number of shards; 1 serves every node (default 1)."),
+    "--pod": (
+        "sharding.pod",
+        "Automatic sharding: this pod's name (default: the hostname); needs --pod-namespace.",
+    ),
+    "--pod-namespace": (
+        "sharding.pod_namespace",
+        "Automatic sharding in a StatefulSet: the shard is this pod's ordinal, the total its replicas.",
+    ),
     "--cache.path": ("cache.path", "SQLite cache file."),
     "--pricing.custom-file": ("pricing.custom.file", "Custom price table (YAML or CSV)."),
 }
+
+WHOLE_NUMBER_FLAGS = {"--shard", "--total-shards"}
 
 # Shown by --help; each has its own (`node-cost-exporter snapshot --help`).
 SUBCOMMANDS = """subcommands (node-cost-exporter <subcommand> --help for their flags):
@@ -62,7 +74,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--config.file", dest="config_file", help="YAML configuration file.")
     for flag, (key, text) in FLAGS.items():
-        parser.add_argument(flag, dest=key, help=text)
+        parser.add_argument(flag, dest=key, help=text, type=int if flag in WHOLE_NUMBER_FLAGS else str)
     parser.add_argument("--no-cache", dest="no_cache", action="store_true", help="Disable the SQLite cache.")
     parser.add_argument(
         "--demo",
@@ -75,7 +87,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace) -> Config:
-    overrides: dict[str, Any] = {key: getattr(args, key) for key, _ in FLAGS.values() if getattr(args, key)}
+    overrides: dict[str, Any] = {
+        key: getattr(args, key) for key, _ in FLAGS.values() if getattr(args, key) not in (None, "")
+    }
     if args.no_cache:
         overrides["cache.enabled"] = False
     if args.demo:

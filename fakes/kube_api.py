@@ -7,6 +7,10 @@ What it models, because the watcher depends on each of these:
 - watches: `Transfer-Encoding: chunked`, newline-delimited `{"type","object"}` events replayed from the
   requested resourceVersion out of an event log with increasing versions, `BOOKMARK` events when asked for,
   an `ERROR` event with a 410 `Expired` Status for a version older than the log, `timeoutSeconds`;
+- automatic sharding's two reads: `GET /api/v1/namespaces/NS/pods/NAME` (a StatefulSet's Pod, its
+  `metadata.ownerReferences` naming the set) and `GET /apis/apps/v1/namespaces/NS/statefulsets/NAME`
+  (`spec.replicas`, `status`), shaped as the Pod and StatefulSet v1 API reference shows them, with the
+  API server's `NotFound` and `Forbidden` Status answers;
 - discovery (`/api`, `/api/v1`, `/apis`), so that `kubectl get nodes` finds the resource: the legacy
   unaggregated documents (APIVersions, APIResourceList, APIGroupList) of the API concepts page
   (kubernetes.io/docs/reference/using-api/api-concepts/, "Discovery API"), as a server without aggregated
@@ -121,6 +125,8 @@ class FakeKubeAPI(FakeServer):
         self._log_base = 0  # absolute index of _log[0]
         self._expire_next_continue = False
         self._watches: list[_Watch] = []
+        self._objects: dict[str, dict[str, Any]] = {}  # pod and statefulset paths → object
+        self.forbidden: set[str] = set()  # resources ("pods", "statefulsets") the caller may not get
 
     def stop(self) -> None:
         """Stop listening and cut every open connection, watches mid-stream: clients now get 'connection
@@ -195,6 +201,99 @@ class FakeKubeAPI(FakeServer):
             obj = {"kind": "Node", "apiVersion": "v1", "metadata": {"resourceVersion": str(self._rv)}}
             self._append("BOOKMARK", b'{"type":"BOOKMARK","object":' + _dumps(obj) + b"}\n")
             return self._rv
+
+    def add_statefulset(self, namespace: str, name: str, replicas: int) -> None:
+        """A StatefulSet with `replicas` ready pods, each `<name>-<ordinal>` owned by it."""
+        uid = _uuid(f"statefulset/{namespace}/{name}")
+        labels = {"app.kubernetes.io/name": name}
+        with self._cond:
+            self._objects[_statefulset_path(namespace, name)] = {
+                "apiVersion": "apps/v1",
+                "kind": "StatefulSet",
+                "metadata": {
+                    "name": name,
+                    "namespace": namespace,
+                    "uid": uid,
+                    "generation": 1,
+                    "resourceVersion": str(self._rv),
+                    "creationTimestamp": "2026-11-02T09:14:07Z",
+                    "labels": labels,
+                },
+                "spec": {
+                    "replicas": replicas,
+                    "serviceName": name,
+                    "podManagementPolicy": "Parallel",
+                    "selector": {"matchLabels": labels},
+                    "template": {"metadata": {"labels": labels}, "spec": {"containers": [{"name": name}]}},
+                    "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 0}},
+                    "revisionHistoryLimit": 10,
+                },
+                "status": {
+                    "observedGeneration": 1,
+                    "replicas": replicas,
+                    "readyReplicas": replicas,
+                    "currentReplicas": replicas,
+                    "updatedReplicas": replicas,
+                    "availableReplicas": replicas,
+                    "currentRevision": f"{name}-6c8f9d7b5",
+                    "updateRevision": f"{name}-6c8f9d7b5",
+                    "collisionCount": 0,
+                },
+            }
+        for ordinal in range(replicas):
+            self.add_pod(namespace, f"{name}-{ordinal}", owner=("StatefulSet", name, uid))
+
+    def scale_statefulset(self, namespace: str, name: str, replicas: int) -> None:
+        """`kubectl scale`: spec.replicas changes (and, as the controller catches up, the status and pods)."""
+        with self._cond:
+            statefulset = self._objects[_statefulset_path(namespace, name)]
+            old = statefulset["spec"]["replicas"]
+            statefulset["metadata"]["generation"] += 1
+            statefulset["spec"]["replicas"] = replicas
+            for key in ("replicas", "readyReplicas", "currentReplicas", "updatedReplicas", "availableReplicas"):
+                statefulset["status"][key] = replicas
+            statefulset["status"]["observedGeneration"] = statefulset["metadata"]["generation"]
+            uid = statefulset["metadata"]["uid"]
+        for ordinal in range(old, replicas):
+            self.add_pod(namespace, f"{name}-{ordinal}", owner=("StatefulSet", name, uid))
+
+    def add_pod(self, namespace: str, name: str, owner: tuple[str, str, str] | None = None) -> None:
+        """A running Pod; `owner` = (kind, name, uid) of its controller."""
+        metadata: dict[str, Any] = {
+            "name": name,
+            "namespace": namespace,
+            "uid": _uuid(f"pod/{namespace}/{name}"),
+            "resourceVersion": str(self._rv),
+            "creationTimestamp": "2026-11-02T09:14:09Z",
+            "labels": {"statefulset.kubernetes.io/pod-name": name},
+        }
+        if owner is not None:
+            kind, owner_name, owner_uid = owner
+            metadata["ownerReferences"] = [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": kind,
+                    "name": owner_name,
+                    "uid": owner_uid,
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ]
+            if kind == "StatefulSet":
+                metadata["labels"]["apps.kubernetes.io/pod-index"] = name.rsplit("-", 1)[1]
+        with self._cond:
+            self._objects[_pod_path(namespace, name)] = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": metadata,
+                "spec": {
+                    "hostname": name,
+                    "containers": [{"name": "node-cost-exporter", "image": "node-cost-exporter:0.1.0"}],
+                    "serviceAccountName": "node-cost-exporter",
+                    "nodeName": "ip-10-0-1-23.ec2.internal",
+                },
+                "status": {"phase": "Running", "podIP": "10.0.1.77", "startTime": "2026-11-02T09:14:09Z"},
+            }
 
     def send_raw_event(self, line: bytes) -> None:
         """Put arbitrary bytes (one line) into the watch stream, e.g. a malformed event."""
@@ -277,11 +376,32 @@ class FakeKubeAPI(FakeServer):
             return _status(401, "Unauthorized")
         if request.path in _DISCOVERY:
             return Answer(200, _dumps(_DISCOVERY[request.path]))
+        if request.path.startswith(("/api/v1/namespaces/", "/apis/apps/v1/namespaces/")):
+            return self._get_object(request.path)
         if request.path != NODES_PATH:
             return _status(404, "the server could not find the requested resource")
         if request.is_watch:
             return self._watch(request.query)
         return self._list(request.query)
+
+    def _get_object(self, path: str) -> Answer:
+        """A namespaced Pod or StatefulSet, or the API server's NotFound / Forbidden Status for it."""
+        parts = path.strip("/").split("/")  # …, namespaces, NS, pods|statefulsets, NAME
+        namespace, resource, name = parts[-3], parts[-2], parts[-1]
+        group = "apps" if resource == "statefulsets" else ""
+        if resource in self.forbidden:
+            return _status(
+                403,
+                f'{resource} "{name}" is forbidden: User "system:serviceaccount:{namespace}:node-cost-exporter" '
+                f'cannot get resource "{resource}" in API group "{group}" in the namespace "{namespace}"',
+            )
+        with self._cond:
+            obj = self._objects.get(path)
+            raw = None if obj is None else _dumps(obj)
+        if raw is None:
+            prefix = f"{resource}.{group}" if group else resource
+            return _status(404, f'{prefix} "{name}" not found')
+        return Answer(200, raw)
 
     def fault_answer(self, fault: Fault, request: Request, retry_after: float | None) -> Answer:
         """A `metav1.Status` failure with the reason the API server gives each code (see `_REASONS`);
@@ -438,6 +558,14 @@ def _status(code: int, message: str, *, retry_after: float | None = None) -> Ans
     if code == 429 and not headers:
         headers = {"Retry-After": "1"}
     return Answer(code, _dumps(status_body(code, _REASONS.get(code, "Unknown"), message)), headers)
+
+
+def _pod_path(namespace: str, name: str) -> str:
+    return f"/api/v1/namespaces/{namespace}/pods/{name}"
+
+
+def _statefulset_path(namespace: str, name: str) -> str:
+    return f"/apis/apps/v1/namespaces/{namespace}/statefulsets/{name}"
 
 
 def _chunk(handler: BaseHTTPRequestHandler, data: bytes) -> None:

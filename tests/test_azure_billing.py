@@ -568,3 +568,40 @@ def test_the_row_selection_matches_a_real_aks_cost_export(shared_real: Path, fak
     sub = vmss.split("/")[2]
     n = node("x", ref=ProviderRef("azure", account=sub, resource_group=group, instance_id="0", scale_set=scale_set))
     assert source.resource(n) == vmss.lower()
+
+
+def test_a_shard_asks_for_its_own_resources_and_shares_a_split_pool_alike(
+    fake: FakeCostManagement, tmp_path: Path
+) -> None:
+    """Two shards (sharding.total_shards 2): the pool's instances are on both. Each shard's query names only
+    the resources of its own nodes, and a day both it and an unsharded exporter use costs each node the same."""
+    from exporter.inventory.sharding import Shard
+
+    whole, _, _ = ready(fake, tmp_path / "whole")
+    whole.refresh()
+    pool_shards = set()
+    for index in range(2):
+        shard = Shard(index, 2)
+        mine = [n for n in CLUSTER if shard.owns_uid(n.uid)]
+        pool_shards |= {index for n in mine if n in (P0, P1, LATE)}
+        health = Health()
+        source = make_source(fake, tmp_path / f"shard{index}", health, FakeClock(NOW))
+        source.wanted(mine)
+        calls = len(fake.calls)
+        assert source.refresh() is True, health.integration("azure_cost_management").detail
+        ids, _ = (f["dimensions"] for f in fake.calls[calls]["body"]["dataset"]["filter"]["and"])
+        resources = {
+            n.name: r.lower() for n, r in ((P0, POOL), (P1, POOL), (LATE, POOL), (SPOT_NODE, SPOT), (VM_NODE, VM))
+        } | {NEW_NODE.name: f"{ARM}/virtualMachineScaleSets/{NEW_POOL}".lower()}
+        assert sorted(ids["values"]) == sorted({resources[n.name] for n in mine})
+        for n in mine:
+            sharded, unsharded = source.facts(n), whole.facts(n)
+            if unsharded is None:
+                assert sharded is None, n.name
+                continue
+            assert sharded is not None, n.name
+            common = set(dict(sharded.days)) & set(dict(unsharded.days))
+            assert common, n.name
+            for day in common:
+                assert dict(sharded.days)[day] == pytest.approx(dict(unsharded.days)[day]), (n.name, day)
+    assert pool_shards == {0, 1}, "the fixture's pool must span both shards"

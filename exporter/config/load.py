@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 import ssl
 import types
 import typing
@@ -254,6 +255,7 @@ def _validate(config: Config) -> None:
             raise ConfigError(f"kubernetes.spot_labels[{i}]", f"must be 'key' or 'key=value', got {label!r}")
     if kube.nodes_file and not Path(kube.nodes_file).exists():
         raise ConfigError("kubernetes.nodes_file", f"{kube.nodes_file} does not exist")
+    _check_sharding(config)
     if config.cache.enabled and not config.cache.path:
         raise ConfigError("cache.path", "must be set when the cache is enabled")
     pricing = config.pricing
@@ -298,6 +300,38 @@ def _validate(config: Config) -> None:
             raise ConfigError(key, f"{path} does not exist")
     if config.tls.ca_file:
         _check_ca_file(config.tls.ca_file)
+
+
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_DNS_SUBDOMAIN = re.compile(r"(?=.{1,253}$)[a-z0-9]([-a-z0-9.]*[a-z0-9])?")
+
+
+def _check_sharding(config: Config) -> None:
+    sharding = config.sharding
+    if sharding.total_shards < 1:
+        raise ConfigError("sharding.total_shards", f"must be at least 1, got {sharding.total_shards}")
+    if not 0 <= sharding.shard < sharding.total_shards:
+        raise ConfigError(
+            "sharding.shard",
+            f"must be between 0 and total_shards - 1 ({sharding.total_shards - 1}), got {sharding.shard}",
+        )
+    # They name the API paths automatic sharding reads: a DNS label (namespace) and subdomain (pod).
+    if sharding.pod_namespace and not _DNS_LABEL.fullmatch(sharding.pod_namespace):
+        namespace = sharding.pod_namespace
+        raise ConfigError("sharding.pod_namespace", f"must be a namespace name, got {namespace!r}")
+    if sharding.pod and not _DNS_SUBDOMAIN.fullmatch(sharding.pod):
+        raise ConfigError("sharding.pod", f"must be a pod name, got {sharding.pod!r}")
+    if sharding.pod and not sharding.pod_namespace:
+        raise ConfigError("sharding.pod", "needs sharding.pod_namespace (automatic sharding)")
+    if sharding.automatic and sharding.total_shards != 1:
+        raise ConfigError(
+            "sharding.pod_namespace",
+            "automatic sharding takes the shard and total from the StatefulSet: "
+            "leave sharding.shard and sharding.total_shards unset",
+        )
+    if sharding.automatic and (config.kubernetes.nodes_file or config.demo):
+        problem = "automatic sharding reads the pod from the Kubernetes API, not a nodes file"
+        raise ConfigError("sharding.pod_namespace", problem)
 
 
 def _check_ca_file(path: str) -> None:

@@ -1,6 +1,6 @@
-"""The configuration model: the core sections (web, log, kubernetes, cache, pricing), the bases every cloud
-source's settings extend (each checking its own fields in `validate`; the sources' own types are in
-`exporter/config/sources/`), and the root `Config`, whose `sources` holds them by section key."""
+"""The configuration model: the core sections (web, log, kubernetes, sharding, cache, pricing), the bases
+every cloud source's settings extend (each checking its own fields in `validate`; the sources' own types are
+in `exporter/config/sources/`), and the root `Config`, whose `sources` holds them by section key."""
 
 from __future__ import annotations
 
@@ -60,6 +60,21 @@ class KubernetesConfig:
         "lifecycle=Ec2Spot",
         "node.kubernetes.io/lifecycle=spot",
     )
+
+
+@dataclass(frozen=True)
+class ShardingConfig:
+    """Which nodes this replica serves (docs/operations.md, "Sharding"): kube-state-metrics' flags."""
+
+    shard: int = 0  # this replica's shard, 0-based
+    total_shards: int = 1  # 1: every node, unsharded
+    # Automatic sharding in a StatefulSet: the shard is the pod's ordinal, the total its set's replicas.
+    pod: str = ""  # this pod's name; empty with pod_namespace set: the hostname (a StatefulSet pod's name)
+    pod_namespace: str = ""  # set to shard automatically
+
+    @property
+    def automatic(self) -> bool:
+        return bool(self.pod_namespace)
 
 
 @dataclass(frozen=True)
@@ -222,6 +237,7 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     log: LogConfig = field(default_factory=LogConfig)
     kubernetes: KubernetesConfig = field(default_factory=KubernetesConfig)
+    sharding: ShardingConfig = field(default_factory=ShardingConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
     pricing: PricingConfig = field(default_factory=PricingConfig)
     tls: TlsConfig = field(default_factory=TlsConfig)

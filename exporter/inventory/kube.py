@@ -10,6 +10,12 @@ expires) handed to `sink.replace_all`, then a watch from the list's resourceVers
 seen version (events and bookmarks advance it) after a server timeout or a dropped stream, and replaced by a
 fresh list when the server says the version is gone (410). Failures never escape `run`: they become the
 integration's status and a jittered exponential backoff.
+
+Sharded (`sharding.total_shards` > 1), every replica streams the whole list and watch, but an object of
+another shard is dropped as soon as it is decoded, before it is parsed: no `Node` is built for it and the
+sink never hears of it. With automatic sharding the shard comes from this pod's StatefulSet, read before the
+first list and again at least every `RESHARD_CHECK_SECONDS` while watching (between events, so within a
+bookmark's interval on a quiet cluster); a change of its replicas relists with the new shard.
 """
 
 from __future__ import annotations
@@ -18,11 +24,13 @@ import json
 import logging
 import os
 import random
+import socket
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -35,6 +43,7 @@ from exporter.health import Health, IntegrationStatus, Reason
 from exporter.inventory.incluster import SERVICE_ACCOUNT_DIR, InClusterConfig
 from exporter.inventory.node import Node
 from exporter.inventory.parse import InvalidNode, SpotLabel, describe_node, parse_node
+from exporter.inventory.sharding import UNSHARDED, Shard, pod_ordinal
 from exporter.inventory.sink import InventorySink
 from exporter.tls import ssl_context
 
@@ -42,6 +51,8 @@ log = logging.getLogger(__name__)
 
 _NODES_PATH = "/api/v1/nodes"
 _CONNECT_TIMEOUT = 10.0
+# Automatic sharding: how often the StatefulSet's replicas are read again.
+RESHARD_CHECK_SECONDS = 60.0
 # A watch is silent for at most timeoutSeconds (the server then ends it); beyond that plus this slack, the
 # connection is dead even if TCP has not noticed.
 _WATCH_READ_SLACK = 15.0
@@ -74,6 +85,23 @@ class _StreamEnded(Exception):
     """The watch connection broke after it was established: resume from the last resourceVersion."""
 
 
+class _Resharded(Exception):
+    """The StatefulSet's replicas changed: list again with the new shard."""
+
+
+@dataclass(frozen=True)
+class AutoSharding:
+    """Where this pod is (`sharding.pod_namespace`, `sharding.pod`): its shard is its ordinal in its
+    StatefulSet, the total that set's `spec.replicas`, as kube-state-metrics' `--auto-sharding`."""
+
+    namespace: str
+    pod: str = ""  # empty: the hostname, which is a StatefulSet pod's name
+
+    @property
+    def pod_name(self) -> str:
+        return self.pod or socket.gethostname()
+
+
 class KubeNodeWatcher:
     """Keeps an `InventorySink` in step with the cluster's Nodes until `stop` is set.
 
@@ -97,8 +125,17 @@ class KubeNodeWatcher:
         request_timeout: float = 60.0,
         service_account_dir: str = SERVICE_ACCOUNT_DIR,
         ca_file: str = "",
+        shard: Shard = UNSHARDED,
+        auto_sharding: AutoSharding | None = None,
+        reshard_check_seconds: float = RESHARD_CHECK_SECONDS,
     ) -> None:
+        """`shard`: the nodes served; with `auto_sharding`, replaced by the StatefulSet's before the first
+        list (`shard` is read by the metrics and the billing sources: the current one)."""
         self.synced = threading.Event()
+        self.shard = shard
+        self._auto = auto_sharding
+        self._reshard_check_seconds = reshard_check_seconds
+        self._shard_checked = 0.0  # monotonic time the StatefulSet was last read
         # Every key exists from the start: the metrics thread iterates this while the watch thread counts,
         # and only inserting a key could break that iteration.
         self.events: Counter[str] = Counter(dict.fromkeys(_EVENT_TYPES, 0))
@@ -138,10 +175,14 @@ class KubeNodeWatcher:
             try:
                 if self._pool is None:
                     self._connect()
+                if self._auto is not None and need_list:
+                    self._read_shard()  # a failure here retries with backoff: no list without a shard
                 if need_list:
                     need_list = not self._list(stop)
                     continue
                 self._watch(stop)
+            except _Resharded:
+                need_list = True
             except _Expired as e:
                 log.info("resourceVersion %s expired (%s); relisting nodes", self._rv, e)
                 need_list = True
@@ -216,8 +257,10 @@ class KubeNodeWatcher:
             self._pool.clear()
         self._pool = None
 
-    def _get(self, query: dict[str, str], read_timeout: float) -> urllib3.BaseHTTPResponse:
-        """GET /api/v1/nodes?query; a 200 response with its body unread, or `_Failure`/`_Expired`."""
+    def _get(
+        self, query: dict[str, str], read_timeout: float, path: str = _NODES_PATH
+    ) -> urllib3.BaseHTTPResponse:
+        """GET path?query; a 200 response with its body unread, or `_Failure`/`_Expired`."""
         assert self._pool is not None
         try:
             # Calls the configuration's refresh hook: exec-plugin and in-cluster tokens expire.
@@ -227,7 +270,7 @@ class KubeNodeWatcher:
         headers = {"Accept": "application/json", "User-Agent": "node-cost-exporter"}
         if auth and auth.get("value"):
             headers["Authorization"] = auth["value"]
-        url = f"{self._host}{_NODES_PATH}?{urlencode(query)}"
+        url = f"{self._host}{path}?{urlencode(query)}" if query else f"{self._host}{path}"
         with _transport_errors(url):
             resp = self._pool.request(
                 "GET",
@@ -280,7 +323,10 @@ class KubeNodeWatcher:
                 items = []
             if not isinstance(items, list):
                 raise _Failure(Reason.BAD_RESPONSE, "node list has no items array")
+            owns = self.shard.owns if self.shard.sharded else None  # unsharded: no hashing at all
             for item in items:
+                if owns is not None and not owns(item):
+                    continue
                 node = self._parse(item)
                 if node is not None:
                     nodes[node.uid] = node
@@ -304,21 +350,76 @@ class KubeNodeWatcher:
         return True
 
     def _get_page(self, query: dict[str, str]) -> dict[str, Any]:
-        resp = self._get(query, self._request_timeout)
+        return self._get_object(_NODES_PATH, query, "node list")
+
+    def _get_object(self, path: str, query: dict[str, str], what: str) -> dict[str, Any]:
+        resp = self._get(query, self._request_timeout, path)
         clean = False
         try:
-            with _transport_errors(_NODES_PATH):
+            with _transport_errors(path):
                 data = resp.read()
             clean = True
         finally:
             _finish(resp, clean=clean)
         try:
-            page = _loads(data)
+            obj = _loads(data)
         except ValueError as e:
-            raise _Failure(Reason.BAD_RESPONSE, f"node list is not JSON: {e}") from e
-        if not isinstance(page, dict):
-            raise _Failure(Reason.BAD_RESPONSE, f"node list is a JSON {type(page).__name__}, not an object")
-        return page
+            raise _Failure(Reason.BAD_RESPONSE, f"{what} is not JSON: {e}") from e
+        if not isinstance(obj, dict):
+            raise _Failure(Reason.BAD_RESPONSE, f"{what} is a JSON {type(obj).__name__}, not an object")
+        return obj
+
+    # -- automatic sharding --------------------------------------------------------------------------------
+
+    def _reshard_due(self) -> bool:
+        return time.monotonic() - self._shard_checked >= self._reshard_check_seconds
+
+    def _recheck_shard(self) -> bool:
+        """`_read_shard` while watching: a failure keeps the current shard and the watch, and is tried
+        again a check interval later."""
+        try:
+            return self._read_shard()
+        except _Failure as e:
+            shard = self.shard
+            log.warning("automatic sharding: keeping shard %s of %s: %s", shard.index, shard.total, e)
+            self._shard_checked = time.monotonic()
+            return False
+
+    def _read_shard(self) -> bool:
+        """Read this pod and its StatefulSet into `shard`; True when the shard changed."""
+        assert self._auto is not None
+        namespace, pod_name = self._auto.namespace, self._auto.pod_name
+        ordinal = pod_ordinal(pod_name)
+        if ordinal is None:
+            raise _Failure(
+                Reason.CONFIG, f"automatic sharding: pod name {pod_name!r} ends in no StatefulSet ordinal"
+            )
+        pod_path = f"/api/v1/namespaces/{namespace}/pods/{pod_name}"
+        pod = self._get_object(pod_path, {}, f"pod {namespace}/{pod_name}")
+        owner = _statefulset_owner(pod)
+        if owner is None:
+            raise _Failure(
+                Reason.CONFIG, f"automatic sharding: pod {namespace}/{pod_name} is owned by no StatefulSet"
+            )
+        set_path = f"/apis/apps/v1/namespaces/{namespace}/statefulsets/{owner}"
+        statefulset = self._get_object(set_path, {}, f"statefulset {namespace}/{owner}")
+        spec = statefulset.get("spec")
+        replicas = spec.get("replicas", 1) if isinstance(spec, dict) else None  # defaulted to 1 by the API
+        if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 1:
+            raise _Failure(Reason.BAD_RESPONSE, f"statefulset {namespace}/{owner}: no spec.replicas >= 1")
+        if ordinal >= replicas:  # being scaled down: this pod is on its way out
+            raise _Failure(
+                Reason.CONFIG,
+                f"automatic sharding: pod ordinal {ordinal} is not below statefulset {namespace}/{owner}'s "
+                f"{replicas} replicas",
+            )
+        self._shard_checked = time.monotonic()
+        shard = Shard(ordinal, replicas)
+        if shard == self.shard:
+            return False
+        log.info("serving shard %d of %d (statefulset %s/%s)", ordinal, replicas, namespace, owner)
+        self.shard = shard
+        return True
 
     # -- watch ---------------------------------------------------------------------------------------------
 
@@ -345,6 +446,8 @@ class KubeNodeWatcher:
                     return
                 if line.strip():
                     self._handle_event(line)
+                if self._auto is not None and self._reshard_due() and self._recheck_shard():
+                    raise _Resharded
             clean = True
         except HTTPError as e:  # ProtocolError (connection lost mid-stream), ReadTimeoutError
             if not stop.is_set():
@@ -373,7 +476,7 @@ class KubeNodeWatcher:
             raise _Failure(reason, f"watch error {code}: {message}")
         meta = obj.get("metadata")
         meta = meta if isinstance(meta, dict) else {}
-        if etype in ("ADDED", "MODIFIED"):
+        if etype in ("ADDED", "MODIFIED") and (not self.shard.sharded or self.shard.owns(obj)):
             node = self._parse(obj)
             if node is not None and self._seen.get(node.uid) != node:
                 self._seen[node.uid] = node
@@ -393,6 +496,18 @@ class KubeNodeWatcher:
             problem = str(e) if isinstance(e, InvalidNode) else repr(e)
             self._health.invalid("node", describe_node(obj), problem)
             return None
+
+
+def _statefulset_owner(pod: dict[str, Any]) -> str | None:
+    """The name of the StatefulSet in a Pod's `metadata.ownerReferences`, if one owns it."""
+    meta = pod.get("metadata")
+    owners = meta.get("ownerReferences") if isinstance(meta, dict) else None
+    for owner in owners if isinstance(owners, list) else ():
+        if isinstance(owner, dict) and owner.get("kind") == "StatefulSet":
+            name = owner.get("name")
+            if isinstance(name, str) and name:
+                return name
+    return None
 
 
 def _loads(data: bytes) -> Any:

@@ -2,6 +2,7 @@
 
 The file is polled (mtime, size and inode, so an atomic rename counts) rather than watched with inotify, which
 is absent on some mounts (ConfigMap volumes swap a symlink). A file that goes bad keeps the last good set.
+Sharded, the nodes of other shards are dropped before they are parsed, as from the API (`kube.py`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.health import Health, IntegrationStatus, Reason
 from exporter.inventory.node import Node
 from exporter.inventory.parse import SpotLabel, describe_node, parse_node
+from exporter.inventory.sharding import UNSHARDED, Shard
 from exporter.inventory.sink import InventorySink
 
 log = logging.getLogger(__name__)
@@ -46,9 +48,12 @@ class NodesFileWatcher:
         spot_labels: Sequence[SpotLabel],
         poll_interval: float = 2.0,
         clock: Clock = SYSTEM_CLOCK,
+        shard: Shard = UNSHARDED,
     ) -> None:
-        """`clock`: what durations and timestamps are read from (tests call `poll()` on a fake one)."""
+        """`clock`: what durations and timestamps are read from (tests call `poll()` on a fake one);
+        `shard`: the nodes served."""
         self.synced = threading.Event()
+        self.shard = shard
         self._path = path
         self._sink = sink
         self._status = status
@@ -94,7 +99,10 @@ class NodesFileWatcher:
             self._status.failed(e.reason, e.detail, duration=duration, now=self._clock.time())
             return
         nodes: dict[str, Node] = {}
+        owns = self.shard.owns if self.shard.sharded else None  # unsharded: no hashing at all
         for item in items:
+            if owns is not None and not owns(item):
+                continue
             try:
                 node = parse_node(item, self._spot_labels)
             except Exception as e:  # InvalidNode, or a bug: either way only this node is skipped

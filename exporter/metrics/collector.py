@@ -21,6 +21,7 @@ from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.health import Health
+from exporter.inventory.sharding import UNSHARDED, Shard
 from exporter.metrics.store import UNPRICED, NodeMetricsStore
 from exporter.pricing.quote import Commitment
 
@@ -47,8 +48,11 @@ class ExporterCollector(Collector):
         watch: WatchStats | None = None,
         bills: Sequence[BillStats] = (),
         cache_persistent: Callable[[], bool] = lambda: False,
+        shard: Callable[[], Shard] = lambda: UNSHARDED,
     ) -> None:
-        """`cache_persistent`: whether the price cache is a file on disk (not memory, not disabled)."""
+        """`cache_persistent`: whether the price cache is a file on disk (not memory, not disabled);
+        `shard`: the nodes this replica serves now."""
+        self._shard = shard
         self._bills = bills
         self._cache_persistent = cache_persistent
         self._health = health
@@ -114,6 +118,12 @@ class ExporterCollector(Collector):
         build = InfoMetricFamily("nodecost_build", "Exporter version and Python runtime; value is always 1.")
         build.add_metric([], {"version": __version__, "python_version": platform.python_version()})
         yield build
+        shard = self._shard()
+        exporter = InfoMetricFamily(
+            "nodecost_exporter", "The shard of the nodes this replica serves; value is always 1."
+        )
+        exporter.add_metric([], {"shard": str(shard.index), "total_shards": str(shard.total)})
+        yield exporter
 
     def _commitments(self) -> Iterator[Metric]:
         """Each commitment's unused cost and utilization over its bill's latest settled days."""

@@ -182,6 +182,7 @@ class BillingSource(ABC, Generic[S]):
         self._health = context.health
         self._cache = context.cache
         self._fetcher = context.fetcher(self.name, settings, count_calls=True)
+        self._account_wide = context.account_wide
         self._billed: dict[str, BillFacts] = {}  # node uid → facts
         self._commitments: tuple[Commitment, ...] = ()
         self._members: dict[str, Member] = {}  # node uid → the node, for the nodes in the cluster
@@ -237,7 +238,10 @@ class BillingSource(ABC, Generic[S]):
         )
 
     def commitments(self) -> tuple[Commitment, ...]:
-        """The commitments of the last successful refresh (or the cache), while fresh enough to serve."""
+        """The commitments of the last successful refresh (or the cache), while fresh enough to serve; on
+        shard 0 only (another replica's would be counted twice)."""
+        if not self._account_wide():
+            return ()
         return self._commitments if self._fresh(self.clock.time()) else ()
 
     def facts(self, node: Node) -> BillFacts | None:
@@ -317,8 +321,9 @@ class BillingSource(ABC, Generic[S]):
         return (midnight(day) + _DAY).timestamp() + self.settings.settle_hours * 3600 <= now
 
     def _refresh_commitments(self, now: float) -> None:
-        """Commitments over their latest `lookback_days` settled days; a failure keeps the last ones."""
-        if not self.reports_commitments:
+        """Commitments over their latest `lookback_days` settled days; a failure keeps the last ones. Not
+        queried on a shard other than 0, which does not export them."""
+        if not self.reports_commitments or not self._account_wide():
             return
         start, end = self.window(now)
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -27,6 +27,9 @@ class SourceContext:
     clock: Clock = SYSTEM_CLOCK
     ca_file: str = ""  # tls.ca_file: trusted beside the public roots by every cloud client
     clouds: Mapping[str, CloudSettings] = field(default_factory=lambda: MappingProxyType({}))  # azure.cloud
+    # Whether this replica serves the series of the whole account, not of its nodes (commitments): shard 0
+    # only, so that sums over the replicas do not count them once per shard.
+    account_wide: Callable[[], bool] = field(default=lambda: True)
 
     def sdk_verify(self) -> str | None:
         """A cloud SDK's `verify` / `connection_verify`: the public roots plus `tls.ca_file` as one file, or
