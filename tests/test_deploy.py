@@ -24,6 +24,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from exporter.cli import build_config, parse_args
 from exporter.config import Config, load_config
 from exporter.config.sources.gcp import GcpCatalogSettings
 from exporter.inventory.quantity import parse_quantity
@@ -35,10 +36,11 @@ DEPLOY = ROOT / "deploy"
 PERSISTENT_CACHE = DEPLOY / "components" / "persistent-cache"
 PROMETHEUS_OPERATOR = DEPLOY / "components" / "prometheus-operator"
 RULES_FILE = DEPLOY / "alerts" / "node-cost-exporter.rules.yml"
-OVERLAYS = ("aws", "gcp", "azure", "sidecar", "persistent-cache")
+OVERLAYS = ("aws", "gcp", "azure", "sidecar", "persistent-cache", "sharded")
 TARGETS = ("base", *OVERLAYS)
 STANDALONE = ("base", "aws", "gcp", "azure", "persistent-cache")  # the exporter in its own Deployment
-WITH_OPERATOR = ("aws", "gcp", "azure")  # include the prometheus-operator component; the rest need no CRD
+# These include the prometheus-operator component; the rest need no CRD.
+WITH_OPERATOR = ("aws", "gcp", "azure", "sharded")
 K8S_VERSION = "1.30"  # oldest minor the manifests must be valid for; kubernetes-validate bundles 1.25+
 NAME = "node-cost-exporter"
 PORT = 9798
@@ -90,8 +92,9 @@ def only(objs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict
 
 
 def workload(objs: list[dict[str, Any]], target: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The Deployment running the exporter, and the exporter's container in it."""
-    deployment = only(objs, "Deployment", "prometheus-server" if target == "sidecar" else NAME)
+    """The Deployment (sharded: the StatefulSet) running the exporter, and the exporter's container in it."""
+    kind = "StatefulSet" if target == "sharded" else "Deployment"
+    deployment = only(objs, kind, "prometheus-server" if target == "sidecar" else NAME)
     containers = deployment["spec"]["template"]["spec"]["containers"]
     exporter = [c for c in containers if c["name"] == NAME]
     assert len(exporter) == 1, f"{target}: no container named {NAME}"
@@ -138,10 +141,11 @@ def test_builds_with_kustomize(built: dict[str, list[dict[str, Any]]], target: s
                 "ClusterRole",
                 "ClusterRoleBinding",
                 "ConfigMap",
-                "Deployment",
+                "StatefulSet" if target == "sharded" else "Deployment",
                 "Service",
                 *(["ServiceMonitor", "PrometheusRule"] if target in WITH_OPERATOR else []),
                 *(["PersistentVolumeClaim"] if target == "persistent-cache" else []),
+                *(["Role", "RoleBinding"] if target == "sharded" else []),
             ]
         )
 
@@ -484,7 +488,8 @@ def test_clusterrole_reads_nodes_and_nothing_else(
     built: dict[str, list[dict[str, Any]]], target: str
 ) -> None:
     objs = built[target]
-    assert not [o for o in objs if o["kind"] in ("Role", "RoleBinding")]
+    if target != "sharded":  # its Role reads the exporter's own Pod and StatefulSet (tested below)
+        assert not [o for o in objs if o["kind"] in ("Role", "RoleBinding")]
     role = only(objs, "ClusterRole")
     assert "aggregationRule" not in role
     (rule,) = role["rules"]
@@ -519,6 +524,7 @@ ENABLED = {
     "gcp": {"gcp.catalog"},
     "azure": {"azure.retail"},
     "persistent-cache": set(),
+    "sharded": set(),
 }
 
 
@@ -591,6 +597,146 @@ def test_sidecar_scrape_config_targets_the_exporter() -> None:
     (job,) = scrape["scrape_configs"]
     assert job["job_name"] == NAME  # the job the alert rules select on
     assert job["static_configs"] == [{"targets": [f"localhost:{PORT}"]}]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# sharded: deploy/overlays/sharded, deploy/components/sharded
+
+SHARDED = DEPLOY / "components" / "sharded"
+SHARD_ENV = {
+    "POD_NAME": {"valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    "POD_NAMESPACE": {"valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+}
+SHARD_ARGS = ["--pod=$(POD_NAME)", "--pod-namespace=$(POD_NAMESPACE)"]
+
+
+def test_sharded_runs_one_statefulset_and_no_deployment(built: dict[str, list[dict[str, Any]]]) -> None:
+    objs = built["sharded"]
+    assert not [o for o in objs if o["kind"] == "Deployment"]  # it would export every node a second time
+    statefulset, _ = workload(objs, "sharded")
+    spec = statefulset["spec"]
+    assert spec["replicas"] == 2
+    assert spec["podManagementPolicy"] == "Parallel"
+    assert spec["updateStrategy"] == {"type": "RollingUpdate"}
+    assert spec["serviceName"] == only(objs, "Service")["metadata"]["name"]
+    assert spec["selector"]["matchLabels"] == {
+        "app.kubernetes.io/name": NAME,
+        "app.kubernetes.io/instance": NAME,
+    }
+    assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
+    assert statefulset["metadata"]["labels"]["app.kubernetes.io/version"] == VERSION
+    assert "volumeClaimTemplates" not in spec  # each replica's cache is its own emptyDir
+
+
+def test_sharded_pod_is_the_base_pod_with_its_own_name_and_namespace(
+    built: dict[str, list[dict[str, Any]]],
+) -> None:
+    """The pod template is copied from the base Deployment, so security context, probes, resources and
+    volumes cannot drift; only the downward-API env and the two flags are added."""
+    statefulset, container = workload(built["sharded"], "sharded")
+    deployment, base_container = workload(built["base"], "base")
+    assert container["args"] == [*base_container["args"], *SHARD_ARGS]
+    assert {e["name"]: {k: v for k, v in e.items() if k != "name"} for e in container["env"]} == SHARD_ENV
+    # Kubernetes expands $(VAR) in args only from variables the container defines.
+    for arg in container["args"]:
+        assert set(re.findall(r"\$\((\w+)\)", arg)) <= set(SHARD_ENV), arg
+    template = copy.deepcopy(statefulset["spec"]["template"])
+    (sharded,) = template["spec"]["containers"]
+    del sharded["env"]
+    sharded["args"] = base_container["args"]
+    assert template == deployment["spec"]["template"]
+
+
+def test_sharded_service_is_headless_and_the_one_the_servicemonitor_scrapes(
+    built: dict[str, list[dict[str, Any]]],
+) -> None:
+    """One Service, headless: the ServiceMonitor selects it and Prometheus scrapes each pod behind it, one
+    target per replica. A second Service with the same labels would get every replica scraped twice."""
+    objs = built["sharded"]
+    service, monitor = only(objs, "Service"), only(objs, "ServiceMonitor", NAME)
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["type"] == "ClusterIP"
+    statefulset, container = workload(objs, "sharded")
+    assert service["spec"]["selector"] == statefulset["spec"]["selector"]["matchLabels"]
+    (port,) = service["spec"]["ports"]
+    assert port["name"] == "metrics" and port["port"] == PORT
+    assert port["targetPort"] == "metrics" and container["ports"][0]["name"] == "metrics"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == ["metrics"]
+    # The operator labels each target with its pod: alerts name the replica without any relabeling.
+    assert "podTargetLabels" not in monitor["spec"]
+
+
+def test_sharded_role_reads_only_its_own_pod_and_statefulset(built: dict[str, list[dict[str, Any]]]) -> None:
+    objs = built["sharded"]
+    role, binding = only(objs, "Role"), only(objs, "RoleBinding")
+    statefulset, _ = workload(objs, "sharded")
+    namespace = statefulset["metadata"]["namespace"]
+    assert role["metadata"]["namespace"] == binding["metadata"]["namespace"] == namespace
+    rules = sorted(role["rules"], key=lambda r: r["apiGroups"])
+    assert rules == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+        {"apiGroups": ["apps"], "resources": ["statefulsets"], "verbs": ["get"]},
+    ]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": role["metadata"]["name"],
+    }
+    account = statefulset["spec"]["template"]["spec"]["serviceAccountName"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account, "namespace": namespace}]
+
+
+def test_sharded_component_fits_a_cloud_overlay_in_another_namespace(kubectl: str, tmp_path: Path) -> None:
+    """The documented way to shard a cloud overlay: its pod patch (Azure's workload identity label) is
+    carried over, `replicas:` sets the shard count, and everything follows the overlay's namespace."""
+    overlay = tmp_path / "aks"
+    overlay.mkdir()
+    azure, component = (os.path.relpath(d, overlay) for d in (DEPLOY / "overlays" / "azure", SHARDED))
+    (overlay / "kustomization.yaml").write_text(
+        f"namespace: cost\nresources: [{azure}]\ncomponents: [{component}]\n"
+        f"replicas: [{{name: {NAME}, count: 4}}]\n"
+    )
+    objs = kustomize(kubectl, overlay)
+    assert not [o for o in objs if o["kind"] == "Deployment"]
+    statefulset, container = workload(objs, "sharded")
+    assert statefulset["spec"]["replicas"] == 4
+    assert statefulset["spec"]["template"]["metadata"]["labels"]["azure.workload.identity/use"] == "true"
+    assert container["args"][-2:] == SHARD_ARGS
+    for obj in objs:
+        if obj["kind"] not in ("ClusterRole", "ClusterRoleBinding"):
+            assert obj["metadata"]["namespace"] == "cost", obj["kind"]
+    assert only(objs, "RoleBinding")["subjects"][0]["namespace"] == "cost"
+    assert only(objs, "Service")["spec"]["clusterIP"] == "None"
+    for obj in objs:
+        if obj["kind"] not in CRD_KINDS:
+            kubernetes_validate.validate(obj, K8S_VERSION, strict=True)
+
+
+def test_sharded_container_args_are_accepted_by_the_exporter_cli(
+    built: dict[str, list[dict[str, Any]]], tmp_path: Path
+) -> None:
+    """The args as Kubernetes expands them, through the exporter's own flag parser and config loader: a
+    flag it did not know would crash-loop every replica."""
+    objs = built["sharded"]
+    _, container = workload(objs, "sharded")
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(config_map(objs)["data"]["config.yaml"])
+    pod = {"POD_NAME": f"{NAME}-1", "POD_NAMESPACE": "monitoring"}
+    args = [re.sub(r"\$\((\w+)\)", lambda m: pod[m[1]], arg) for arg in container["args"]]
+    args = [f"--config.file={config_file}" if a.startswith("--config.file=") else a for a in args]
+    config = build_config(parse_args(args))
+    assert config.sharding.pod == f"{NAME}-1"
+    assert config.sharding.pod_namespace == "monitoring"
+
+
+def test_readme_deploying_table_names_every_overlay() -> None:
+    readme = (ROOT / "README.md").read_text()
+    deploying = readme.split("\n## Deploying\n", 1)[1].split("\n### ", 1)[0]
+    rows = [line for line in deploying.splitlines() if line.startswith("|")]
+    for overlay in sorted(p.name for p in (DEPLOY / "overlays").iterdir() if p.is_dir()):
+        assert any(f"deploy/overlays/{overlay}" in row for row in rows), overlay
+    assert any("`kubectl apply -k deploy/overlays/sharded`" in row for row in rows)
 
 
 # ---------------------------------------------------------------------------------------------------------
