@@ -192,8 +192,7 @@ def test_a_hung_bill_at_cold_start_holds_up_neither_shelf_prices_nor_readiness(
         stop = threading.Event()
         started = time.monotonic()
         app.start(stop)
-        server = serve(app, "127.0.0.1", 0)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        server = serve(app, "127.0.0.1", 0)  # its loop runs on serve()'s own thread
         try:
             url = f"http://127.0.0.1:{server.server_address[1]}/readyz"
             wait_until(lambda: _status(url) == 200, timeout=20.0)
