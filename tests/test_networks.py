@@ -48,6 +48,7 @@ from fakes.gcp_api import FakeCatalogAPI, write_adc
 from fakes.kube_api import FakeKubeAPI, RecordingSink, make_node, self_signed_cert, wait_for, write_kubeconfig
 from fakes.network import ConnectProxy, TestCA
 from fakes.server import FakeServer, Fault
+from tests import test_source_contract as contract
 from tests.conftest import FakeClock, context, node
 
 PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")
@@ -197,12 +198,9 @@ COMMERCIAL_PRICING = "api.pricing.us-east-1.amazonaws.com"
 
 @pytest.fixture
 def aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY")
-    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
-    for name in ("AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL", "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
+    """The contract suite's static credentials, and no IRSA from the machine either."""
+    contract.aws_env(monkeypatch, tmp_path)
+    for name in ("AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"):
         monkeypatch.delenv(name, raising=False)
 
 
