@@ -84,10 +84,17 @@ def parse_node(obj: Any, spot_labels: Sequence[SpotLabel]) -> Node:
     metadata = _dict(obj.get("metadata"))
     spec, status = _dict(obj.get("spec")), _dict(obj.get("status"))
     node_info = _dict(status.get("nodeInfo"))
+    # Interned: a cluster repeats the same keys and most values on every node (2.7 → 1.5 KB a node).
+    labels = {
+        intern(utf8_safe(k)): intern(value) if len(value) <= _INTERN_MAX else value
+        for k, v in _dict(metadata.get("labels")).items()
+        if isinstance(k, str) and isinstance(v, str)
+        for value in (utf8_safe(v),)
+    }
     return _node(
         metadata.get("name"),
         metadata.get("uid"),
-        _dict(metadata.get("labels")),
+        labels,
         metadata.get("creationTimestamp"),
         spec.get("providerID"),
         _dict(status.get("capacity")),
@@ -101,10 +108,15 @@ def parse_wire_node(obj: WireNode, spot_labels: Sequence[SpotLabel]) -> Node:
     """`parse_node` of a node decoded into Structs (`wire.py`): the same checks, errors and result."""
     metadata, spec, status = obj.metadata or _NO_META, obj.spec or _NO_SPEC, obj.status or _NO_STATUS
     node_info = status.nodeInfo or _NO_NODE_INFO
+    # msgspec refuses non-string values and lone surrogates (wire.py): interning is all that is left to do,
+    # and this comprehension is most of a MODIFIED event's parse.
+    labels = {
+        intern(k): intern(v) if len(v) <= _INTERN_MAX else v for k, v in (metadata.labels or {}).items()
+    }
     return _node(
         metadata.name,
         metadata.uid,
-        metadata.labels or {},
+        labels,
         metadata.creationTimestamp,
         spec.providerID,
         status.capacity or {},
@@ -117,7 +129,7 @@ def parse_wire_node(obj: WireNode, spot_labels: Sequence[SpotLabel]) -> Node:
 def _node(
     name: object,
     uid: object,
-    raw_labels: Mapping[str, object],
+    labels: dict[str, str],
     creation_timestamp: object,
     provider_id: object,
     capacity: Mapping[str, object],
@@ -125,20 +137,13 @@ def _node(
     arch: object,
     spot_labels: Sequence[SpotLabel],
 ) -> Node:
-    """The Node of the fields read, whichever decoder read them."""
+    """The Node of the fields read, whichever decoder read them (`labels` already clean and interned)."""
     if not isinstance(name, str) or not name:
         raise InvalidNode("metadata.name is missing or not a string")
     if not isinstance(uid, str) or not uid:
         raise InvalidNode("metadata.uid is missing or not a string")
     name, uid = utf8_safe(name), utf8_safe(uid)
 
-    # Interned: a cluster repeats the same keys and most values on every node (2.7 → 1.5 KB a node).
-    labels = {
-        intern(utf8_safe(k)): intern(value) if len(value) <= _INTERN_MAX else value
-        for k, v in raw_labels.items()
-        if isinstance(k, str) and isinstance(v, str)
-        for value in (utf8_safe(v),)
-    }
     provider_id = utf8_safe(provider_id) if isinstance(provider_id, str) else ""
     ref = parse_provider_id(provider_id)
 
