@@ -3,7 +3,9 @@
 The `kubernetes` package is used only to load kubeconfig files (exec plugins, token files, client certs);
 in a pod the service account is read directly (`incluster.py`), sparing the ~30 MiB that package's import
 costs. Its API objects cost ~10x the CPU of `json.loads` on a large cluster, so the data path is a plain
-urllib3 pool built from the configuration, and each response is parsed straight into `Node` values.
+urllib3 pool built from the configuration, and each response is decoded by msgspec into Structs of only the
+fields read (`wire.py`), then built straight into `Node` values. A page or watch line those Structs refuse,
+or with a node that cannot be keyed, is decoded again into dicts and parsed node by node, as before msgspec.
 
 Protocol, as client-go's reflector does it: a paged list (`limit`/`continue`, restarted when a continue token
 expires) handed to `sink.replace_all`, then a watch from the list's resourceVersion, resumed from the last
