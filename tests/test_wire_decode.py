@@ -11,10 +11,12 @@ from typing import Any
 import msgspec
 import pytest
 
+from exporter.health import Health
+from exporter.inventory.nodes_file import NodesFileWatcher
 from exporter.inventory.parse import DEFAULT_SPOT_LABELS, InvalidNode, parse_node, parse_wire_node
 from exporter.inventory.sharding import Shard
 from exporter.inventory.wire import EVENT, NODE_LIST, WireNode
-from fakes.kube_api import FakeKubeAPI, make_node, wait_for
+from fakes.kube_api import FakeKubeAPI, RecordingSink, make_node, wait_for
 from tests.conftest import SHARED_REAL
 from tests.test_kube_watch import TOKEN, harness, running
 
@@ -200,3 +202,25 @@ def test_refused_and_invalid_nodes_in_list_and_watch_are_each_read_or_skipped_al
         assert "example.com/rack" not in numeric.labels and numeric.instance_type == "m5.xlarge"
         assert surrogate.labels["team"] == "shop\ufffd"
     assert h.sink.by_name("bad-utf8\ufffd") is not None
+
+
+def test_a_nodes_file_list_takes_the_struct_path_and_anything_else_the_general_one(tmp_path: Path) -> None:
+    items = [make_node(f"node-{i}", provider=("aws", "gcp", "azure")[i % 3], images=2) for i in range(6)]
+    path = tmp_path / "nodes.json"
+    sink, health = RecordingSink(), Health()
+    watcher = NodesFileWatcher(
+        str(path), sink, health.integration("nodes_file"), health, spot_labels=DEFAULT_SPOT_LABELS
+    )
+    clean = page_bytes(items)
+    fast = watcher._parse_wire(clean)
+    assert fast is not None and fast == watcher._parse_items(items)
+    assert watcher._parse_wire(json.dumps(items[0]).encode()) is None  # one Node (kubectl get node NAME)
+    assert watcher._parse_wire(json.dumps(items).encode()) is None  # a bare array
+    odd = copy.deepcopy(items)
+    odd[1]["metadata"]["labels"]["example.com/rack"] = 7
+    del odd[2]["metadata"]["uid"]
+    path.write_bytes(page_bytes(odd))
+    assert watcher._parse_wire(path.read_bytes()) is None
+    watcher.poll()
+    assert sink.names() == {f"node-{i}" for i in range(6)} - {"node-2"}
+    assert health.invalid_counts() == {"node": 1}
