@@ -162,7 +162,8 @@ The list's decode dominates start to ready (§1). The same {result.n:,} real-sha
 one after another (best of {PASSES} passes). "Held" is what one decoded page occupies (tracemalloc);
 "fields agree" compares, node by node, every field the exporter reads (name, uid, labels, creation time,
 providerID, capacity, OS, architecture) with the stdlib's. Measured by `bench/decode.py`; the exporter
-itself still decodes with orjson (stdlib where orjson refuses a page).
+decodes with msgspec into such Structs (`exporter/inventory/wire.py`), and with orjson (stdlib where orjson
+refuses) the pages and events msgspec refuses.
 
 | decoder | per page of {PAGE} | whole list | speed vs json | held, one page | fields agree |
 |---|---|---|---|---|---|

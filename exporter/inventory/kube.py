@@ -3,7 +3,9 @@
 The `kubernetes` package is used only to load kubeconfig files (exec plugins, token files, client certs);
 in a pod the service account is read directly (`incluster.py`), sparing the ~30 MiB that package's import
 costs. Its API objects cost ~10x the CPU of `json.loads` on a large cluster, so the data path is a plain
-urllib3 pool built from the configuration, and each response is parsed straight into `Node` values.
+urllib3 pool built from the configuration, and each response is decoded by msgspec into Structs of only the
+fields read (`wire.py`), then built straight into `Node` values. A page or watch line those Structs refuse,
+or with a node that cannot be keyed, is decoded again into dicts and parsed node by node, as before msgspec.
 
 Protocol, as client-go's reflector does it: a paged list (`limit`/`continue`, restarted when a continue token
 expires) handed to `sink.replace_all`, then a watch from the list's resourceVersion, resumed from the last
@@ -34,6 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
+import msgspec
 import orjson
 import urllib3
 from urllib3.exceptions import HTTPError, NewConnectionError, SSLError
@@ -42,9 +45,10 @@ from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from exporter.health import Health, IntegrationStatus, Reason
 from exporter.inventory.incluster import SERVICE_ACCOUNT_DIR, InClusterConfig
 from exporter.inventory.node import Node
-from exporter.inventory.parse import InvalidNode, SpotLabel, describe_node, parse_node
+from exporter.inventory.parse import InvalidNode, SpotLabel, describe_node, parse_node, parse_wire_node
 from exporter.inventory.sharding import UNSHARDED, Shard, pod_ordinal
 from exporter.inventory.sink import InventorySink
+from exporter.inventory.wire import EVENT, NODE_LIST
 from exporter.tls import ssl_context
 
 log = logging.getLogger(__name__)
@@ -56,6 +60,8 @@ RESHARD_CHECK_SECONDS = 60.0
 # A watch is silent for at most timeoutSeconds (the server then ends it); beyond that plus this slack, the
 # connection is dead even if TCP has not noticed.
 _WATCH_READ_SLACK = 15.0
+# A list page read: its nodes (this shard's, parsed), its resourceVersion and its continue token.
+_Page = tuple[list[Node], str, str]
 _EVENT_TYPES = ("ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR", "OTHER")
 _STATUS_REASONS = {
     401: Reason.AUTH,
@@ -310,7 +316,7 @@ class KubeNodeWatcher:
             if token:
                 query["continue"] = token
             try:
-                page = self._get_page(query)
+                data = self._get_body(_NODES_PATH, query)
             except _Expired:
                 if not token:
                     raise _Failure(Reason.BAD_RESPONSE, "a list without continue token got 410") from None
@@ -318,23 +324,13 @@ class KubeNodeWatcher:
                 nodes.clear()
                 token = ""
                 continue
-            items = page.get("items")
-            if items is None:
-                items = []
-            if not isinstance(items, list):
-                raise _Failure(Reason.BAD_RESPONSE, "node list has no items array")
-            owns = self.shard.owns if self.shard.sharded else None  # unsharded: no hashing at all
-            for item in items:
-                if owns is not None and not owns(item):
-                    continue
-                node = self._parse(item)
-                if node is not None:
-                    nodes[node.uid] = node
-            meta = page.get("metadata")
-            meta = meta if isinstance(meta, dict) else {}
-            rv = _str(meta.get("resourceVersion")) or rv
-            token = _str(meta.get("continue"))
-            del page, items  # a page of 500 large nodes is megabytes; keep only the parsed Nodes
+            page = self._read_wire_page(data)
+            if page is None:
+                page = self._read_page(data)
+            del data  # a page of 500 large nodes is megabytes; keep only the parsed Nodes
+            page_nodes, page_rv, token = page
+            nodes.update((node.uid, node) for node in page_nodes)
+            rv = page_rv or rv
             if not token:
                 break
             if stop.is_set():
@@ -349,10 +345,46 @@ class KubeNodeWatcher:
         self.synced.set()
         return True
 
-    def _get_page(self, query: dict[str, str]) -> dict[str, Any]:
-        return self._get_object(_NODES_PATH, query, "node list")
+    def _read_wire_page(self, data: bytes) -> _Page | None:
+        """A list page decoded into Structs (`wire.py`); None when msgspec refuses it or one of its nodes is
+        invalid, so that `_read_page` reads it again and reports each bad node as it always did."""
+        try:
+            page = NODE_LIST.decode(data)
+            owns = self.shard.owns_uid if self.shard.sharded else None  # unsharded: no hashing at all
+            nodes = [
+                parse_wire_node(item, self._spot_labels)
+                for item in page.items or ()
+                if owns is None or owns(item.uid)
+            ]
+        except Exception:  # msgspec.DecodeError, InvalidNode, or a bug of this path: the general one decides
+            return None
+        meta = page.metadata
+        return nodes, (meta and meta.resourceVersion) or "", (meta and meta.continue_) or ""
+
+    def _read_page(self, data: bytes) -> _Page:
+        """A list page decoded into dicts, each node parsed on its own: a bad one is skipped and counted."""
+        page = _decode_object(data, "node list")
+        items = page.get("items")
+        if items is None:
+            items = []
+        if not isinstance(items, list):
+            raise _Failure(Reason.BAD_RESPONSE, "node list has no items array")
+        owns = self.shard.owns if self.shard.sharded else None  # unsharded: no hashing at all
+        nodes = [
+            node
+            for item in items
+            if owns is None or owns(item)
+            for node in (self._parse(item),)
+            if node is not None
+        ]
+        meta = page.get("metadata")
+        meta = meta if isinstance(meta, dict) else {}
+        return nodes, _str(meta.get("resourceVersion")), _str(meta.get("continue"))
 
     def _get_object(self, path: str, query: dict[str, str], what: str) -> dict[str, Any]:
+        return _decode_object(self._get_body(path, query), what)
+
+    def _get_body(self, path: str, query: dict[str, str]) -> bytes:
         resp = self._get(query, self._request_timeout, path)
         clean = False
         try:
@@ -361,13 +393,7 @@ class KubeNodeWatcher:
             clean = True
         finally:
             _finish(resp, clean=clean)
-        try:
-            obj = _loads(data)
-        except ValueError as e:
-            raise _Failure(Reason.BAD_RESPONSE, f"{what} is not JSON: {e}") from e
-        if not isinstance(obj, dict):
-            raise _Failure(Reason.BAD_RESPONSE, f"{what} is a JSON {type(obj).__name__}, not an object")
-        return obj
+        return data
 
     # -- automatic sharding --------------------------------------------------------------------------------
 
@@ -458,6 +484,31 @@ class KubeNodeWatcher:
             _finish(resp, clean=clean)
 
     def _handle_event(self, line: bytes) -> None:
+        """One watch line: decoded into Structs (`wire.py`) when it fits them and its node is valid, else
+        by `_handle_raw_event` (ERROR events, odd or invalid nodes), which reports it as it always did."""
+        try:
+            event = EVENT.decode(line)
+        except msgspec.DecodeError:
+            self._handle_raw_event(line)
+            return
+        etype, obj = event.type, event.object
+        node = None
+        if etype in ("ADDED", "MODIFIED") and self.shard.owns_uid(obj.uid):
+            try:
+                node = parse_wire_node(obj, self._spot_labels)
+            except Exception:  # InvalidNode, or a bug of this path: the general one decides and reports
+                self._handle_raw_event(line)
+                return
+        elif etype == "ERROR":
+            self._handle_raw_event(line)
+            return
+        self.events[etype if etype in self.events else "OTHER"] += 1
+        self._apply(etype, node, obj.uid)
+        rv = obj.metadata.resourceVersion if obj.metadata is not None else None
+        if rv:
+            self._rv = rv
+
+    def _handle_raw_event(self, line: bytes) -> None:
         try:
             event = _loads(line)
         except ValueError as e:
@@ -476,18 +527,22 @@ class KubeNodeWatcher:
             raise _Failure(reason, f"watch error {code}: {message}")
         meta = obj.get("metadata")
         meta = meta if isinstance(meta, dict) else {}
+        node = None
         if etype in ("ADDED", "MODIFIED") and (not self.shard.sharded or self.shard.owns(obj)):
             node = self._parse(obj)
-            if node is not None and self._seen.get(node.uid) != node:
-                self._seen[node.uid] = node
-                self._sink.upsert(node)
-        elif etype == "DELETED":
-            uid = meta.get("uid")
-            if isinstance(uid, str) and self._seen.pop(uid, None) is not None:
-                self._sink.delete(uid)
+        uid = meta.get("uid")
+        self._apply(etype, node, uid if isinstance(uid, str) else None)
         rv = meta.get("resourceVersion")
         if isinstance(rv, str) and rv:
             self._rv = rv
+
+    def _apply(self, etype: str, node: Node | None, uid: str | None) -> None:
+        """An event's effect on the sink: a new or changed node upserted, a known deleted one deleted."""
+        if node is not None and self._seen.get(node.uid) != node:
+            self._seen[node.uid] = node
+            self._sink.upsert(node)
+        elif etype == "DELETED" and uid is not None and self._seen.pop(uid, None) is not None:
+            self._sink.delete(uid)
 
     def _parse(self, obj: Any) -> Node | None:
         try:
@@ -508,6 +563,16 @@ def _statefulset_owner(pod: dict[str, Any]) -> str | None:
             if isinstance(name, str) and name:
                 return name
     return None
+
+
+def _decode_object(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        obj = _loads(data)
+    except ValueError as e:
+        raise _Failure(Reason.BAD_RESPONSE, f"{what} is not JSON: {e}") from e
+    if not isinstance(obj, dict):
+        raise _Failure(Reason.BAD_RESPONSE, f"{what} is a JSON {type(obj).__name__}, not an object")
+    return obj
 
 
 def _loads(data: bytes) -> Any:

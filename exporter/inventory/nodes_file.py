@@ -2,7 +2,9 @@
 
 The file is polled (mtime, size and inode, so an atomic rename counts) rather than watched with inotify, which
 is absent on some mounts (ConfigMap volumes swap a symlink). A file that goes bad keeps the last good set.
-Sharded, the nodes of other shards are dropped before they are parsed, as from the API (`kube.py`).
+Sharded, the nodes of other shards are dropped before they are parsed, as from the API (`kube.py`). A JSON
+NodeList is decoded as the API's list pages are, by msgspec into the fields read (`wire.py`); YAML, a single
+Node, and a file msgspec refuses or with an invalid node take the general path, node by node.
 """
 
 from __future__ import annotations
@@ -19,9 +21,10 @@ import yaml
 from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.health import Health, IntegrationStatus, Reason
 from exporter.inventory.node import Node
-from exporter.inventory.parse import SpotLabel, describe_node, parse_node
+from exporter.inventory.parse import SpotLabel, describe_node, parse_node, parse_wire_node
 from exporter.inventory.sharding import UNSHARDED, Shard
 from exporter.inventory.sink import InventorySink
+from exporter.inventory.wire import NODE_LIST
 
 log = logging.getLogger(__name__)
 
@@ -93,29 +96,50 @@ class NodesFileWatcher:
     def _load(self) -> None:
         started = self._clock.monotonic()
         try:
-            items = self._read_items()
+            data = self._read_bytes()
+            parsed = self._parse_wire(data)
+            if parsed is None:
+                parsed = self._parse_items(self._decode_items(data))
         except _BadFile as e:
             duration = self._clock.monotonic() - started
             self._status.failed(e.reason, e.detail, duration=duration, now=self._clock.time())
             return
-        nodes: dict[str, Node] = {}
-        owns = self.shard.owns if self.shard.sharded else None  # unsharded: no hashing at all
-        for item in items:
-            if owns is not None and not owns(item):
-                continue
-            try:
-                node = parse_node(item, self._spot_labels)
-            except Exception as e:  # InvalidNode, or a bug: either way only this node is skipped
-                self._health.invalid("node", describe_node(item), f"{self._path}: {e}")
-                continue
-            nodes[node.uid] = node
+        nodes = {node.uid: node for node in parsed}
         self._sink.replace_all(list(nodes.values()))
         duration = self._clock.monotonic() - started
         now = self._clock.time()
         self._status.succeeded(duration=duration, data_timestamp=now, now=now)
         self.synced.set()
 
-    def _read_items(self) -> list[Any]:
+    def _parse_wire(self, data: bytes) -> list[Node] | None:
+        """The nodes of a JSON NodeList decoded into Structs; None for anything else, or when msgspec refuses
+        it or one of its nodes is invalid, so that `_parse_items` reads it and reports each bad node."""
+        try:
+            doc = NODE_LIST.decode(data)
+            if doc.items is None:  # a single Node, or no list at all
+                return None
+            owns = self.shard.owns_uid if self.shard.sharded else None  # unsharded: no hashing at all
+            return [
+                parse_wire_node(item, self._spot_labels)
+                for item in doc.items
+                if owns is None or owns(item.uid)
+            ]
+        except Exception:  # msgspec.DecodeError, InvalidNode, or a bug of this path: the general one decides
+            return None
+
+    def _parse_items(self, items: list[Any]) -> list[Node]:
+        nodes = []
+        owns = self.shard.owns if self.shard.sharded else None  # unsharded: no hashing at all
+        for item in items:
+            if owns is not None and not owns(item):
+                continue
+            try:
+                nodes.append(parse_node(item, self._spot_labels))
+            except Exception as e:  # InvalidNode, or a bug: either way only this node is skipped
+                self._health.invalid("node", describe_node(item), f"{self._path}: {e}")
+        return nodes
+
+    def _read_bytes(self) -> bytes:
         try:
             with open(self._path, "rb") as f:
                 data = f.read()
@@ -125,6 +149,9 @@ class NodesFileWatcher:
             raise _BadFile(Reason.PERMISSION, f"nodes file {self._path}: {e.strerror}") from None
         except OSError as e:
             raise _BadFile(Reason.NOT_FOUND, f"nodes file {self._path}: {e.strerror or e}") from None
+        return data
+
+    def _decode_items(self, data: bytes) -> list[Any]:
         try:
             doc = json.loads(data)
         except ValueError:

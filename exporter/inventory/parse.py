@@ -1,4 +1,5 @@
-"""Raw Kubernetes Node object (decoded JSON) → `Node`: the few facts pricing needs, nothing else.
+"""Raw Kubernetes Node object (decoded JSON, or the Structs of `wire.py`) → `Node`: the few facts pricing
+needs, nothing else.
 
 Pure and total over any decoded JSON: only a missing name/uid (which makes a node impossible to key) raises
 `InvalidNode`; every other odd field degrades to an empty string or zero, so one strange node never hides the
@@ -22,6 +23,7 @@ from exporter.config import KubernetesConfig
 from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.inventory.providerid import parse_provider_id
 from exporter.inventory.quantity import parse_quantity
+from exporter.inventory.wire import WireMeta, WireNode, WireNodeInfo, WireSpec, WireStatus
 
 
 class InvalidNode(ValueError):
@@ -72,6 +74,7 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _INTERN_MAX = 256  # longer label values are unusual and unlikely to repeat
 _ZERO = Decimal(0)
 _INT64 = Decimal(2**63)
+_NO_META, _NO_SPEC, _NO_STATUS, _NO_NODE_INFO = WireMeta(), WireSpec(), WireStatus(), WireNodeInfo()
 
 
 def parse_node(obj: Any, spot_labels: Sequence[SpotLabel]) -> Node:
@@ -79,25 +82,68 @@ def parse_node(obj: Any, spot_labels: Sequence[SpotLabel]) -> Node:
     if not isinstance(obj, dict):
         raise InvalidNode(f"node is a {type(obj).__name__}, not an object")
     metadata = _dict(obj.get("metadata"))
-    name, uid = metadata.get("name"), metadata.get("uid")
+    spec, status = _dict(obj.get("spec")), _dict(obj.get("status"))
+    node_info = _dict(status.get("nodeInfo"))
+    # Interned: a cluster repeats the same keys and most values on every node (2.7 → 1.5 KB a node).
+    labels = {
+        intern(utf8_safe(k)): intern(value) if len(value) <= _INTERN_MAX else value
+        for k, v in _dict(metadata.get("labels")).items()
+        if isinstance(k, str) and isinstance(v, str)
+        for value in (utf8_safe(v),)
+    }
+    return _node(
+        metadata.get("name"),
+        metadata.get("uid"),
+        labels,
+        metadata.get("creationTimestamp"),
+        spec.get("providerID"),
+        _dict(status.get("capacity")),
+        node_info.get("operatingSystem"),
+        node_info.get("architecture"),
+        spot_labels,
+    )
+
+
+def parse_wire_node(obj: WireNode, spot_labels: Sequence[SpotLabel]) -> Node:
+    """`parse_node` of a node decoded into Structs (`wire.py`): the same checks, errors and result."""
+    metadata, spec, status = obj.metadata or _NO_META, obj.spec or _NO_SPEC, obj.status or _NO_STATUS
+    node_info = status.nodeInfo or _NO_NODE_INFO
+    # msgspec refuses non-string values and lone surrogates (wire.py): interning is all that is left to do,
+    # and this comprehension is most of a MODIFIED event's parse.
+    labels = {
+        intern(k): intern(v) if len(v) <= _INTERN_MAX else v for k, v in (metadata.labels or {}).items()
+    }
+    return _node(
+        metadata.name,
+        metadata.uid,
+        labels,
+        metadata.creationTimestamp,
+        spec.providerID,
+        status.capacity or {},
+        node_info.operatingSystem,
+        node_info.architecture,
+        spot_labels,
+    )
+
+
+def _node(
+    name: object,
+    uid: object,
+    labels: dict[str, str],
+    creation_timestamp: object,
+    provider_id: object,
+    capacity: Mapping[str, object],
+    os: object,
+    arch: object,
+    spot_labels: Sequence[SpotLabel],
+) -> Node:
+    """The Node of the fields read, whichever decoder read them (`labels` already clean and interned)."""
     if not isinstance(name, str) or not name:
         raise InvalidNode("metadata.name is missing or not a string")
     if not isinstance(uid, str) or not uid:
         raise InvalidNode("metadata.uid is missing or not a string")
     name, uid = utf8_safe(name), utf8_safe(uid)
 
-    raw_labels = _dict(metadata.get("labels"))
-    # Interned: a cluster repeats the same keys and most values on every node (2.7 → 1.5 KB a node).
-    labels = {
-        intern(utf8_safe(k)): intern(value) if len(value) <= _INTERN_MAX else value
-        for k, v in raw_labels.items()
-        if isinstance(k, str) and isinstance(v, str)
-        for value in (utf8_safe(v),)
-    }
-    spec, status = _dict(obj.get("spec")), _dict(obj.get("status"))
-    node_info, capacity = _dict(status.get("nodeInfo")), _dict(status.get("capacity"))
-
-    provider_id = spec.get("providerID")
     provider_id = utf8_safe(provider_id) if isinstance(provider_id, str) else ""
     ref = parse_provider_id(provider_id)
 
@@ -119,14 +165,14 @@ def parse_node(obj: Any, spot_labels: Sequence[SpotLabel]) -> Node:
         capacity_type=(
             CapacityType.SPOT if any(s.matches(labels) for s in spot_labels) else CapacityType.ON_DEMAND
         ),
-        os=_first(labels, *_OS_LABELS) or _str(node_info.get("operatingSystem")),
-        arch=_first(labels, *_ARCH_LABELS) or _str(node_info.get("architecture")),
+        os=_first(labels, *_OS_LABELS) or _str(os),
+        arch=_first(labels, *_ARCH_LABELS) or _str(arch),
         cpu_cores=float(_quantity(capacity.get("cpu"))),
         memory_bytes=math.ceil(_quantity(capacity.get("memory"))),
         gpu_count=sum(math.ceil(_quantity(capacity.get(r))) for r in _GPU_RESOURCES),
         gpu_model=_first(labels, *_GPU_MODEL_LABELS),
         labels=labels,
-        created=created.timestamp() if (created := parse_time(metadata.get("creationTimestamp"))) else None,
+        created=created.timestamp() if (created := parse_time(creation_timestamp)) else None,
     )
 
 

@@ -70,22 +70,22 @@ class Shard:
     def sharded(self) -> bool:
         return self.total > 1
 
-    def owns_uid(self, uid: str) -> bool:
-        return not self.sharded or shard_of(uid, self.total) == self.index
+    def owns_uid(self, uid: str | None) -> bool:
+        """Whether the object with this `metadata.uid` is this shard's. An object without one (None) is
+        kept by shard 0 only: parsing reports it as invalid, on one shard only, never silently on none."""
+        if not self.sharded:
+            return True
+        if uid is None:
+            return self.index == 0
+        return shard_of(uid, self.total) == self.index
 
     def owns(self, obj: Any) -> bool:
-        """Whether a raw Node object (decoded JSON) is this shard's, read before the object is parsed.
-
-        An object without a string `metadata.uid` is kept: parsing reports it as invalid, on one shard
-        only, never silently on none.
-        """
+        """`owns_uid` of a raw Node object (decoded JSON), read before the object is parsed."""
         if not self.sharded:
             return True
         meta = obj.get("metadata") if isinstance(obj, dict) else None
         uid = meta.get("uid") if isinstance(meta, dict) else None
-        if not isinstance(uid, str):
-            return self.index == 0
-        return shard_of(uid, self.total) == self.index
+        return self.owns_uid(uid if isinstance(uid, str) else None)
 
 
 UNSHARDED = Shard()
