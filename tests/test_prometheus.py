@@ -465,7 +465,8 @@ def exporter_env(**extra: str) -> dict[str, str]:
     return env | extra
 
 
-def start_exporter(name: str, log_dir: Path, env: dict[str, str]) -> tuple[Process, str]:
+def start_exporter(name: str, log_dir: Path, env: dict[str, str], *flags: str) -> tuple[Process, str]:
+    """The demo exporter as a process with `flags` added, once /readyz says ready; and its address."""
     port = free_port()
     process = Process(
         name,
@@ -476,6 +477,7 @@ def start_exporter(name: str, log_dir: Path, env: dict[str, str]) -> tuple[Proce
             "--demo",
             f"--web.listen-address=127.0.0.1:{port}",
             "--log.format=json",
+            *flags,
         ],
         log_dir,
         env,

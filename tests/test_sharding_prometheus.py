@@ -8,7 +8,6 @@ Two Prometheus servers run the recipes verbatim: one scrapes the two shard proce
 from __future__ import annotations
 
 import json
-import sys
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from tests.test_prometheus import (
     get,
     prometheus_binary,
     recipes,
+    start_exporter,
     wait_for,
 )
 
@@ -48,24 +48,6 @@ NODE_RECIPES = (
     "How many nodes are unpriced",
 )
 REPLICA_LABELS = ("job", "instance")  # which replica a series came from: not part of the answer
-
-
-def _exporter(name: str, tmp: Path, *flags: str) -> tuple[Process, str]:
-    port = free_port()
-    process = Process(
-        name,
-        [sys.executable, "-m", "exporter", "--demo", f"--web.listen-address=127.0.0.1:{port}", *flags],
-        tmp,
-        exporter_env(),
-    )
-    address = f"127.0.0.1:{port}"
-
-    def ready() -> bool:
-        process.check_alive()
-        return get(f"http://{address}/readyz").startswith(b"ready")
-
-    wait_for(f"{name} /readyz", ready)
-    return process, address
 
 
 class _Prometheus:
@@ -121,7 +103,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]
             ("shard1", ("--shard", "1", "--total-shards", "2")),
             ("whole", ()),
         ):
-            process, addresses[name] = _exporter(name, tmp, *flags)
+            process, addresses[name] = start_exporter(name, tmp, exporter_env(), *flags)
             processes.append(process)
         sharded = _Prometheus("prometheus-sharded", tmp, [addresses["shard0"], addresses["shard1"]])
         whole = _Prometheus("prometheus-whole", tmp, [addresses["whole"]])
