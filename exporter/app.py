@@ -143,6 +143,9 @@ class App:
         sharding = self.config.sharding
         shard = Shard(sharding.shard, sharding.total_shards)
         spot_labels = [SpotLabel.parse(text) for text in kube.spot_labels]
+        # The labels a Node keeps: the billing tag allowlist's, or all of them for a custom price table,
+        # whose selectors may name any label and may change when the table is reloaded.
+        keep_labels = None if self.config.pricing.custom.file else billing_tag_keys(self.config)
         nodes_file = demo_nodes_path() if self.config.demo else kube.nodes_file
         if nodes_file:
             from exporter.inventory.nodes_file import NodesFileWatcher
@@ -153,6 +156,7 @@ class App:
                 self.health.integration("nodes_file"),
                 self.health,
                 spot_labels=spot_labels,
+                keep_labels=keep_labels,
                 clock=self._clock,
                 shard=shard,
             )
@@ -163,6 +167,7 @@ class App:
             self.health.integration("kubernetes"),
             self.health,
             spot_labels=spot_labels,
+            keep_labels=keep_labels,
             kubeconfig=kube.kubeconfig or None,
             context=kube.context or None,
             page_size=kube.page_size,

@@ -148,3 +148,17 @@ def test_a_discount_beside_a_net_cur_basis_is_warned_about_at_start(caplog: pyte
         assert len(said) == int(warned), (basis, discount, said)
         if warned:
             assert f"aws.cur.cost_basis is {basis}" in said[0] and "set pricing.discounts.aws to 0" in said[0]
+
+
+def test_nodes_keep_only_labels_that_are_read(tmp_path: Path) -> None:
+    """No billing tag allowlist and no custom table: a Node keeps no labels; a custom table's selectors may
+    name any label (and change on reload), so with one every label is kept."""
+    table = tmp_path / "prices.yaml"
+    table.write_text("prices:\n  - {provider: '', cpu_core_hourly: '0.01', memory_gib_hourly: '0.001'}\n")
+    kept = {}
+    for name, overrides in (("none", {}), ("custom", {"pricing.custom.file": str(table)})):
+        app = App(load_config(None, env={}, overrides={"demo": True, "cache.enabled": False, **overrides}))
+        turn(app)
+        kept[name] = [node.labels for node in app.nodes()]
+    assert kept["none"] and all(labels == {} for labels in kept["none"])
+    assert all("kubernetes.io/hostname" in labels for labels in kept["custom"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -418,3 +418,22 @@ def test_an_unexpected_error_relists_and_is_logged_once_per_cause(
     assert [r.getMessage() for r in caplog.records if "unexpectedly" in r.getMessage()] == [
         "node watch failed unexpectedly; relisting"
     ]
+
+
+def test_an_edit_of_a_label_nothing_reads_is_no_change(tmp_path: Path, api: FakeKubeAPI) -> None:
+    """Only the labels later stages read are kept (`keep_labels`): editing another is an unchanged Node."""
+    api.load([small("node-a", labels={"example.com/team": "web"})])
+    h = harness(tmp_path, api.url, keep_labels=("example.com/team", "example.com/absent"))
+    with running(h):
+        assert h.watcher.synced.wait(5)
+
+        def label(key: str, value: str) -> Callable[[dict[str, Any]], None]:
+            return lambda obj: obj["metadata"]["labels"].__setitem__(key, value)
+
+        api.modify_node("node-a", label("example.com/drain", "true"))
+        api.modify_node("node-a", label("example.com/team", "db"))
+        wait_for(lambda: h.watcher.events["MODIFIED"] == 2, "two MODIFIED events")
+        wait_for(lambda: h.sink.count("upsert") == 1, "the one change of a kept label")
+    node = h.sink.by_name("node-a")
+    assert node is not None and node.labels == {"example.com/team": "db"}
+    assert node.instance_type == "m5.xlarge"  # the facts are still read from every label

@@ -6,7 +6,8 @@ from typing import Any
 import pytest
 
 from exporter.inventory.node import CapacityType, Node, ProviderRef
-from exporter.inventory.parse import DEFAULT_SPOT_LABELS, InvalidNode, SpotLabel, parse_node
+from exporter.inventory.parse import DEFAULT_SPOT_LABELS, InvalidNode, SpotLabel, parse_node, parse_wire_node
+from exporter.inventory.wire import NODE_LIST
 
 REAL = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "real" / "nodes"
 GiB = 2**30
@@ -509,3 +510,23 @@ def test_lone_surrogates_become_replacement_characters() -> None:
     node = parse_node(obj, DEFAULT_SPOT_LABELS)
     assert (node.name, node.instance_type, node.provider_id) == ("n\ufffd", "m5\ufffd", "aws:///us-east-1a/i-1\ufffd")
     assert node.labels["k\ufffd"] == "v"
+
+
+def test_keep_labels_keeps_only_those_and_still_reads_every_label() -> None:
+    labels = {
+        "node.kubernetes.io/instance-type": "m5.large",
+        "topology.kubernetes.io/zone": "us-east-1a",
+        "eks.amazonaws.com/capacityType": "SPOT",
+        "example.com/team": "web",
+        "example.com/drain": "true",
+    }
+    obj = node_obj(labels=labels, provider_id="aws:///us-east-1a/i-0abc")
+    everything = parse_node(obj, DEFAULT_SPOT_LABELS)
+    keep = ("example.com/team", "example.com/absent")
+    kept = parse_node(obj, DEFAULT_SPOT_LABELS, keep)
+    assert kept.labels == {"example.com/team": "web"}
+    assert parse_wire_node(NODE_LIST.decode(json.dumps({"items": [obj]})).items[0], DEFAULT_SPOT_LABELS, keep) == kept
+    assert (kept.instance_type, kept.region, kept.capacity_type) == ("m5.large", "us-east-1", CapacityType.SPOT)
+    assert everything.labels["example.com/drain"] == "true" and len(everything.labels) > 2
+    assert summary(kept) == summary(everything)  # instance type, zone, spot… come from all labels
+    assert parse_node(obj, DEFAULT_SPOT_LABELS, ()).labels == {}

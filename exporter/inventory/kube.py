@@ -30,7 +30,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -122,6 +122,7 @@ class KubeNodeWatcher:
         health: Health,
         *,
         spot_labels: Sequence[SpotLabel],
+        keep_labels: Collection[str] | None = None,
         kubeconfig: str | None = None,
         context: str | None = None,
         page_size: int = 500,
@@ -150,6 +151,7 @@ class KubeNodeWatcher:
         self._status = status
         self._health = health
         self._spot_labels = tuple(spot_labels)
+        self._keep_labels = None if keep_labels is None else frozenset(keep_labels)  # see parse_node
         self._kubeconfig = kubeconfig
         self._context = context
         self._page_size = page_size
@@ -352,7 +354,7 @@ class KubeNodeWatcher:
             page = NODE_LIST.decode(data)
             owns = self.shard.owns_uid if self.shard.sharded else None  # unsharded: no hashing at all
             nodes = [
-                parse_wire_node(item, self._spot_labels)
+                parse_wire_node(item, self._spot_labels, self._keep_labels)
                 for item in page.items or ()
                 if owns is None or owns(item.uid)
             ]
@@ -495,7 +497,7 @@ class KubeNodeWatcher:
         node = None
         if etype in ("ADDED", "MODIFIED") and self.shard.owns_uid(obj.uid):
             try:
-                node = parse_wire_node(obj, self._spot_labels)
+                node = parse_wire_node(obj, self._spot_labels, self._keep_labels)
             except Exception:  # InvalidNode, or a bug of this path: the general one decides and reports
                 self._handle_raw_event(line)
                 return
@@ -546,7 +548,7 @@ class KubeNodeWatcher:
 
     def _parse(self, obj: Any) -> Node | None:
         try:
-            return parse_node(obj, self._spot_labels)
+            return parse_node(obj, self._spot_labels, self._keep_labels)
         except Exception as e:  # InvalidNode, or a bug: either way only this node is skipped, never relisted
             problem = str(e) if isinstance(e, InvalidNode) else repr(e)
             self._health.invalid("node", describe_node(obj), problem)

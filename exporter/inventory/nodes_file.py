@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import yaml
@@ -49,6 +49,7 @@ class NodesFileWatcher:
         health: Health,
         *,
         spot_labels: Sequence[SpotLabel],
+        keep_labels: Collection[str] | None = None,
         poll_interval: float = 2.0,
         clock: Clock = SYSTEM_CLOCK,
         shard: Shard = UNSHARDED,
@@ -62,6 +63,7 @@ class NodesFileWatcher:
         self._status = status
         self._health = health
         self._spot_labels = tuple(spot_labels)
+        self._keep_labels = None if keep_labels is None else frozenset(keep_labels)  # see parse_node
         self._poll_interval = poll_interval
         self._clock = clock
         self._last: object = _UNREAD
@@ -120,7 +122,7 @@ class NodesFileWatcher:
                 return None
             owns = self.shard.owns_uid if self.shard.sharded else None  # unsharded: no hashing at all
             return [
-                parse_wire_node(item, self._spot_labels)
+                parse_wire_node(item, self._spot_labels, self._keep_labels)
                 for item in doc.items
                 if owns is None or owns(item.uid)
             ]
@@ -134,7 +136,7 @@ class NodesFileWatcher:
             if owns is not None and not owns(item):
                 continue
             try:
-                nodes.append(parse_node(item, self._spot_labels))
+                nodes.append(parse_node(item, self._spot_labels, self._keep_labels))
             except Exception as e:  # InvalidNode, or a bug: either way only this node is skipped
                 self._health.invalid("node", describe_node(item), f"{self._path}: {e}")
         return nodes

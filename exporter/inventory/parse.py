@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from sys import intern
@@ -77,24 +77,29 @@ _INT64 = Decimal(2**63)
 _NO_META, _NO_SPEC, _NO_STATUS, _NO_NODE_INFO = WireMeta(), WireSpec(), WireStatus(), WireNodeInfo()
 
 
-def parse_node(obj: Any, spot_labels: Sequence[SpotLabel]) -> Node:
-    """Parse one Node object; raises `InvalidNode` only when it has no usable name or uid."""
+def parse_node(
+    obj: Any, spot_labels: Sequence[SpotLabel], keep_labels: Collection[str] | None = None
+) -> Node:
+    """Parse one Node object; raises `InvalidNode` only when it has no usable name or uid.
+
+    `keep_labels`: the label keys later stages read (billing tag allowlist, custom price selectors), the
+    only ones the Node keeps; None keeps all. Every label is still read for the facts parsed here.
+    """
     if not isinstance(obj, dict):
         raise InvalidNode(f"node is a {type(obj).__name__}, not an object")
     metadata = _dict(obj.get("metadata"))
     spec, status = _dict(obj.get("spec")), _dict(obj.get("status"))
     node_info = _dict(status.get("nodeInfo"))
-    # Interned: a cluster repeats the same keys and most values on every node (2.7 → 1.5 KB a node).
     labels = {
-        intern(utf8_safe(k)): intern(value) if len(value) <= _INTERN_MAX else value
+        utf8_safe(k): utf8_safe(v)
         for k, v in _dict(metadata.get("labels")).items()
         if isinstance(k, str) and isinstance(v, str)
-        for value in (utf8_safe(v),)
     }
     return _node(
         metadata.get("name"),
         metadata.get("uid"),
         labels,
+        keep_labels,
         metadata.get("creationTimestamp"),
         spec.get("providerID"),
         _dict(status.get("capacity")),
@@ -104,19 +109,17 @@ def parse_node(obj: Any, spot_labels: Sequence[SpotLabel]) -> Node:
     )
 
 
-def parse_wire_node(obj: WireNode, spot_labels: Sequence[SpotLabel]) -> Node:
+def parse_wire_node(
+    obj: WireNode, spot_labels: Sequence[SpotLabel], keep_labels: Collection[str] | None = None
+) -> Node:
     """`parse_node` of a node decoded into Structs (`wire.py`): the same checks, errors and result."""
     metadata, spec, status = obj.metadata or _NO_META, obj.spec or _NO_SPEC, obj.status or _NO_STATUS
     node_info = status.nodeInfo or _NO_NODE_INFO
-    # msgspec refuses non-string values and lone surrogates (wire.py): interning is all that is left to do,
-    # and this comprehension is most of a MODIFIED event's parse.
-    labels = {
-        intern(k): intern(v) if len(v) <= _INTERN_MAX else v for k, v in (metadata.labels or {}).items()
-    }
     return _node(
         metadata.name,
         metadata.uid,
-        labels,
+        metadata.labels or {},  # msgspec refuses non-string values and lone surrogates (wire.py)
+        keep_labels,
         metadata.creationTimestamp,
         spec.providerID,
         status.capacity or {},
@@ -130,6 +133,7 @@ def _node(
     name: object,
     uid: object,
     labels: dict[str, str],
+    keep_labels: Collection[str] | None,
     creation_timestamp: object,
     provider_id: object,
     capacity: Mapping[str, object],
@@ -137,7 +141,7 @@ def _node(
     arch: object,
     spot_labels: Sequence[SpotLabel],
 ) -> Node:
-    """The Node of the fields read, whichever decoder read them (`labels` already clean and interned)."""
+    """The Node of the fields read, whichever decoder read them (`labels` already clean)."""
     if not isinstance(name, str) or not name:
         raise InvalidNode("metadata.name is missing or not a string")
     if not isinstance(uid, str) or not uid:
@@ -171,7 +175,7 @@ def _node(
         memory_bytes=math.ceil(_quantity(capacity.get("memory"))),
         gpu_count=sum(math.ceil(_quantity(capacity.get(r))) for r in _GPU_RESOURCES),
         gpu_model=_first(labels, *_GPU_MODEL_LABELS),
-        labels=labels,
+        labels=_kept(labels, keep_labels),
         created=created.timestamp() if (created := parse_time(creation_timestamp)) else None,
     )
 
@@ -209,6 +213,16 @@ def _quantity(value: object) -> Decimal:
     except ValueError:
         return _ZERO
     return q if 0 < q < _INT64 else _ZERO
+
+
+def _kept(labels: dict[str, str], keep: Collection[str] | None) -> dict[str, str]:
+    """The labels a Node keeps, interned: a cluster repeats the same keys and most values on every node.
+
+    Only the read ones by default: a node's full label set (~1.5 KB interned) would be most of its memory,
+    and an edit of a label nothing reads would make an unchanged Node look changed.
+    """
+    kept = labels.items() if keep is None else ((k, labels[k]) for k in keep if k in labels)
+    return {intern(k): intern(v) if len(v) <= _INTERN_MAX else v for k, v in kept}
 
 
 def _first(labels: Mapping[str, str], *keys: str) -> str:
