@@ -75,9 +75,16 @@ def event_line(etype: str, obj: dict[str, Any]) -> bytes:
     return b'{"type":"' + etype.encode() + b'","object":' + raw(obj) + b"}\n"
 
 
-def touch_label(obj: dict[str, Any], rev: int) -> None:
-    """A change that alters the parsed Node (labels are part of it), as a controller relabelling does."""
-    obj["metadata"]["labels"]["bench.example.com/revision"] = str(rev)
+def touch_capacity(obj: dict[str, Any], rev: int) -> None:
+    """A change that alters the parsed Node and what it costs per core and per GiB: the kubelet reports a
+    different memory capacity (the last six digits of its KiB become `rev`'s, within 1 GiB of the shape's).
+
+    A label edit no longer serves: a Node keeps only the labels something reads, so editing another one is
+    an unchanged Node (exporter/inventory/parse.py).
+    """
+    capacity = obj["status"]["capacity"]
+    kib = int(capacity["memory"].removesuffix("Ki"))
+    capacity["memory"] = f"{kib // 1_000_000 * 1_000_000 + rev % 1_000_000}Ki"
 
 
 def touch_heartbeat(obj: dict[str, Any], rev: int) -> None:

@@ -7,8 +7,8 @@ line each:
 
 - `list_started`           → `LIST_STARTED <unix time> <count>`: when the latest full list began (its first
   page request, one without `continue`, arrived; -1 if none yet) and how many full lists began so far
-- `prepare <K> <kind>`     → `PREPARED <K>`: pre-serialize K MODIFIED events (`label` or `heartbeat`), so the
-  push measures the exporter rather than the fake's deepcopy + json.dumps (~350 µs a 10 KB node)
+- `prepare <K> <kind>`     → `PREPARED <K>`: pre-serialize K MODIFIED events (`capacity` or `heartbeat`), so
+  the push measures the exporter rather than the fake's deepcopy + json.dumps (~350 µs a 10 KB node)
 - `push`                   → `PUSHED <start> <end>`: write the prepared events into the open watch stream
 - `quit` (or end of stdin) → exit
 
@@ -23,7 +23,7 @@ import sys
 import time
 from typing import Any
 
-from bench.cluster import event_line, node_object, touch_heartbeat, touch_label
+from bench.cluster import event_line, node_object, touch_capacity, touch_heartbeat
 from fakes.kube_api import NODES_PATH, FakeKubeAPI, RecordedRequest
 
 
@@ -42,8 +42,8 @@ class _TimedRequests(list[RecordedRequest]):
 
 def _prepare(api: FakeKubeAPI, count: int, kind: str, current: dict[str, dict[str, Any]]) -> list[bytes]:
     """Event lines editing each node's latest pushed state (`current`, updated here), so a heartbeat after
-    a relabel keeps the label and really is an unchanged Node to the watcher."""
-    touch = {"label": touch_label, "heartbeat": touch_heartbeat}[kind]
+    a capacity change keeps the capacity and really is an unchanged Node to the watcher."""
+    touch = {"capacity": touch_capacity, "heartbeat": touch_heartbeat}[kind]
     names = api.node_names()
     base = api.resource_version
     lines = []

@@ -3,13 +3,13 @@
 Both run on a real `App` wired for a cluster (its inventory is a `KubeNodeWatcher` whose sink is the App),
 never started: no threads, no network. Events go through `KubeNodeWatcher._handle_event`, the watcher's
 own per-line function (private, but it is exactly what the watch loop calls for each line), so each event
-pays json.loads → parse_node → compare with the last seen Node → App.upsert (price + render into the store).
+pays the msgspec decode (wire.py) → parse_wire_node → compare with the last seen Node → App.upsert (price +
+render into the store).
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import re
 import statistics
 import time
@@ -21,12 +21,13 @@ from prometheus_client import ProcessCollector, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from bench.cluster import event_line, node_object, raw, touch_heartbeat, touch_label
+from bench.cluster import event_line, node_object, raw, touch_capacity, touch_heartbeat
 from exporter.app import App
 from exporter.config import load_config
 from exporter.inventory.kube import KubeNodeWatcher
 from exporter.inventory.node import Node
-from exporter.inventory.parse import parse_node
+from exporter.inventory.parse import parse_wire_node
+from exporter.inventory.wire import EVENT
 from exporter.metrics.collector import ExporterCollector
 from exporter.metrics.exposition import render
 from exporter.metrics.families import NODE_FAMILIES
@@ -93,8 +94,8 @@ def run_inproc(n: int, *, events: int) -> InprocResult:
     result.events.append(
         _time_events(watcher._handle_event, "unchanged (heartbeat only)", _lines(n, count, touch_heartbeat))
     )
-    changed = _lines(n, count, touch_label)
-    result.events.append(_time_events(watcher._handle_event, "changed (label)", changed))
+    changed = _lines(n, count, touch_capacity)
+    result.events.append(_time_events(watcher._handle_event, "changed (memory capacity)", changed))
     result.steps = _steps(app, watcher, changed[WARMUP_EVENTS:])
     del changed
     result.scrape = _compare_scrape(app, watcher)
@@ -129,14 +130,14 @@ def _time_events(handle: Callable[[bytes], None], kind: str, lines: list[bytes])
 
 def _steps(app: App, watcher: KubeNodeWatcher, lines: list[bytes]) -> list[Step]:
     """Where a changed event's time goes: each stage alone over the same lines (for the analysis)."""
-    spot = watcher._spot_labels
+    spot, keep = watcher._spot_labels, watcher._keep_labels
     clock = time.perf_counter
     spent = [0.0] * 5
     for line in lines:  # one line at a time, nothing kept: as the watcher does
         t0 = clock()
-        obj = json.loads(line)["object"]
+        obj = EVENT.decode(line).object
         t1 = clock()
-        node = parse_node(obj, spot)
+        node = parse_wire_node(obj, spot, keep)
         t2 = clock()
         price = app.engine.price(node)
         t3 = clock()
@@ -147,8 +148,8 @@ def _steps(app: App, watcher: KubeNodeWatcher, lines: list[bytes]) -> list[Step]
         for i, (a, b) in enumerate(((t0, t1), (t1, t2), (t2, t3), (t3, t4), (t4, t5))):
             spent[i] += b - a
     names = (
-        "json.loads of the event line",
-        "parse_node",
+        "msgspec decode of the event line",
+        "parse_wire_node",
         "PricingEngine.price",
         "NodeMetricsStore.render",
         "App.upsert (price + render + store.set)",

@@ -143,7 +143,7 @@ def run_live(n: int, workdir: Path, *, starts: int, events: int, requests: int, 
         result.scrapes, result.back_to_back = _scrapes(exporter, port, workdir, n, requests)
         result.scrape_requests = requests
         result.memory["scrapes"] = _memory(exporter)
-        for kind in ("label", "heartbeat"):
+        for kind in ("capacity", "heartbeat"):
             result.events.append(_events(fake, exporter, port, kind, events))
         result.memory["end"] = _memory(exporter)
         exporter.close()

@@ -116,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from exporter.logs import setup_logging
 
     setup_logging(config.log.level, config.log.format, config.log.level_sdk)
+    from exporter.allocator import tune_malloc
+
+    tune_malloc()  # before any thread
     from exporter.app import App
     from exporter.http import serve
 

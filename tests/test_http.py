@@ -18,7 +18,7 @@ import pytest
 
 from exporter.app import App
 from exporter.config import load_config
-from exporter.http import ExporterServer, serve
+from exporter.http import ExporterServer, _write_all, serve
 from exporter.logs import _Formatter
 
 PROMETHEUS_ACCEPT = (
@@ -213,3 +213,27 @@ def test_pipelined_requests_are_answered_in_order(demo: Running) -> None:
         b"HTTP/1.1 200 OK",
     ]
     assert data.count(b"ok\n") == 2 and b"not found" not in data
+
+
+def test_many_chunks_reach_a_slow_reader_whole_and_in_order() -> None:
+    """`_write_all` gathers chunks into sendmsg calls; a full socket buffer cuts a call anywhere, even in
+    the middle of a chunk, and the rest must follow in order."""
+    chunks = [bytes([i % 251]) * (1 + i * 37 % 20_000) for i in range(3_000)]  # ~30 MB, many more than IOV_MAX
+    writer, reader = socket.socketpair()
+    writer.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    writer.settimeout(10)
+    received = bytearray()
+
+    def read_slowly() -> None:
+        while data := reader.recv(7_000):
+            received.extend(data)
+
+    thread = threading.Thread(target=read_slowly)
+    thread.start()
+    try:
+        _write_all(writer, chunks)
+    finally:
+        writer.close()
+        thread.join(timeout=30)
+        reader.close()
+    assert bytes(received) == b"".join(chunks)

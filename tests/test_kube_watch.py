@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -11,9 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import urllib3
 
 from exporter.health import Health, IntegrationStatus, Reason
-from exporter.inventory.kube import KubeNodeWatcher
+from exporter.inventory.kube import KubeNodeWatcher, _Failure, _lines
 from exporter.inventory.parse import DEFAULT_SPOT_LABELS
 from fakes.kube_api import FakeKubeAPI, RecordingSink, make_node, wait_for, write_kubeconfig
 
@@ -437,3 +439,36 @@ def test_an_edit_of_a_label_nothing_reads_is_no_change(tmp_path: Path, api: Fake
     node = h.sink.by_name("node-a")
     assert node is not None and node.labels == {"example.com/team": "db"}
     assert node.instance_type == "m5.xlarge"  # the facts are still read from every label
+
+
+def _chunked_response(chunks: list[bytes]) -> urllib3.BaseHTTPResponse:
+    """A real HTTP/1.1 chunked response, cut into exactly these chunks, from a one-shot local server."""
+    server = socket.create_server(("127.0.0.1", 0))
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+            for chunk in chunks:
+                conn.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            conn.sendall(b"0\r\n\r\n")
+        server.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    port = server.getsockname()[1]
+    return urllib3.PoolManager().request("GET", f"http://127.0.0.1:{port}/", preload_content=False, timeout=5)
+
+
+def test_watch_lines_split_over_chunks_or_sharing_one_are_read_whole() -> None:
+    events = [b'{"type":"MODIFIED","object":{"n":%d}}' % i for i in range(4)]
+    chunks = [events[0][:7], events[0][7:20], events[0][20:] + b"\n" + events[1][:5], events[1][5:] + b"\n"]
+    chunks += [events[2] + b"\n" + events[3] + b"\n", b"\n"]  # two in one chunk; an empty line (keep-alive)
+    assert list(_lines(_chunked_response(chunks))) == [*events, b""]
+    assert list(_lines(_chunked_response([b"no newline at the end"]))) == [b"no newline at the end"]
+
+
+def test_an_endless_watch_line_fails_the_stream_instead_of_filling_memory() -> None:
+    with pytest.raises(_Failure, match="watch line longer than"):
+        for _ in _lines(_chunked_response([b"x" * (1 << 20)] * 65)):
+            pass

@@ -1,9 +1,12 @@
 import gzip
+import random
 import zlib
 from decimal import Decimal
 
+import pytest
+
 from exporter.inventory.node import CapacityType, ProviderRef
-from exporter.metrics.store import NodeMetricsStore
+from exporter.metrics.store import BLOCK_NODES, NodeMetricsStore, _crc32_combine
 from exporter.pricing.quote import Basis, NodePrice
 from tests.conftest import node, node_text
 
@@ -157,3 +160,63 @@ def test_gzip_tail_of_any_size_keeps_one_valid_stream() -> None:
         assert single.decompress(body) == GOLDEN_TEXT.encode() + tail, size
         assert single.eof and single.unused_data == b""
         assert gzip.decompress(body) == GOLDEN_TEXT.encode() + tail  # CRC and length checked
+
+
+def _price(cents: int) -> NodePrice:
+    return NodePrice(Decimal(cents) / 100, "USD", "offline", Basis.ON_DEMAND, None, None, None)
+
+
+def _fresh(nodes: dict[str, tuple[str, int]]) -> NodeMetricsStore:
+    """A store filled at once, in the same order: what an incrementally kept one must serve."""
+    store = NodeMetricsStore()
+    for uid, (name, cents) in nodes.items():
+        store.set(node(name, uid=uid), _price(cents))
+    return store
+
+
+def test_blocks_kept_through_changes_deletions_and_arrivals_serve_what_a_fresh_store_does() -> None:
+    rng = random.Random(14)
+    store, nodes = NodeMetricsStore(), {}  # uid → (name, price in cents), in arrival order
+    for k in range(3 * BLOCK_NODES + 100):
+        nodes[f"u{k}"] = (f"node-{k}", 10 + k % 7)
+        store.set(node(f"node-{k}", uid=f"u{k}"), _price(10 + k % 7))
+    tail = b"nodecost_ready 1.0\n"
+    for round_ in range(6):
+        for uid in rng.sample(sorted(nodes), 40):  # price changes anywhere
+            name, _ = nodes[uid]
+            nodes[uid] = (name, rng.randrange(1, 500))
+            store.set(node(name, uid=uid), _price(nodes[uid][1]))
+        for uid in rng.sample(sorted(nodes), 30 if round_ < 4 else 600):  # deletions, then most of a block
+            del nodes[uid]
+            store.delete(uid)
+        for k in range(20):  # arrivals
+            uid = f"r{round_}-{k}"
+            nodes[uid] = (f"new-{round_}-{k}", 99)
+            store.set(node(nodes[uid][0], uid=uid), _price(99))
+        expected = _fresh(nodes)
+        for openmetrics in (False, True):
+            plain = b"".join(store.body(openmetrics=openmetrics))
+            assert plain == b"".join(expected.body(openmetrics=openmetrics)), round_
+            body = b"".join(store.gzip_body(openmetrics=openmetrics, tail=tail))
+            assert gzip.decompress(body) == plain + tail, round_  # one valid stream, CRC and length checked
+    assert len(store) == len(nodes)
+
+
+def test_a_change_rebuilds_only_its_block() -> None:
+    store = NodeMetricsStore()
+    for k in range(2 * BLOCK_NODES):
+        store.set(node(f"node-{k}", uid=f"u{k}"), _price(10))
+    before = store.body(openmetrics=False)
+    store.set(node("node-0", uid="u0"), _price(11))  # in the first block
+    after = store.body(openmetrics=False)
+    assert after is not before and len(after) == len(before)
+    lines = [i for i, chunk in enumerate(after) if not chunk.startswith(b"# HELP")]
+    first_block = [i for i in lines if b'node="node-0"' in after[i]]
+    assert first_block and all(b'node="node-600"' not in after[i] for i in first_block)
+    assert [i for i in lines if after[i] is not before[i]] == first_block  # the second block's were kept
+
+
+@pytest.mark.parametrize("sizes", [(0, 10), (5, 0), (1000, 70_000), (3, 3 * 2**20 + 17)])
+def test_crc32_combine_equals_the_crc_of_the_joined_text(sizes: tuple[int, int]) -> None:
+    first, second = (random.Random(n).randbytes(n) for n in sizes)
+    assert _crc32_combine(zlib.crc32(first), zlib.crc32(second), len(second)) == zlib.crc32(first + second)

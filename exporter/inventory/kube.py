@@ -60,6 +60,9 @@ RESHARD_CHECK_SECONDS = 60.0
 # A watch is silent for at most timeoutSeconds (the server then ends it); beyond that plus this slack, the
 # connection is dead even if TCP has not noticed.
 _WATCH_READ_SLACK = 15.0
+_STREAM_READ = 1 << 20  # bytes asked of the watch stream at a time (it answers with each chunk as it comes)
+# etcd stores objects of at most 1.5 MiB; a watch line many times that is a broken or hostile stream.
+_MAX_LINE_BYTES = 64 << 20
 # A list page read: its nodes (this shard's, parsed), its resourceVersion and its continue token.
 _Page = tuple[list[Node], str, str]
 _EVENT_TYPES = ("ADDED", "MODIFIED", "DELETED", "BOOKMARK", "ERROR", "OTHER")
@@ -469,7 +472,7 @@ class KubeNodeWatcher:
         try:
             if stop.is_set():  # set before _active was visible to _abort_on_stop
                 return
-            for line in resp:
+            for line in _lines(resp):
                 if stop.is_set():
                     return
                 if line.strip():
@@ -588,6 +591,30 @@ def _loads(data: bytes) -> Any:
         return orjson.loads(data)
     except ValueError:
         return json.loads(data.decode("utf-8", "replace"))
+
+
+def _lines(resp: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
+    """The body's lines as they arrive, without their newline (msgspec needs none, and `strip` then copies
+    nothing): one copy of each 10 KB event where urllib3's own line iteration makes three (~7 µs an event).
+    A line longer than _MAX_LINE_BYTES is a broken stream, not a node, and fails the watch."""
+    pending: list[bytes] = []  # the start of a line split over chunks
+    pending_size = 0
+    for chunk in resp.stream(_STREAM_READ):  # the API server sends each event as one HTTP chunk of its own
+        if b"\n" not in chunk:
+            pending.append(chunk)
+            pending_size += len(chunk)
+            if pending_size > _MAX_LINE_BYTES:
+                raise _Failure(Reason.BAD_RESPONSE, f"watch line longer than {_MAX_LINE_BYTES} bytes")
+            continue
+        lines = chunk.split(b"\n")
+        if pending:
+            pending.append(lines[0])
+            lines[0] = b"".join(pending)
+        rest = lines.pop()
+        pending, pending_size = ([rest], len(rest)) if rest else ([], 0)
+        yield from lines
+    if pending:
+        yield b"".join(pending)
 
 
 def _finish(resp: urllib3.BaseHTTPResponse, *, clean: bool) -> None:
