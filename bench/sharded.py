@@ -137,7 +137,7 @@ def run_sharded(
         measured = []
         for shard in range(replicas):
             replica = _start_replica(fake, env, workdir, running, shard, replicas, f"exporter-{shard}")
-            _measure_scrapes(replica, running[shard][1], workdir / f"shard-{shard}", requests)
+            _measure_scrapes(replica, *running[shard], workdir / f"shard-{shard}", requests)
             measured.append(replica)
         union = check_union(_bodies(running), _fake_names(fake, workdir))
         restart = _restart(fake, env, workdir, running, replicas // 2, n)
@@ -177,10 +177,12 @@ def _start_replica(
     return replica
 
 
-def _measure_scrapes(replica: Replica, port: int, workdir: Path, requests: int) -> None:
+def _measure_scrapes(replica: Replica, exporter: Child, port: int, workdir: Path, requests: int) -> None:
+    """§3's comparison with a static copy of the replica's bodies; its memory after."""
     workdir.mkdir()
     with static_twin(port, workdir, replica.start.info_lines) as static_port:
         replica.scrapes = compare(port, static_port, requests)
+    replica.memory["scrapes"] = memory_of(exporter)
 
 
 def _bodies(running: dict[int, tuple[Child, int]]) -> Iterator[bytes]:
