@@ -262,13 +262,13 @@ def _summary(live: list[LiveResult], inproc: list[InprocResult], sharded: Sharde
             " targets apply to in-cluster mode only.",
             "",
         ]
-    notes = _notes(live, inproc)
+    notes = _notes(live, inproc, sharded)
     if notes:
         rows += ["Noticed during the run:", "", *(f"- {note}" for note in notes), ""]
     return "\n".join(rows) + "\n"
 
 
-def _notes(live: list[LiveResult], inproc: list[InprocResult]) -> list[str]:
+def _notes(live: list[LiveResult], inproc: list[InprocResult], sharded: ShardedResult | None) -> list[str]:
     """Anomalies worth a reader's attention, found in this run's data."""
     notes = []
     stalled = [r.n for r in live if max(v for k, v in r.back_to_back.items() if k.startswith("ours")) > STALL]
@@ -289,7 +289,7 @@ def _notes(live: list[LiveResult], inproc: list[InprocResult]) -> list[str]:
         notes.append(f"the naive collector's per-node samples differ from ours at {differ} nodes (see §4).")
     if any(r.log_lines for r in live):
         notes.append("the exporter logged warnings or errors (see the end of this page).")
-    near = _near_targets(live)
+    near = _near_targets(live, sharded)
     if near:
         notes.append(
             f"within {NEAR:.0%} of their target, so a re-run on the same machine may well flip PASS and MISS:"
@@ -298,7 +298,7 @@ def _notes(live: list[LiveResult], inproc: list[InprocResult]) -> list[str]:
     return notes
 
 
-def _near_targets(live: list[LiveResult]) -> list[str]:
+def _near_targets(live: list[LiveResult], sharded: ShardedResult | None) -> list[str]:
     """Live figures whose margin to the target is smaller than their run-to-run spread tends to be."""
     near = []
 
@@ -316,6 +316,13 @@ def _near_targets(live: list[LiveResult]) -> list[str]:
         target = memory_target(r.n)
         if target:
             check(f"5 peak RSS at {r.n:,}", r.memory["end"][1], target)
+    if sharded is not None:
+        for replica in sharded.all_replicas:
+            at = f"shard {replica.shard}{' restarted' if replica is sharded.restart.replica else ''}"
+            check(f"10 ready, {at}", replica.start.after_api, SHARDED_READY_TARGET)
+            check(f"10 peak RSS, {at}", replica.peak, SHARDED_MEMORY_TARGET)
+            for enc in ("plain", "gzip") if replica.scrapes else ():  # none measured after the restart
+                check(f"10 {enc}, {at}", _ratio(replica, enc), SCRAPE_TARGET)
     return near
 
 
