@@ -711,10 +711,11 @@ def sharded_section(result: ShardedResult) -> str:
     rows = [
         f"## 10. Sharded: {result.n:,} nodes over {total} replicas\n",
         "| replica | nodes exported | first list request → `/readyz` 200 | process start → `/readyz` 200"
-        " | full lists | VmRSS at ready | VmHWM at ready | VmHWM after a few scrapes | VmHWM after the scrape"
+        " | its CPU to ready | fake API's CPU meanwhile | full lists | VmRSS at ready | VmHWM at ready"
+        " | VmHWM after a few scrapes | VmHWM after the scrape"
         f" comparison | peak ≤ {_mib(SHARDED_MEMORY_TARGET)} | `/metrics` body (plain, gzip)"
         " | plain: ours / static | gzip: ours / static |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for replica in result.all_replicas:
         restarted = replica is result.restart.replica
@@ -733,7 +734,8 @@ def sharded_section(result: ShardedResult) -> str:
         peak = verdict(replica.peak <= SHARDED_MEMORY_TARGET)
         rows.append(
             f"| shard {replica.shard}{', restarted' if restarted else ''} | {start.info_lines:,} | {ready}"
-            f" | {_s(start.to_ready)} | {start.lists} | {_mib(memory['ready'][0])}"
+            f" | {_s(start.to_ready)} | {_s(replica.cpu)} | {_s(replica.fake_cpu)} | {start.lists}"
+            f" | {_mib(memory['ready'][0])}"
             f" | {_mib(memory['ready'][1])} | {_mib(memory['few scrapes'][1])} | {compared} | {peak}"
             f" | {' | '.join(scrapes)} |"
         )
@@ -770,6 +772,9 @@ nodes, pages of 500) and keeps only its shard's nodes, so {total} replicas at on
 while each decodes ~{result.n * 10 / 1000:.0f} MB of JSON, and no figure would be one replica's. So the
 replicas are started **one after another against the same fake**: each starts once the previous one is
 ready and measured, and the earlier ones keep running, idle on their watch. Every figure is per replica.
+"Its CPU" is the replica's user+system CPU time from its start to ready (`/proc/PID/stat`; interpreter
+start-up included), the fake's CPU the fake API process' over the same span: the replica has a core to
+itself, and its start is bound by its own CPU when its CPU comes close to "process start → ready".
 "Ready" is the time from the fake receiving that replica's first list request (`GET /api/v1/nodes?limit=500`,
 no `continue`) to its first `/readyz` 200 (polled every 10 ms). Memory is read from `/proc/PID/status` at
 ready, after 3 plain and 3 gzip scrapes, and after the scrape comparison; the peak target applies to the

@@ -32,7 +32,7 @@ from bench.live import (
     start_exporter,
     static_twin,
 )
-from bench.procs import BenchError, Child, get
+from bench.procs import BenchError, Child, cpu_seconds, get
 from exporter.inventory.sharding import shard_of
 from fakes.server import self_signed_cert
 
@@ -48,6 +48,8 @@ _INFO_NODE = re.compile(rb'^nodecost_node_info\{(?:[^\n]*?,)?node="([^"\n]*)"', 
 class Replica:
     shard: int
     start: StartRun  # its `info_lines` are the nodes it exports
+    cpu: float  # the exporter's CPU seconds from its start to ready
+    fake_cpu: float  # the fake API's CPU seconds meanwhile (serving that list, on the other core)
     memory: dict[str, tuple[int, int]] = field(default_factory=dict)  # checkpoint → (VmRSS, VmHWM)
     scrapes: dict[str, Latency] = field(default_factory=dict)  # "ours plain", "static gzip", …
 
@@ -168,9 +170,10 @@ def _start_replica(
     """Replica `shard` started (into `running`, which the caller closes) and waited for until ready; its
     memory then and after a few scrapes."""
     args = ["--shard", str(shard), "--total-shards", str(replicas)]
+    fake_before = cpu_seconds(fake.pid)
     exporter, port, run = start_exporter(fake, args, env, workdir / f"{name}.log", None)
     running[shard] = (exporter, port)
-    replica = Replica(shard, run)
+    replica = Replica(shard, run, cpu_seconds(exporter.pid), cpu_seconds(fake.pid) - fake_before)
     replica.memory["ready"] = memory_of(exporter)
     few_scrapes(port, run.info_lines)
     replica.memory["few scrapes"] = memory_of(exporter)

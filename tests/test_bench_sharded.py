@@ -60,7 +60,7 @@ def test_run_sharded_partitions_the_cluster_and_a_restart_loses_no_node(tmp_path
     assert sum(r.start.info_lines for r in result.replicas) == 3000
     assert all(0 < r.start.info_lines < 3000 and r.start.lists == 1 for r in result.all_replicas)
     assert all(set(r.scrapes) == {"ours plain", "static plain", "ours gzip", "static gzip"} for r in result.replicas)
-    assert all(r.peak >= r.memory["ready"][1] > 0 for r in result.all_replicas)
+    assert all(r.peak >= r.memory["ready"][1] > 0 and r.cpu > 0 for r in result.all_replicas)
     assert result.union.exact and result.union.samples == result.union.expected == 3000
 
     restart = result.restart
