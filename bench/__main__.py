@@ -25,6 +25,7 @@ from bench.live import LiveResult, run_live
 from bench.prices import run_prices
 from bench.procs import REPO
 from bench.report import Machine, disturbed, render_report
+from bench.sharded import REPLICAS, SHARDED_NODES, ShardedResult, run_sharded
 
 DEFAULT_COMMAND = "python3 scripts/uv.py run --frozen --all-extras python -m bench"
 
@@ -110,9 +111,20 @@ def main(argv: list[str] | None = None) -> int:
         "--starts", type=int, default=3, help="exporter starts per size for start to ready (3)"
     )
     parser.add_argument("--requests", type=int, default=50, help="timed /metrics requests per server (50)")
+    parser.add_argument(
+        "--sharded-nodes",
+        type=int,
+        default=SHARDED_NODES,
+        help=f"nodes of the sharded benchmark, after the sizes ({SHARDED_NODES}; 0 skips it)",
+    )
+    parser.add_argument(
+        "--replicas", type=int, default=REPLICAS, help=f"replicas of the sharded benchmark ({REPLICAS})"
+    )
     args = parser.parse_args(argv)
     if args.events < 1000 or args.starts < 1 or args.requests < 30:
         parser.error("need --events ≥ 1000, --starts ≥ 1 and --requests ≥ 30")
+    if args.sharded_nodes < 0 or args.replicas < 2:
+        parser.error("need --sharded-nodes ≥ 0 and --replicas ≥ 2")
 
     started = time.monotonic()
     date = time.strftime("%Y-%m-%d %H:%M %Z")
@@ -147,6 +159,18 @@ def main(argv: list[str] | None = None) -> int:
             others.append((n, foreign, time.monotonic() - wall_before))
             if disturbed(foreign, others[-1][2]):
                 _log(f"{n:,} nodes: other processes used {foreign:.1f} CPU s meanwhile: figures may be off")
+        sharded: ShardedResult | None = None
+        if args.sharded_nodes:
+            _log(f"{args.sharded_nodes:,} nodes over {args.replicas} replicas, started one after another")
+            workdir = Path(tmp) / "sharded"
+            workdir.mkdir()
+            sharded = run_sharded(args.sharded_nodes, args.replicas, workdir=workdir)
+            worst = max(sharded.all_replicas, key=lambda r: r.start.after_api)
+            _log(
+                f"sharded: worst ready {worst.start.after_api:.2f} s after its list began"
+                f" (shard {worst.shard}); union exact: {sharded.union.exact},"
+                f" after a restart: {sharded.restart.union.exact}"
+            )
 
     _log("cloud price sources: cold start and warm restart against the fakes")
     prices = run_prices()
@@ -162,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
             ("--events", args.events, 5000),
             ("--starts", args.starts, 3),
             ("--requests", args.requests, 50),
+            ("--sharded-nodes", args.sharded_nodes, SHARDED_NODES),
+            ("--replicas", args.replicas, REPLICAS),
         )
         if str(value) != str(default)
     )
@@ -182,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
         others=others,
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(render_report(machine, live, inproc, prices, billing, decode))
+    out.write_text(render_report(machine, live, inproc, prices, billing, decode, sharded))
     _log(f"wrote {out} in {machine.duration:.0f} s")
     return 0
 

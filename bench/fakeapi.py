@@ -10,8 +10,13 @@ line each:
 - `prepare <K> <kind>`     → `PREPARED <K>`: pre-serialize K MODIFIED events (`capacity` or `heartbeat`), so
   the push measures the exporter rather than the fake's deepcopy + json.dumps (~350 µs a 10 KB node)
 - `push`                   → `PUSHED <start> <end>`: write the prepared events into the open watch stream
+- `add <i>`                → `ADDED <name>`: add the cluster's node i (one beyond N), an ADDED event
+- `delete <name>`          → `DELETED <name>`: delete that node, a DELETED event
+- `names <file>`           → `NAMES <count>`: write the names of the nodes it holds now to a file, one a line
 - `quit` (or end of stdin) → exit
 
+The nodes are held as their JSON bytes only (`FakeKubeAPI.load(…, bytes_only=True)`): 65,000 of them are
+~650 MB that way, several GB more with their dicts. Building them costs ~130 µs a node (~8.5 s at 65,000).
 Prepared events carry the resource versions the fake gives them at push time, so the fake's history stays
 consistent for a watch that resumes. The fake's stored objects are not updated by a push; nothing relists.
 """
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from bench.cluster import event_line, node_object, touch_capacity, touch_heartbeat
@@ -73,7 +79,7 @@ def main() -> int:
     requests = _TimedRequests()
     tls = (args.tls[0], args.tls[1]) if args.tls else None
     api = FakeKubeAPI(token=args.token, requests=requests, tls=tls)
-    api.load(node_object(i) for i in range(args.nodes))
+    api.load((node_object(i) for i in range(args.nodes)), bytes_only=True)
     api.start()
     print(f"READY {api.port}", flush=True)
     prepared: list[bytes] = []
@@ -93,6 +99,17 @@ def main() -> int:
                 _push(api, prepared)
                 print(f"PUSHED {start!r} {time.time()!r}", flush=True)
                 prepared = []
+            elif words[0] == "add":
+                obj = node_object(int(words[1]))
+                api.add_node(obj)
+                print(f"ADDED {obj['metadata']['name']}", flush=True)
+            elif words[0] == "delete":
+                api.delete_node(words[1])
+                print(f"DELETED {words[1]}", flush=True)
+            elif words[0] == "names":
+                names = api.node_names()
+                Path(words[1]).write_text("".join(f"{name}\n" for name in names))
+                print(f"NAMES {len(names)}", flush=True)
             else:
                 print(f"ERROR unknown command {words[0]!r}", flush=True)
     finally:

@@ -16,10 +16,12 @@ polls and reads responses meanwhile.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import http.client
 import statistics
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,7 +123,7 @@ class LiveResult:
 def run_live(n: int, workdir: Path, *, starts: int, events: int, requests: int, probe: bool) -> LiveResult:
     result = LiveResult(n)
     cert, key = self_signed_cert(workdir)
-    account = _service_account(workdir / "serviceaccount", cert)
+    account = service_account(workdir / "serviceaccount", cert)
     fake = Child(
         "fake API (HTTPS)",
         ["-m", "bench.fakeapi", "--nodes", str(n), "--token", TOKEN, "--tls", cert, key],
@@ -134,18 +136,18 @@ def run_live(n: int, workdir: Path, *, starts: int, events: int, requests: int, 
         for k in range(starts):
             if exporter is not None:
                 exporter.close()
-            exporter, port, run = _start_exporter(fake, [], env, workdir / f"exporter-{k}.log", n)
+            exporter, port, run = start_exporter(fake, [], env, workdir / f"exporter-{k}.log", n)
             result.starts.append(run)
         assert exporter is not None
-        result.memory["ready"] = _memory(exporter)
-        _few_scrapes(port, n)
-        result.memory["few scrapes"] = _memory(exporter)
+        result.memory["ready"] = memory_of(exporter)
+        few_scrapes(port, n)
+        result.memory["few scrapes"] = memory_of(exporter)
         result.scrapes, result.back_to_back = _scrapes(exporter, port, workdir, n, requests)
         result.scrape_requests = requests
-        result.memory["scrapes"] = _memory(exporter)
+        result.memory["scrapes"] = memory_of(exporter)
         for kind in ("capacity", "heartbeat"):
             result.events.append(_events(fake, exporter, port, kind, events))
-        result.memory["end"] = _memory(exporter)
+        result.memory["end"] = memory_of(exporter)
         exporter.close()
         exporter = None
         if probe:
@@ -160,7 +162,7 @@ def run_live(n: int, workdir: Path, *, starts: int, events: int, requests: int, 
     return result
 
 
-def _service_account(directory: Path, ca: str) -> Path:
+def service_account(directory: Path, ca: str) -> Path:
     """What the kubelet mounts in a pod: the cluster CA and the pod's bearer token."""
     directory.mkdir()
     (directory / "ca.crt").write_bytes(Path(ca).read_bytes())
@@ -189,13 +191,13 @@ def _kubeconfig_run(n: int, workdir: Path) -> KubeconfigRun:
     try:
         api_port = int(fake.expect("READY", timeout=300)[0])
         kubeconfig = write_kubeconfig(workdir / "kubeconfig", f"http://{HOST}:{api_port}", TOKEN)
-        exporter, port, start = _start_exporter(
+        exporter, port, start = start_exporter(
             fake, ["--kubeconfig", str(kubeconfig)], {}, workdir / "exporter-kubeconfig.log", n
         )
         run = KubeconfigRun(start)
-        run.memory["ready"] = _memory(exporter)
-        _few_scrapes(port, n)
-        run.memory["few scrapes"] = _memory(exporter)
+        run.memory["ready"] = memory_of(exporter)
+        few_scrapes(port, n)
+        run.memory["few scrapes"] = memory_of(exporter)
         return run
     finally:
         if exporter is not None:
@@ -203,7 +205,7 @@ def _kubeconfig_run(n: int, workdir: Path) -> KubeconfigRun:
         fake.close()
 
 
-def _few_scrapes(port: int, n: int) -> None:
+def few_scrapes(port: int, n: int) -> None:
     """FEW_SCRAPES plain and gzip scrapes on one kept-alive connection: both cached bodies exist after."""
     conn = http.client.HTTPConnection(HOST, port, timeout=60)
     try:
@@ -212,13 +214,13 @@ def _few_scrapes(port: int, n: int) -> None:
                 _, body = timed_get(conn, "/metrics", headers)
                 if headers:
                     body = gzip.decompress(body)
-                if _count_lines(body, INFO) != n:
-                    raise BenchError(f"/metrics body has {_count_lines(body, INFO)} node info lines, not {n}")
+                if count_lines(body, INFO) != n:
+                    raise BenchError(f"/metrics body has {count_lines(body, INFO)} node info lines, not {n}")
     finally:
         conn.close()
 
 
-def _memory(exporter: Child) -> tuple[int, int]:
+def memory_of(exporter: Child) -> tuple[int, int]:
     status = proc_status(exporter.pid)
     return status["VmRSS"], status["VmHWM"]
 
@@ -232,10 +234,11 @@ def _probe(env: dict[str, str], log: Path) -> Probe:
     return Probe(ready == "1", [] if heavy == "-" else heavy.split(","), kubernetes == "1", int(modules))
 
 
-def _start_exporter(
-    fake: Child, mode_args: list[str], env: dict[str, str], log: Path, n: int
+def start_exporter(
+    fake: Child, mode_args: list[str], env: dict[str, str], log: Path, n: int | None
 ) -> tuple[Child, int, StartRun]:
-    """`python -m exporter [mode_args] --no-cache …` with `env`, waited for until ready and checked."""
+    """`python -m exporter [mode_args] --no-cache …` with `env`, waited for until ready and checked to
+    show `n` nodes (a shard's count is not known beforehand: None takes what it shows)."""
     lists_before = int(fake.ask("list_started", "LIST_STARTED", 10)[1])
     port = free_port()
     args = ["-m", "exporter", *mode_args, "--no-cache"]
@@ -251,9 +254,9 @@ def _start_exporter(
             to_ready=ready - exporter.started,
             after_api=ready - float(listed),
             lists=int(lists) - lists_before,
-            info_lines=_count_lines(body, INFO),
+            info_lines=count_lines(body, INFO),
         )
-        if run.info_lines != n:
+        if n is not None and run.info_lines != n:
             raise BenchError(f"/metrics has {run.info_lines} nodecost_node_info lines after ready, not {n}")
     except BaseException:
         exporter.close()
@@ -277,7 +280,7 @@ def _wait_ready(exporter: Child, port: int, log: Path, timeout: float) -> float:
     raise BenchError(f"exporter not ready within {timeout:.0f} s")
 
 
-def _count_lines(body: bytes, prefix: bytes) -> int:
+def count_lines(body: bytes, prefix: bytes) -> int:
     return body.count(b"\n" + prefix) + body.startswith(prefix)
 
 
@@ -285,28 +288,35 @@ def _scrapes(
     exporter: Child, port: int, workdir: Path, n: int, requests: int
 ) -> tuple[dict[str, Latency], dict[str, float]]:
     """Ours vs the same bytes served statically, plain and gzip; then the back-to-back check."""
-    plain_file, gzip_file = workdir / "metrics.txt", workdir / "metrics.txt.gz"
-    plain_file.write_bytes(get(port, "/metrics")[1])
-    gzip_file.write_bytes(get(port, "/metrics", headers={"Accept-Encoding": "gzip"})[1])
-    for body in (plain_file.read_bytes(), gzip.decompress(gzip_file.read_bytes())):
-        if _count_lines(body, INFO) != n:
-            raise BenchError(f"/metrics body has {_count_lines(body, INFO)} node info lines, not {n}")
-    static = Child("static server", ["-m", "bench.staticserver", str(plain_file), str(gzip_file)])
-    try:
-        static_port = int(static.expect("READY", timeout=60)[0])
-        latencies = _compare(port, static_port, requests)
+    with static_twin(port, workdir, n) as static_port:
+        latencies = compare(port, static_port, requests)
         ports = {"ours": port, "static": static_port}
         stalls = {
             f"{server} {what}": _back_to_back(p, path, headers)
             for what, path, headers in (("/readyz", "/readyz", {}), ("gzip", "/metrics", _GZIP))
             for server, p in ports.items()
         }
-    finally:
-        static.close()
     return latencies, stalls
 
 
-def _compare(port: int, static_port: int, requests: int) -> dict[str, Latency]:
+@contextlib.contextmanager
+def static_twin(port: int, workdir: Path, n: int) -> Iterator[int]:
+    """The baseline server, its port: it serves the exact plain and gzip `/metrics` bodies the exporter on
+    `port` answered just now (checked to hold `n` nodes), kept in `workdir`."""
+    plain_file, gzip_file = workdir / "metrics.txt", workdir / "metrics.txt.gz"
+    plain_file.write_bytes(get(port, "/metrics")[1])
+    gzip_file.write_bytes(get(port, "/metrics", headers={"Accept-Encoding": "gzip"})[1])
+    for body in (plain_file.read_bytes(), gzip.decompress(gzip_file.read_bytes())):
+        if count_lines(body, INFO) != n:
+            raise BenchError(f"/metrics body has {count_lines(body, INFO)} node info lines, not {n}")
+    static = Child("static server", ["-m", "bench.staticserver", str(plain_file), str(gzip_file)])
+    try:
+        yield int(static.expect("READY", timeout=60)[0])
+    finally:
+        static.close()
+
+
+def compare(port: int, static_port: int, requests: int) -> dict[str, Latency]:
     """Interleaved rounds, one request per server and encoding each; the client ACKs promptly."""
     # One kept-alive connection per server and encoding, so each connection's TCP state depends only on
     # its own traffic, the same for ours and the baseline.

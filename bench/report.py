@@ -15,6 +15,7 @@ from bench.inproc import InprocResult
 from bench.live import LiveResult
 from bench.prices import PriceRun
 from bench.prices import render as render_prices
+from bench.sharded import Replica, ShardedResult, UnionCheck
 
 MIB = 2**20
 EVENT_TARGET = 200e-6  # seconds per MODIFIED event
@@ -39,6 +40,9 @@ SCALE_NODES = 15_000
 SCALE_READY_TARGET = 2.0  # s from the API's first list request to ready
 SCALE_EVENT_TARGET = 100e-6  # s per MODIFIED event, end to end
 SCALE_MEMORY_TARGET = 96 * MIB
+# Issue 14 (sharding): per replica of the sharded benchmark.
+SHARDED_READY_TARGET = 5.0  # s from the replica's first list request to ready
+SHARDED_MEMORY_TARGET = 128 * MIB
 
 
 def memory_target(n: int) -> int | None:
@@ -102,6 +106,7 @@ def render_report(
     prices: list[PriceRun],
     billing: BillingRun,
     decode: DecodeResult,
+    sharded: ShardedResult | None,
 ) -> str:
     out: list[str] = []
     add = out.append
@@ -135,7 +140,7 @@ def render_report(
         f" Azure NC6s_v3 nodes are missing from the offline table, so unpriced. {sizes}."
     )
     add("")
-    add(_summary(live, inproc))
+    add(_summary(live, inproc, sharded))
     add(_start(live))
     add(_events(live, inproc))
     add(_scrape(live))
@@ -145,27 +150,35 @@ def render_report(
     add(_prices(prices))
     add(billing_section(billing))
     add(decode_section(decode))
-    notes = [(r.n, line) for r in live for line in r.log_lines]
+    if sharded is not None:
+        add(sharded_section(sharded))
+    notes = [(f"{r.n} nodes", line) for r in live for line in r.log_lines]
+    if sharded is not None:
+        notes += [(f"{sharded.n} nodes, sharded", line) for line in sharded.log_lines]
     add("## Exporter log\n")
     if notes:
         add("Warnings and errors the exporter logged during the run (`--log.level warn`):\n")
         add("```")
-        out.extend(f"[{n} nodes] {line}" for n, line in notes[:20])
+        out.extend(f"[{where}] {line}" for where, line in notes[:20])
         add("```\n")
     else:
         add("The exporter logged no warnings or errors during the run (`--log.level warn`).\n")
     return "\n".join(out).rstrip() + "\n"
 
 
-def _summary(live: list[LiveResult], inproc: list[InprocResult]) -> str:
+def _summary(live: list[LiveResult], inproc: list[InprocResult], sharded: ShardedResult | None) -> str:
     sizes = [r.n for r in live]
+    columns = [f"{n:,} nodes" for n in sizes]
+    if sharded is not None:
+        columns.append(f"{sharded.n:,} nodes, {len(sharded.replicas)} replicas")
     rows = [
         "## Summary\n",
-        "| measurement | target | " + " | ".join(f"{n:,} nodes" for n in sizes) + " |",
-        "|---|---|" + "---|" * len(sizes),
+        "| measurement | target | " + " | ".join(columns) + " |",
+        "|---|---|" + "---|" * len(columns),
     ]
 
     def row(name: str, target: str, cells: list[str]) -> None:
+        cells = cells + [""] * (len(columns) - len(cells))  # the sharded column is blank but in its rows
         rows.append(f"| {name} | {target} | " + " | ".join(cells) + " |")
 
     row(
@@ -225,6 +238,10 @@ def _summary(live: list[LiveResult], inproc: list[InprocResult]) -> str:
         return f"{_mib(r.memory['end'][1])} {verdict(r.memory['end'][1] <= SCALE_MEMORY_TARGET)}"
 
     row("14. peak RSS (VmHWM) at 15,000, in-cluster", f"≤ {_mib(SCALE_MEMORY_TARGET)}", at_scale(peak))
+    if sharded is not None:
+        blank = [""] * len(sizes)
+        for name, target, cell in sharded_summary_rows(sharded):
+            row(name, target, [*blank, cell])
     probe = next((r.probe for r in live if r.probe is not None), None)
     if probe is not None:
         blank = [""] * (len(sizes) - 1)
@@ -245,13 +262,13 @@ def _summary(live: list[LiveResult], inproc: list[InprocResult]) -> str:
             " targets apply to in-cluster mode only.",
             "",
         ]
-    notes = _notes(live, inproc)
+    notes = _notes(live, inproc, sharded)
     if notes:
         rows += ["Noticed during the run:", "", *(f"- {note}" for note in notes), ""]
     return "\n".join(rows) + "\n"
 
 
-def _notes(live: list[LiveResult], inproc: list[InprocResult]) -> list[str]:
+def _notes(live: list[LiveResult], inproc: list[InprocResult], sharded: ShardedResult | None) -> list[str]:
     """Anomalies worth a reader's attention, found in this run's data."""
     notes = []
     stalled = [r.n for r in live if max(v for k, v in r.back_to_back.items() if k.startswith("ours")) > STALL]
@@ -272,7 +289,7 @@ def _notes(live: list[LiveResult], inproc: list[InprocResult]) -> list[str]:
         notes.append(f"the naive collector's per-node samples differ from ours at {differ} nodes (see §4).")
     if any(r.log_lines for r in live):
         notes.append("the exporter logged warnings or errors (see the end of this page).")
-    near = _near_targets(live)
+    near = _near_targets(live, sharded)
     if near:
         notes.append(
             f"within {NEAR:.0%} of their target, so a re-run on the same machine may well flip PASS and MISS:"
@@ -281,7 +298,7 @@ def _notes(live: list[LiveResult], inproc: list[InprocResult]) -> list[str]:
     return notes
 
 
-def _near_targets(live: list[LiveResult]) -> list[str]:
+def _near_targets(live: list[LiveResult], sharded: ShardedResult | None) -> list[str]:
     """Live figures whose margin to the target is smaller than their run-to-run spread tends to be."""
     near = []
 
@@ -299,6 +316,13 @@ def _near_targets(live: list[LiveResult]) -> list[str]:
         target = memory_target(r.n)
         if target:
             check(f"5 peak RSS at {r.n:,}", r.memory["end"][1], target)
+    if sharded is not None:
+        for replica in sharded.all_replicas:
+            at = f"shard {replica.shard}{' restarted' if replica is sharded.restart.replica else ''}"
+            check(f"10 ready, {at}", replica.start.after_api, SHARDED_READY_TARGET)
+            check(f"10 peak RSS, {at}", replica.peak, SHARDED_MEMORY_TARGET)
+            for enc in ("plain", "gzip") if replica.scrapes else ():  # none measured after the restart
+                check(f"10 {enc}, {at}", _ratio(replica, enc), SCRAPE_TARGET)
     return near
 
 
@@ -637,3 +661,131 @@ def _prices(runs: list[PriceRun]) -> str:
         + "\n"
         + (render_prices(runs) + _PRICES_NOTES)
     )
+
+
+def _ratio(replica: Replica, enc: str) -> float:
+    return replica.scrapes[f"ours {enc}"].median / replica.scrapes[f"static {enc}"].median
+
+
+def _union_cell(union: UnionCheck) -> str:
+    return (
+        f"{union.samples:,} samples, {union.expected:,} nodes: {len(union.duplicates)} duplicated,"
+        f" {len(union.missing)} missing, {len(union.unexpected)} not in the API {verdict(union.exact)}"
+    )
+
+
+def sharded_summary_rows(result: ShardedResult) -> list[tuple[str, str, str]]:
+    """(measurement, target, cell) of the summary: each per-replica target at its worst replica."""
+    everyone, scraped = result.all_replicas, result.replicas
+    slowest = max(everyone, key=lambda r: r.start.after_api)
+    largest = max(everyone, key=lambda r: r.peak)
+    rows = [
+        (
+            "14. sharded: worst replica's first list request → ready",
+            f"≤ {_s(SHARDED_READY_TARGET)}",
+            f"{_s(slowest.start.after_api)} (shard {slowest.shard})"
+            f" {verdict(slowest.start.after_api <= SHARDED_READY_TARGET)}",
+        ),
+        (
+            "14. sharded: worst replica's peak RSS (VmHWM)",
+            f"≤ {_mib(SHARDED_MEMORY_TARGET)}",
+            f"{_mib(largest.peak)} (shard {largest.shard}) {verdict(largest.peak <= SHARDED_MEMORY_TARGET)}",
+        ),
+    ]
+    for enc in ("plain", "gzip"):
+        ratio, shard = max((_ratio(r, enc), r.shard) for r in scraped)
+        rows.append(
+            (
+                f"14. sharded: worst replica's /metrics {enc}, ours / static file (median)",
+                "≤ 2×",
+                f"{ratio:.2f}× (shard {shard}) {verdict(ratio <= SCRAPE_TARGET)}",
+            )
+        )
+    once = "each node once"
+    rows += [
+        ("14. sharded: union of `nodecost_node_info` over the replicas", once, _union_cell(result.union)),
+        ("14. sharded: that union after a replica's restart", once, _union_cell(result.restart.union)),
+    ]
+    return rows
+
+
+def sharded_section(result: ShardedResult) -> str:
+    total = len(result.replicas)
+    rows = [
+        f"## 10. Sharded: {result.n:,} nodes over {total} replicas\n",
+        "| replica | nodes exported | first list request → `/readyz` 200 | process start → `/readyz` 200"
+        " | its CPU to ready | fake API's CPU meanwhile | full lists | VmRSS at ready | VmHWM at ready"
+        " | VmHWM after a few scrapes | VmHWM after the scrape"
+        f" comparison | peak ≤ {_mib(SHARDED_MEMORY_TARGET)} | `/metrics` body (plain, gzip)"
+        " | plain: ours / static | gzip: ours / static |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for replica in result.all_replicas:
+        restarted = replica is result.restart.replica
+        start, memory = replica.start, replica.memory
+        compared = "—"
+        scrapes = ["—"] * 3
+        if not restarted:
+            plain, gzipped = _ratio(replica, "plain"), _ratio(replica, "gzip")
+            compared = _mib(memory["scrapes"][1])
+            scrapes = [
+                f"{_size(replica.scrapes['ours plain'].size)}, {_size(replica.scrapes['ours gzip'].size)}",
+                f"{plain:.2f}× {verdict(plain <= SCRAPE_TARGET)}",
+                f"{gzipped:.2f}× {verdict(gzipped <= SCRAPE_TARGET)}",
+            ]
+        ready = f"{_s(start.after_api)} {verdict(start.after_api <= SHARDED_READY_TARGET)}"
+        peak = verdict(replica.peak <= SHARDED_MEMORY_TARGET)
+        rows.append(
+            f"| shard {replica.shard}{', restarted' if restarted else ''} | {start.info_lines:,} | {ready}"
+            f" | {_s(start.to_ready)} | {_s(replica.cpu)} | {_s(replica.fake_cpu)} | {start.lists}"
+            f" | {_mib(memory['ready'][0])}"
+            f" | {_mib(memory['ready'][1])} | {_mib(memory['few scrapes'][1])} | {compared} | {peak}"
+            f" | {' | '.join(scrapes)} |"
+        )
+    union, restart = result.union, result.restart
+    shard = restart.replica.shard
+
+    def names(union: UnionCheck) -> str:
+        shown = [
+            f"{what}: {', '.join(found[:5])}{' …' if len(found) > 5 else ''}"
+            for what, found in (
+                ("duplicated", union.duplicates),
+                ("missing", union.missing),
+                ("not in the API", union.unexpected),
+            )
+            if found
+        ]
+        return f" ({'; '.join(shown)})" if shown else ""
+
+    rows.append(
+        f"""
+**Union**, once all {total} replicas were ready: {_union_cell(union)}{names(union)}.
+
+**Restart**: shard {shard}'s replica was then killed (SIGKILL). While it was down the API added
+`{restart.added}` and deleted `{restart.deleted}`, both of shard {shard}; the other replicas saw both
+events on their watch. Started again, it was ready {_s(restart.replica.start.after_api)} after its list
+began (see its row), and the union against the API's nodes then (with the added node, without the deleted
+one): {_union_cell(restart.union)}{names(restart.union)}.
+
+How measured: one fake API process (`bench/fakeapi.py`, HTTPS, as in §1) holds the {result.n:,} nodes as
+their JSON bytes only (~10 kB each; building and serializing them took {result.load_seconds:.0f} s, before
+any replica starts). Replica k is `python -m exporter --no-cache --shard k --total-shards {total}
+--log.level warn` with its own port, in-cluster as in §1. Each replica reads the whole list ({result.n:,}
+nodes, pages of 500) and keeps only its shard's nodes, so {total} replicas at once would share 2 cores
+while each decodes ~{result.n * 10 / 1000:.0f} MB of JSON, and no figure would be one replica's. So the
+replicas are started **one after another against the same fake**: each starts once the previous one is
+ready and measured, and the earlier ones keep running, idle on their watch. Every figure is per replica.
+"Its CPU" is the replica's user+system CPU time from its start to ready (`/proc/PID/stat`; interpreter
+start-up included), the fake's CPU the fake API process' over the same span: the replica has a core to
+itself, and its start is bound by its own CPU when its CPU comes close to "process start → ready".
+"Ready" is the time from the fake receiving that replica's first list request (`GET /api/v1/nodes?limit=500`,
+no `continue`) to its first `/readyz` 200 (polled every 10 ms). Memory is read from `/proc/PID/status` at
+ready, after 3 plain and 3 gzip scrapes, and after the scrape comparison; the peak target applies to the
+last VmHWM read (the restarted replica's: after the few scrapes). The scrape comparison is §3's, with
+{result.requests} timed rounds against a static server holding that replica's own bodies. The union takes
+the `node` label of every `nodecost_node_info` sample of each replica's plain `/metrics`, one body at a
+time, and counts names only. The summary's rows give each target at its worst replica, the restarted one
+included. Whole sharded run: {result.seconds:.0f} s.
+"""
+    )
+    return "\n".join(rows)

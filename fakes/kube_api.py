@@ -19,7 +19,8 @@ What it models, because the watcher depends on each of these:
   compaction, dropping open watches mid-stream, ending them early as at `timeoutSeconds`, 5xx replies, going down (refused connections) and back up;
   it is a `FakeServer`, so generic faults (`inject`) come as the API server's `Status` answers.
 
-Nodes are kept pre-serialized (each re-encoded only when it changes) so a 15,000-node list costs a join.
+Nodes are kept pre-serialized (each re-encoded only when it changes) so a 15,000-node list costs a join;
+`load(…, bytes_only=True)` keeps nothing else of a bulk-loaded node, for clusters of 65,000.
 """
 
 from __future__ import annotations
@@ -92,8 +93,12 @@ class _Event:
 
 @dataclass
 class _Stored:
-    obj: dict[str, Any]
+    obj: dict[str, Any] | None  # None: bulk-loaded bytes only, decoded on the rare paths that need a dict
     raw: bytes
+
+    def private_copy(self) -> dict[str, Any]:
+        """A copy the caller may change: of the dict, or a fresh decode of the bytes when only those are kept."""
+        return json.loads(self.raw) if self.obj is None else copy.deepcopy(self.obj)
 
 
 @dataclass
@@ -141,8 +146,12 @@ class FakeKubeAPI(FakeServer):
         with self._cond:
             return self._rv
 
-    def load(self, objs: Iterable[dict[str, Any]]) -> None:
-        """Bulk initial state (no events): for big clusters that exist before the watcher starts."""
+    def load(self, objs: Iterable[dict[str, Any]], *, bytes_only: bool = False) -> None:
+        """Bulk initial state (no events): for big clusters that exist before the watcher starts.
+
+        `bytes_only` keeps each node's JSON and drops the dict: 65,000 ~10 kB nodes are ~650 MB as bytes but
+        several GB as dicts too. Lists and watches serve the bytes either way; `node()`, `modify_node` and
+        `delete_node` decode a node's bytes when they need it."""
         with self._cond:
             for obj in objs:
                 self._rv += 1
@@ -150,7 +159,7 @@ class FakeKubeAPI(FakeServer):
                 name = obj["metadata"]["name"]
                 if name not in self._nodes:
                     bisect.insort(self._names, name)
-                self._nodes[name] = _Stored(obj, _dumps(obj))
+                self._nodes[name] = _Stored(None if bytes_only else obj, _dumps(obj))
             self._oldest_rv = self._rv
             self._log_base += len(self._log)
             self._log.clear()
@@ -166,7 +175,7 @@ class FakeKubeAPI(FakeServer):
     def modify_node(self, name: str, change: Callable[[dict[str, Any]], None] | None = None) -> int:
         """Apply `change` to a copy of the node and emit MODIFIED; no `change` is a heartbeat-like no-op."""
         with self._cond:
-            obj = copy.deepcopy(self._nodes[name].obj)
+            obj = self._nodes[name].private_copy()
             if change is not None:
                 change(obj)
             return self._store("MODIFIED", obj)
@@ -176,14 +185,14 @@ class FakeKubeAPI(FakeServer):
             stored = self._nodes.pop(name)
             self._names.remove(name)
             self._rv += 1
-            obj = stored.obj
+            obj = stored.private_copy()
             obj["metadata"]["resourceVersion"] = str(self._rv)
             self._append("DELETED", b'{"type":"DELETED","object":' + _dumps(obj) + b"}\n")
             return self._rv
 
     def node(self, name: str) -> dict[str, Any]:
         with self._cond:
-            return copy.deepcopy(self._nodes[name].obj)
+            return self._nodes[name].private_copy()
 
     def node_names(self) -> list[str]:
         with self._cond:
