@@ -62,7 +62,10 @@ class RefreshScheduler:
         for source in self._sources:
             name = f"refresh-{source.name}"
             threading.Thread(target=self._refresh_loop, args=(source, stop), name=name, daemon=True).start()
-        self._changed.set()  # a cluster without a source to wait for is priced at once
+        with self._lock:
+            awaited = bool(self._awaited)
+        if not awaited:  # nothing to wait for: the list priced every node with all there is to price with
+            self._priced.set()
         while not stop.is_set():
             if self._changed.wait(self._tick_seconds):
                 self._changed.clear()
