@@ -13,8 +13,6 @@ from collections.abc import Iterable
 from importlib import resources
 from typing import Protocol
 
-from prometheus_client.registry import CollectorRegistry
-
 from exporter.cache import PriceCache
 from exporter.clock import SYSTEM_CLOCK, Clock
 from exporter.config import Config, ConfigError, billing_tag_keys, enabled_billing
@@ -24,6 +22,7 @@ from exporter.inventory.node import Node
 from exporter.inventory.parse import SpotLabel
 from exporter.inventory.sharding import Shard
 from exporter.metrics.collector import ExporterCollector, WatchStats
+from exporter.metrics.live import LiveRegistry
 from exporter.metrics.process import ProcessMetrics
 from exporter.metrics.store import NodeMetricsStore
 from exporter.pricing.engine import PricingEngine
@@ -116,7 +115,7 @@ class App:
         self._priced = threading.Event()
         self._watch_stats: WatchStats | None = None
         self.inventory = self._build_inventory()
-        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry = LiveRegistry()
         self.registry.register(
             ExporterCollector(
                 self.health,

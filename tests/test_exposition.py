@@ -15,6 +15,7 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from exporter.health import Health, Reason
 from exporter.metrics.collector import ExporterCollector
 from exporter.metrics.exposition import format_registry, wants_gzip, wants_openmetrics
+from exporter.metrics.live import LiveRegistry
 from exporter.metrics.process import ProcessMetrics
 from exporter.metrics.store import NodeMetricsStore
 
@@ -36,7 +37,7 @@ class Odd(Collector):
         yield info
 
 
-def registry() -> CollectorRegistry:
+def registry() -> LiveRegistry:
     health = Health()
     health.integration("kubernetes").succeeded(duration=0.25, data_timestamp=1763800000.5)
     health.integration("cache").failed(Reason.LOCKED, "locked")
@@ -47,7 +48,7 @@ def registry() -> CollectorRegistry:
             self.events: Counter[str] = Counter({"ADDED": 2})
             self.relists = 1
 
-    reg = CollectorRegistry(auto_describe=False)
+    reg = LiveRegistry()  # ours are written from their plain values, Odd from its Metrics
     reg.register(ExporterCollector(health, NodeMetricsStore(), lambda: True, Stats()))
     reg.register(Odd())
     reg.register(ProcessMetrics())
@@ -115,3 +116,14 @@ def test_content_negotiation(accept: str, expected: bool) -> None:
 )
 def test_gzip_negotiation(encoding: str, expected: bool) -> None:
     assert wants_gzip(encoding) is expected
+
+
+def test_a_plain_prometheus_client_registry_is_written_the_same() -> None:
+    """format_registry takes any registry: one that is not a LiveRegistry is read through its Metrics."""
+    ours = registry()
+    plain = CollectorRegistry(auto_describe=False)
+    for collector in ours.collectors():
+        plain.register(collector)
+    assert samples(parse_text(format_registry(plain, openmetrics=False).decode())) == samples(
+        parse_text(format_registry(ours, openmetrics=False).decode())
+    )

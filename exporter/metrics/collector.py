@@ -11,17 +11,10 @@ from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Protocol
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    InfoMetricFamily,
-    Metric,
-)
-from prometheus_client.registry import Collector
-
 from exporter import __version__
 from exporter.health import Health
 from exporter.inventory.sharding import UNSHARDED, Shard
+from exporter.metrics.live import Labels, LiveCollector, LiveFamily
 from exporter.metrics.store import UNPRICED, NodeMetricsStore
 from exporter.pricing.quote import Commitment
 
@@ -39,7 +32,7 @@ class BillStats(Protocol):
     def commitments(self) -> tuple[Commitment, ...]: ...
 
 
-class ExporterCollector(Collector):
+class ExporterCollector(LiveCollector):
     def __init__(
         self,
         health: Health,
@@ -60,140 +53,153 @@ class ExporterCollector(Collector):
         self._ready = ready
         self._watch = watch
 
-    def collect(self) -> Iterator[Metric]:
+    def families(self) -> Iterator[LiveFamily]:
         yield from self._integrations()
         if self._bills:
-            scanned = CounterMetricFamily(
+            yield LiveFamily(
                 "nodecost_billing_query_bytes",
+                "counter",
                 "Bytes billing queries scanned (Athena) or were billed for (BigQuery): what they cost.",
-                labels=["integration"],
+                [((("integration", bill.name),), bill.scanned_bytes) for bill in self._bills],
             )
-            rows = CounterMetricFamily(
-                "nodecost_billing_rows_ingested", "Bill rows read by billing queries.", labels=["integration"]
+            yield LiveFamily(
+                "nodecost_billing_rows_ingested",
+                "counter",
+                "Bill rows read by billing queries.",
+                [((("integration", bill.name),), bill.rows_ingested) for bill in self._bills],
             )
-            for bill in self._bills:
-                scanned.add_metric([bill.name], bill.scanned_bytes)
-                rows.add_metric([bill.name], bill.rows_ingested)
-            yield scanned
-            yield rows
             yield from self._commitments()
-        nodes = GaugeMetricFamily(
-            "nodecost_nodes", "Nodes by the source that priced them.", labels=["source"]
-        )
         counts = self._store.source_counts()
         counts.setdefault(UNPRICED, 0)
-        for source, count in sorted(counts.items()):
-            nodes.add_metric([source], count)
-        yield nodes
-        invalid = CounterMetricFamily(
+        yield LiveFamily(
+            "nodecost_nodes",
+            "gauge",
+            "Nodes by the source that priced them.",
+            [((("source", source),), count) for source, count in sorted(counts.items())],
+        )
+        yield LiveFamily(
             "nodecost_invalid_inputs",
+            "counter",
             "Inputs skipped as malformed (nodes, price rows), by kind.",
-            labels=["kind"],
+            [((("kind", kind),), count) for kind, count in sorted(self._health.invalid_counts().items())],
         )
-        for kind, count in sorted(self._health.invalid_counts().items()):
-            invalid.add_metric([kind], count)
-        yield invalid
         if self._watch is not None:
-            events = CounterMetricFamily(
-                "nodecost_kubernetes_watch_events", "Node watch events received, by type.", labels=["type"]
+            yield LiveFamily(
+                "nodecost_kubernetes_watch_events",
+                "counter",
+                "Node watch events received, by type.",
+                [((("type", kind),), count) for kind, count in sorted(self._watch.events.items())],
             )
-            for kind, count in sorted(self._watch.events.items()):
-                events.add_metric([kind], count)
-            yield events
-            yield CounterMetricFamily(
+            yield LiveFamily(
                 "nodecost_kubernetes_relists",
+                "counter",
                 "Full node relists after the first (e.g. after 410 Expired).",
-                value=self._watch.relists,
+                [((), self._watch.relists)],
             )
-        yield GaugeMetricFamily(
+        yield LiveFamily(
             "nodecost_cache_persistent",
+            "gauge",
             "1 if the price cache is a file on disk; 0 if in memory (unusable path, locked) or disabled.",
-            value=1 if self._cache_persistent() else 0,
+            [((), 1 if self._cache_persistent() else 0)],
         )
-        yield GaugeMetricFamily(
+        yield LiveFamily(
             "nodecost_ready",
+            "gauge",
             "1 once the first node list and the first price pass are done.",
-            value=1 if self._ready() else 0,
+            [((), 1 if self._ready() else 0)],
         )
-        build = InfoMetricFamily("nodecost_build", "Exporter version and Python runtime; value is always 1.")
-        build.add_metric([], {"version": __version__, "python_version": platform.python_version()})
-        yield build
+        yield LiveFamily(
+            "nodecost_build",
+            "info",
+            "Exporter version and Python runtime; value is always 1.",
+            [((("version", __version__), ("python_version", platform.python_version())), 1)],
+        )
         shard = self._shard()
-        exporter = InfoMetricFamily(
-            "nodecost_exporter", "The shard of the nodes this replica serves; value is always 1."
+        yield LiveFamily(
+            "nodecost_exporter",
+            "info",
+            "The shard of the nodes this replica serves; value is always 1.",
+            [((("shard", str(shard.index)), ("total_shards", str(shard.total))), 1)],
         )
-        exporter.add_metric([], {"shard": str(shard.index), "total_shards": str(shard.total)})
-        yield exporter
 
-    def _commitments(self) -> Iterator[Metric]:
+    def _commitments(self) -> Iterator[LiveFamily]:
         """Each commitment's unused cost and utilization over its bill's latest settled days."""
-        unused = GaugeMetricFamily(
+        commitments = [
+            ((("provider", c.provider), ("commitment", c.commitment)), c)
+            for bill in self._bills
+            for c in bill.commitments()
+        ]
+        yield LiveFamily(
             "nodecost_commitment_unused_hourly_cost",
+            "gauge",
             "Cost per hour of a commitment (reservation, savings plan, committed use discount) that covered "
             "no usage, over the bill's latest settled days; in pricing.currency, never spread onto nodes.",
-            labels=["provider", "commitment"],
+            [(labels, c.unused_hourly) for labels, c in commitments],
         )
-        utilization = GaugeMetricFamily(
+        yield LiveFamily(
             "nodecost_commitment_utilization_ratio",
+            "gauge",
             "Share (0-1) of a commitment's cost that covered usage, over the bill's latest settled days.",
-            labels=["provider", "commitment"],
+            [(labels, c.utilization) for labels, c in commitments],
         )
-        for bill in self._bills:
-            for commitment in bill.commitments():
-                labels = [commitment.provider, commitment.commitment]
-                unused.add_metric(labels, commitment.unused_hourly)
-                utilization.add_metric(labels, commitment.utilization)
-        yield unused
-        yield utilization
 
-    def _integrations(self) -> Iterator[Metric]:
-        labels = ["integration"]
-        up = GaugeMetricFamily(
-            "nodecost_integration_up", "1 if the integration's last attempt worked.", labels=labels
-        )
-        failure = InfoMetricFamily(
-            "nodecost_integration_failure",
-            "Why a failing integration fails (bounded reason); 1 while failing.",
-            labels=labels,
-        )
-        attempt = GaugeMetricFamily(
-            "nodecost_integration_last_attempt_timestamp_seconds",
-            "Unix time of the last attempt.",
-            labels=labels,
-        )
-        success = GaugeMetricFamily(
-            "nodecost_integration_last_success_timestamp_seconds",
-            "Unix time of the last success.",
-            labels=labels,
-        )
-        fresh = GaugeMetricFamily(
-            "nodecost_integration_data_timestamp_seconds",
-            "Unix time of the newest data the integration holds (freshness).",
-            labels=labels,
-        )
-        duration = GaugeMetricFamily(
-            "nodecost_integration_last_duration_seconds", "Duration of the last attempt.", labels=labels
-        )
-        requests = CounterMetricFamily(
-            "nodecost_integration_requests", "Attempts made by the integration.", labels=labels
-        )
-        errors = CounterMetricFamily(
-            "nodecost_integration_errors", "Failed attempts, by reason.", labels=["integration", "reason"]
-        )
+    def _integrations(self) -> Iterator[LiveFamily]:
+        up: list[tuple[Labels, float]] = []
+        failure: list[tuple[Labels, float]] = []
+        attempt: list[tuple[Labels, float]] = []
+        success: list[tuple[Labels, float]] = []
+        fresh: list[tuple[Labels, float]] = []
+        duration: list[tuple[Labels, float]] = []
+        requests: list[tuple[Labels, float]] = []
+        errors: list[tuple[Labels, float]] = []
         for status in self._health.integrations():
-            name = [status.name]
-            up.add_metric(name, 1 if status.up else 0)
+            name = (("integration", status.name),)
+            up.append((name, 1 if status.up else 0))
             if status.reason is not None and not status.up:
-                failure.add_metric(name, {"reason": status.reason.value}, 1)
-            for family, value in (
+                failure.append(((*name, ("reason", status.reason.value)), 1))
+            for samples, value in (
                 (attempt, status.last_attempt),
                 (success, status.last_success),
                 (fresh, status.data_timestamp),
                 (duration, status.last_duration_seconds),
             ):
                 if value is not None:
-                    family.add_metric(name, value)
-            requests.add_metric(name, status.requests)
-            for reason, count in sorted(status.errors.items()):
-                errors.add_metric([status.name, reason.value], count)
-        yield from (up, failure, attempt, success, fresh, duration, requests, errors)
+                    samples.append((name, value))
+            requests.append((name, status.requests))
+            errors += [
+                ((*name, ("reason", reason.value)), count) for reason, count in sorted(status.errors.items())
+            ]
+        yield LiveFamily(
+            "nodecost_integration_up", "gauge", "1 if the integration's last attempt worked.", up
+        )
+        yield LiveFamily(
+            "nodecost_integration_failure",
+            "info",
+            "Why a failing integration fails (bounded reason); 1 while failing.",
+            failure,
+        )
+        yield LiveFamily(
+            "nodecost_integration_last_attempt_timestamp_seconds",
+            "gauge",
+            "Unix time of the last attempt.",
+            attempt,
+        )
+        yield LiveFamily(
+            "nodecost_integration_last_success_timestamp_seconds",
+            "gauge",
+            "Unix time of the last success.",
+            success,
+        )
+        yield LiveFamily(
+            "nodecost_integration_data_timestamp_seconds",
+            "gauge",
+            "Unix time of the newest data the integration holds (freshness).",
+            fresh,
+        )
+        yield LiveFamily(
+            "nodecost_integration_last_duration_seconds", "gauge", "Duration of the last attempt.", duration
+        )
+        yield LiveFamily(
+            "nodecost_integration_requests", "counter", "Attempts made by the integration.", requests
+        )
+        yield LiveFamily("nodecost_integration_errors", "counter", "Failed attempts, by reason.", errors)

@@ -8,6 +8,7 @@ import math
 from prometheus_client.registry import CollectorRegistry
 
 from exporter.inventory.parse import utf8_safe
+from exporter.metrics.live import SAMPLE_SUFFIX, Labels, LiveCollector, LiveRegistry
 from exporter.metrics.store import NodeMetricsStore
 
 TEXT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -55,22 +56,35 @@ def format_registry(registry: CollectorRegistry, *, openmetrics: bool) -> bytes:
     """The live section: a few dozen gauges, counters and infos, written out directly.
 
     prometheus_client's generate_latest spends ~0.2 ms on validation and name handling for these few
-    samples: more than serving the whole cached node section, so it would dominate a scrape.
+    samples: more than serving the whole cached node section, so it would dominate a scrape. The families
+    of a `LiveCollector` are written from their plain values; any other collector's from its Metrics.
     """
     out: list[str] = []
-    for metric in registry.collect():
-        out.append(_header(metric.name, metric.type, metric.documentation, openmetrics))
-        for sample in metric.samples:
-            value = sample.value
-            number = repr(float(value)) if math.isfinite(value) else _special(value)
-            if sample.labels:
-                labels = ",".join(f'{k}="{_escape(v)}"' for k, v in sample.labels.items())
-                out.append(f"{sample.name}{{{labels}}} {number}\n")
-            else:
-                out.append(f"{sample.name} {number}\n")
+    collectors = registry.collectors() if isinstance(registry, LiveRegistry) else [registry]
+    for collector in collectors:
+        if isinstance(collector, LiveCollector):
+            for family in collector.families():
+                out.append(_header(family.name, family.kind, family.help, openmetrics))
+                name = family.name + SAMPLE_SUFFIX[family.kind]
+                for labels, value in family.samples:
+                    _sample(out, name, labels, value)
+        else:
+            for metric in collector.collect():
+                out.append(_header(metric.name, metric.type, metric.documentation, openmetrics))
+                for sample in metric.samples:
+                    _sample(out, sample.name, tuple(sample.labels.items()), sample.value)
     if openmetrics:
         out.append("# EOF\n")
     return "".join(out).encode()
+
+
+def _sample(out: list[str], name: str, labels: Labels, value: float) -> None:
+    number = repr(float(value)) if math.isfinite(value) else _special(value)
+    if labels:
+        text = ",".join([f'{k}="{_escape(v)}"' for k, v in labels])
+        out.append(f"{name}{{{text}}} {number}\n")
+    else:
+        out.append(f"{name} {number}\n")
 
 
 @functools.lru_cache(maxsize=256)
