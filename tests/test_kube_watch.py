@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -15,9 +16,10 @@ import pytest
 import urllib3
 
 from exporter.health import Health, IntegrationStatus, Reason
-from exporter.inventory.kube import KubeNodeWatcher, _Failure, _lines
+from exporter.inventory.kube import KubeNodeWatcher, _continue_hint, _Failure, _lines
 from exporter.inventory.parse import DEFAULT_SPOT_LABELS
 from fakes.kube_api import FakeKubeAPI, RecordingSink, make_node, wait_for, write_kubeconfig
+from fakes.server import Answer, FakeServer, Request
 
 TOKEN = "s3cr3t-token"
 
@@ -472,3 +474,46 @@ def test_an_endless_watch_line_fails_the_stream_instead_of_filling_memory() -> N
     with pytest.raises(_Failure, match="watch line longer than"):
         for _ in _lines(_chunked_response([b"x" * (1 << 20)] * 65)):
             pass
+
+
+@pytest.mark.parametrize(
+    ("page", "hint"),
+    [
+        # the API server's layout: ListMeta before Items
+        (b'{"kind":"NodeList","apiVersion":"v1","metadata":{"resourceVersion":"7","continue":"eyJ2IjoibWV0YS"'
+         b',"remainingItemCount":3},"items":[{"metadata":{"name":"a","labels":{"x":",\\"items\\":"}}}]}',
+         "eyJ2IjoibWV0YS"),
+        (b'{"kind":"NodeList","apiVersion":"v1","metadata":{"resourceVersion":"7"},"items":[]}', ""),  # last page
+        (b'{"items":[],"metadata":{"continue":"late"}}', ""),  # items first: no guess, read after the decode
+        (b'{"kind":"NodeList","metadata":{"continue":1},"items":[]}', ""),  # not a string: no guess
+        (b"<html>502</html>", ""),
+    ],
+)
+def test_the_next_page_is_guessed_from_the_head_of_a_page_only(page: bytes, hint: str) -> None:
+    assert _continue_hint(page) == hint
+
+
+def test_a_list_whose_pages_put_items_first_is_read_whole_page_by_page(tmp_path: Path) -> None:
+    """No continue token in a page's head: nothing is fetched ahead, and the token decoded from the page
+    drives the next request as before."""
+    items = [small(f"node-{i:02d}") for i in range(7)]
+    pages: list[bytes] = []
+    for start in range(0, 7, 3):
+        token = f"page-{start + 3}" if start + 3 < 7 else ""
+        body = {"items": items[start : start + 3], "metadata": {"resourceVersion": "9", "continue": token}}
+        pages.append(json.dumps(body).encode())
+    requests: list[str] = []
+
+    class Server(FakeServer):
+        def handle(self, request: Request) -> Answer:
+            if request.query.get("watch"):
+                return Answer(503, b"{}")
+            requests.append(request.query.get("continue", ""))
+            return Answer(200, pages[{"": 0, "page-3": 1, "page-6": 2}[requests[-1]]])
+
+    with Server() as server:
+        h = harness(tmp_path, server.url, page_size=3)
+        with running(h):
+            assert h.watcher.synced.wait(10)
+    assert requests[:3] == ["", "page-3", "page-6"]
+    assert h.sink.names() == {f"node-{i:02d}" for i in range(7)}

@@ -108,10 +108,9 @@ def test_an_unkeyable_node_raises_the_same_error_both_ways(metadata: dict[str, s
 @pytest.mark.parametrize(
     "node_json",
     [
-        b'{"metadata":{"name":"n","uid":"u","labels":{"gpu.count":42}}}',  # a label value that is a number
         b'{"metadata":{"name":"n\\udc80","uid":"u"}}',  # a lone surrogate escape
+        b'{"metadata":{"name":"n","uid":"u","labels":{"k":"v\\udc80"}}}',  # even where kept raw
         b'{"metadata":{"name":"n\xff","uid":"u"}}',  # invalid UTF-8
-        b'{"metadata":{"name":"n","uid":"u"},"status":{"capacity":{"cpu":4}}}',
         b'{"metadata":{"name":"n","uid":"u"},"spec":"nope"}',
         b'"not a node"',
     ],
@@ -122,6 +121,24 @@ def test_msgspec_refuses_what_only_the_dict_path_reads(node_json: bytes) -> None
         NODE_LIST.decode(b'{"items":[' + node_json + b"]}")
     with pytest.raises(msgspec.DecodeError):
         EVENT.decode(b'{"type":"MODIFIED","object":' + node_json + b"}")
+
+
+@pytest.mark.parametrize(
+    "node_json",
+    [
+        b'{"metadata":{"name":"n","uid":"u","labels":{"gpu.count":42}}}',  # a label value that is a number
+        b'{"metadata":{"name":"n","uid":"u"},"status":{"capacity":{"cpu":4}}}',
+    ],
+)
+def test_labels_and_capacity_are_refused_when_the_node_is_parsed(node_json: bytes) -> None:
+    """Kept raw by the decode (another shard's node is dropped without building them), they are refused
+    when the node is parsed: the page (or line) then takes the dict path, as before."""
+    items = NODE_LIST.decode(b'{"items":[' + node_json + b"]}").items
+    event = EVENT.decode(b'{"type":"MODIFIED","object":' + node_json + b"}")
+    assert items is not None
+    for node in (items[0], event.object):
+        with pytest.raises(msgspec.DecodeError):
+            parse_wire_node(node, DEFAULT_SPOT_LABELS)
 
 
 def test_watch_lines_of_nodes_and_bookmarks_fit_the_structs() -> None:
@@ -163,7 +180,10 @@ def test_a_clean_page_takes_the_struct_path_and_a_refused_one_the_dict_path(tmp_
         odd = copy.deepcopy(items)
         odd[0]["metadata"]["labels"]["example.com/rack"] = 7
         refused = page_bytes(odd)
-        assert h.watcher._read_wire_page(refused) is None
+        if shard.owns(odd[0]):
+            assert h.watcher._read_wire_page(refused) is None
+        else:  # another shard's node: dropped unparsed, its labels never decoded
+            assert h.watcher._read_wire_page(refused) == h.watcher._read_page(refused)
         assert {n.uid for n in h.watcher._read_page(refused)[0]} == {n.uid for n in nodes}
         assert h.health.invalid_counts() == {}
 

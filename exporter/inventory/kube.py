@@ -30,7 +30,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Collection, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import Any
@@ -48,7 +48,7 @@ from exporter.inventory.node import Node
 from exporter.inventory.parse import InvalidNode, SpotLabel, describe_node, parse_node, parse_wire_node
 from exporter.inventory.sharding import UNSHARDED, Shard, pod_ordinal
 from exporter.inventory.sink import InventorySink
-from exporter.inventory.wire import EVENT, NODE_LIST
+from exporter.inventory.wire import EVENT, LIST_HEAD, NODE_LIST
 from exporter.tls import ssl_context
 
 log = logging.getLogger(__name__)
@@ -311,24 +311,30 @@ class KubeNodeWatcher:
     # -- list ----------------------------------------------------------------------------------------------
 
     def _list(self, stop: threading.Event) -> bool:
-        """One complete (paged) list into the sink; False when interrupted by `stop`."""
+        """One complete (paged) list into the sink; False when interrupted by `stop`.
+
+        Each next page is requested as soon as its continue token is read off the head of the page before
+        (`_continue_hint`), on a thread of its own: the API server produces it, and TLS decrypts it, while
+        this page is decoded. At most two pages are held at once.
+        """
         started = time.monotonic()
         nodes: dict[str, Node] = {}
         rv = ""
         token = ""
+        fetch = self._fetch_page(token)
         while True:
-            query = {"limit": str(self._page_size)}
-            if token:
-                query["continue"] = token
             try:
-                data = self._get_body(_NODES_PATH, query)
+                data = fetch.result()
             except _Expired:
                 if not token:
                     raise _Failure(Reason.BAD_RESPONSE, "a list without continue token got 410") from None
                 log.info("node list continue token expired after %d nodes; restarting the list", len(nodes))
                 nodes.clear()
                 token = ""
+                fetch = self._fetch_page(token)
                 continue
+            hint = _continue_hint(data)
+            prefetch = self._fetch_page(hint) if hint else None
             page = self._read_wire_page(data)
             if page is None:
                 page = self._read_page(data)
@@ -340,6 +346,8 @@ class KubeNodeWatcher:
                 break
             if stop.is_set():
                 return False
+            # The hint is the token, unless the server wrote its list otherwise: then it is fetched now.
+            fetch = prefetch if prefetch is not None and hint == token else self._fetch_page(token)
         self._sink.replace_all(list(nodes.values()))
         self._seen = nodes
         self._rv = rv
@@ -349,6 +357,12 @@ class KubeNodeWatcher:
         self._status.succeeded(duration=time.monotonic() - started, data_timestamp=time.time())
         self.synced.set()
         return True
+
+    def _fetch_page(self, token: str) -> _PageFetch:
+        query = {"limit": str(self._page_size)}
+        if token:
+            query["continue"] = token
+        return _PageFetch(lambda: self._get_body(_NODES_PATH, query))
 
     def _read_wire_page(self, data: bytes) -> _Page | None:
         """A list page decoded into Structs (`wire.py`); None when msgspec refuses it or one of its nodes is
@@ -591,6 +605,50 @@ def _loads(data: bytes) -> Any:
         return orjson.loads(data)
     except ValueError:
         return json.loads(data.decode("utf-8", "replace"))
+
+
+class _PageFetch:
+    """One list page requested on a thread of its own; `result` waits for it (bounded by the request's
+    timeout) and returns its body or raises what the request raised."""
+
+    def __init__(self, get: Callable[[], bytes]) -> None:
+        self._get = get
+        self._done = threading.Event()
+        self._data = b""
+        self._error: BaseException | None = None
+        threading.Thread(target=self._run, name="kube-list-page", daemon=True).start()
+
+    def _run(self) -> None:
+        try:
+            self._data = self._get()
+        except BaseException as e:  # handed to the list, which reports it as a synchronous request would
+            self._error = e
+        finally:
+            self._done.set()
+
+    def result(self) -> bytes:
+        self._done.wait()
+        if self._error is not None:
+            raise self._error
+        data, self._data = self._data, b""
+        return data
+
+
+def _continue_hint(data: bytes) -> str:
+    """The continue token of a list page, read from the head of the page only.
+
+    The API server writes a list's metadata before its items (ListMeta precedes Items in every List type),
+    so the token can be read without decoding megabytes of nodes, and the next page requested meanwhile.
+    A guess: "" when the head holds none, and `_list` checks it against the decoded page.
+    """
+    end = data.find(b',"items":')
+    if end < 0:
+        return ""
+    try:
+        head = LIST_HEAD.decode(data[:end] + b"}")
+    except msgspec.DecodeError:
+        return ""
+    return (head.metadata and head.metadata.continue_) or ""
 
 
 def _lines(resp: urllib3.BaseHTTPResponse) -> Iterator[bytes]:

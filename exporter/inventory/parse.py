@@ -23,7 +23,7 @@ from exporter.config import KubernetesConfig
 from exporter.inventory.node import CapacityType, Node, ProviderRef
 from exporter.inventory.providerid import parse_provider_id
 from exporter.inventory.quantity import parse_quantity
-from exporter.inventory.wire import WireMeta, WireNode, WireNodeInfo, WireSpec, WireStatus
+from exporter.inventory.wire import LABELS, WireMeta, WireNode, WireNodeInfo, WireSpec, WireStatus
 
 
 class InvalidNode(ValueError):
@@ -118,11 +118,11 @@ def parse_wire_node(
     return _node(
         metadata.name,
         metadata.uid,
-        metadata.labels or {},  # msgspec refuses non-string values and lone surrogates (wire.py)
+        LABELS.decode(metadata.labels) or {},  # msgspec refuses non-string values and lone surrogates
         keep_labels,
         metadata.creationTimestamp,
         spec.providerID,
-        status.capacity or {},
+        LABELS.decode(status.capacity) or {},
         node_info.operatingSystem,
         node_info.architecture,
         spot_labels,
