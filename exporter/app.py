@@ -127,7 +127,8 @@ class App:
                 lambda: self.inventory.shard,
             )
         )
-        self.registry.register(ProcessMetrics())
+        self._process = ProcessMetrics()
+        self.registry.register(self._process)
         self._threads: list[threading.Thread] = []
         self.scheduler = RefreshScheduler(
             self.engine.sources,
@@ -269,6 +270,7 @@ class App:
         threads = (
             ("inventory", self.inventory.run, (stop,)),
             ("scheduler", self.scheduler.run, (stop, self.inventory.synced)),
+            ("process-sampler", self._process.run, (stop,)),
         )
         for name, target, args in threads:
             thread = threading.Thread(target=target, args=args, name=name, daemon=True)

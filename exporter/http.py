@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import html
+import http.client
 import io
 import logging
 import os
@@ -19,6 +20,7 @@ import selectors
 import socket
 import threading
 import time
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any
 
@@ -32,6 +34,7 @@ WORKERS = 8  # the most requests served at once; a scrape takes milliseconds, so
 IDLE_TIMEOUT_SECONDS = 5.0  # for a kept-alive connection's next request, headers and all, to arrive
 MAX_HEADER_BYTES = 65_536  # a request is handed to a worker once this much arrived, ended or not
 WRITE_TIMEOUT_SECONDS = 30.0  # one response write to a client that stopped reading
+_MAX_HEADER_LINE, _MAX_HEADERS = 65_536, 100  # as http.client's limits
 # Buffers one sendmsg takes: 1,024 on Linux and the BSDs; POSIX guarantees 16.
 _IOV_MAX = os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in getattr(os, "sysconf_names", {}) else 16
 
@@ -195,6 +198,7 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server_version = f"node-cost-exporter/{__version__}"
     timeout = WRITE_TIMEOUT_SECONDS
+    raw_requestline: bytes  # set by handle_one_request
 
     def __init__(self, request: socket.socket, client_address: Any, server: ExporterServer) -> None:
         # Not the base class's, which serves the connection to its end: here a worker serves one request
@@ -210,6 +214,80 @@ class _Handler(BaseHTTPRequestHandler):
         reader = _Reader()
         self.pending = reader.pending
         self._buffered = self.rfile = io.BufferedReader(reader)
+
+    def parse_request(self) -> bool:
+        """The base class's request parsing, but with the header block read directly into its HTTPMessage
+        instead of through the email package's parser: that took ~0.1 ms a request with cold caches, as much
+        as the rest of a gzipped scrape's own work. The request line, Connection and Expect handling, and
+        the limits (a line of 64 KiB, 100 headers) are the base class's.
+        """
+        self.command = ""  # the base class's None: no command read yet
+        self.request_version = version = self.default_request_version
+        self.close_connection = True
+        self.requestline = requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        words = requestline.split()
+        if not words:
+            return False
+        if len(words) >= 3:
+            version = words[-1]
+            number = version[5:].split(".") if version.startswith("HTTP/") else []
+            if len(number) != 2 or not all(part.isdigit() and len(part) <= 10 for part in number):
+                self.send_error(HTTPStatus.BAD_REQUEST, f"Bad request version ({version!r})")
+                return False
+            major, minor = int(number[0]), int(number[1])
+            if (major, minor) >= (2, 0):
+                self.send_error(HTTPStatus.HTTP_VERSION_NOT_SUPPORTED, f"Invalid HTTP version ({version})")
+                return False
+            self.close_connection = (major, minor) < (1, 1)
+            self.request_version = version
+        if not 2 <= len(words) <= 3:
+            self.send_error(HTTPStatus.BAD_REQUEST, f"Bad request syntax ({requestline!r})")
+            return False
+        command, path = words[:2]
+        if len(words) == 2:
+            self.close_connection = True
+            if command != "GET":
+                self.send_error(HTTPStatus.BAD_REQUEST, f"Bad HTTP/0.9 request type ({command!r})")
+                return False
+        self.command = command
+        self.path = "/" + path.lstrip("/") if path.startswith("//") else path  # no open redirect (gh-87389)
+        headers = self._read_headers()
+        if headers is None:
+            return False
+        self.headers = headers
+        connection = headers.get("Connection", "").lower()
+        if connection == "close":
+            self.close_connection = True
+        elif connection == "keep-alive":
+            self.close_connection = False
+        if headers.get("Expect", "").lower() == "100-continue" and self.request_version >= "HTTP/1.1":
+            return self.handle_expect_100()
+        return True
+
+    def _read_headers(self) -> http.client.HTTPMessage | None:
+        """The header block as an HTTPMessage; None (and an error answered) when it is too large or broken."""
+        message = http.client.HTTPMessage()
+        name = ""
+        for _ in range(_MAX_HEADERS + 1):
+            line = self.rfile.readline(_MAX_HEADER_LINE + 1)
+            if len(line) > _MAX_HEADER_LINE:
+                self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Line too long")
+                return None
+            if line in (b"\r\n", b"\n", b""):
+                return message
+            text = line.decode("iso-8859-1").rstrip("\r\n")
+            if text[:1] in (" ", "\t") and name:  # an obsolete folded continuation of the last header
+                value = message[name]
+                del message[name]
+                message[name] = f"{value} {text.strip()}"
+                continue
+            name, colon, value = text.partition(":")
+            if not colon or not name or name != name.strip():
+                self.send_error(HTTPStatus.BAD_REQUEST, "Bad header line")
+                return None
+            message[name] = value.strip()
+        self.send_error(HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE, "Too many headers")
+        return None
 
     def has_request(self) -> bool:
         return b"\n\r\n" in self.pending or b"\n\n" in self.pending or len(self.pending) >= MAX_HEADER_BYTES

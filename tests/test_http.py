@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -237,3 +238,76 @@ def test_many_chunks_reach_a_slow_reader_whole_and_in_order() -> None:
         thread.join(timeout=30)
         reader.close()
     assert bytes(received) == b"".join(chunks)
+
+
+def _exchange(port: int, request: bytes) -> bytes:
+    """Send a raw request, read until the server closes the connection or 2 s of quiet."""
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as sock:
+        sock.sendall(request)
+        data = b""
+        try:
+            while chunk := sock.recv(65536):
+                data += chunk
+        except TimeoutError:
+            pass
+    return data
+
+
+class _Reference(BaseHTTPRequestHandler):
+    """http.server as it parses requests, answering every GET with 200."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def _answer(port: int, request: bytes) -> tuple[bytes, bool]:
+    """The response's status code (b"" when the server wrote none, as to an HTTP/0.9-style request line)
+    and whether the server closed the connection within 1.5 s."""
+    started = time.monotonic()
+    data = _exchange(port, request)
+    status = data.split(b" ", 2)[1] if data.startswith(b"HTTP/") else b""
+    return status, time.monotonic() - started < 1.5
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n",  # kept alive
+        b"GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n",  # HTTP/1.0: closed after the answer
+        b"GET /healthz HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\nAccept-Encoding: identity,\r\n gzip\r\nConnection: close\r\n\r\n",  # folded
+        b"GET //healthz HTTP/1.1\r\nConnection: close\r\n\r\n",  # reduced to one slash (gh-87389)
+        b"GET /healthz HTTP/2.0\r\n\r\n",
+        b"GET /healthz HTTP/1.x\r\n\r\n",
+        b"GET /healthz HTTP/1.1 extra\r\n\r\n",
+        b"POST /healthz\r\n\r\n",
+        b"GET /healthz HTTP/1.1\r\n" + b"X-A: b\r\n" * 101 + b"\r\n",
+    ],
+)
+def test_request_lines_and_headers_are_answered_as_http_server_answers_them(
+    demo: Running, request_bytes: bytes
+) -> None:
+    """Our header parsing (`_Handler.parse_request`, without the email parser) keeps http.server's answers:
+    the same status (or none) for each odd request, and the same keep-alive decision."""
+    reference = ThreadingHTTPServer(("127.0.0.1", 0), _Reference)
+    threading.Thread(target=reference.serve_forever, daemon=True).start()
+    try:
+        expected = _answer(reference.server_address[1], request_bytes)
+    finally:
+        reference.shutdown()
+        reference.server_close()
+    assert _answer(demo.server.server_address[1], request_bytes) == expected
+
+
+def test_a_header_line_without_a_colon_is_a_bad_request(demo: Running) -> None:
+    """http.server's email parser would take it and what follows as a body; refusing it is plainer."""
+    status, closed = _answer(demo.server.server_address[1], b"GET /healthz HTTP/1.1\r\nno colon\r\n\r\n")
+    assert (status, closed) == (b"400", True)
