@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +171,7 @@ def test_a_clean_page_takes_the_struct_path_and_a_refused_one_the_dict_path(tmp_
     for shard in (Shard(), Shard(0, 3), Shard(2, 3)):
         h = harness(tmp_path, "https://127.0.0.1:1", shard=shard)  # never started: no request is made
         clean = page_bytes(items, resourceVersion="77", **{"continue": "token-1"})
-        fast = h.watcher._read_wire_page(clean)
+        fast = h.watcher._read_wire_page(clean, {})
         assert fast is not None
         assert fast == h.watcher._read_page(clean)
         nodes, rv, token = fast
@@ -181,9 +182,9 @@ def test_a_clean_page_takes_the_struct_path_and_a_refused_one_the_dict_path(tmp_
         odd[0]["metadata"]["labels"]["example.com/rack"] = 7
         refused = page_bytes(odd)
         if shard.owns(odd[0]):
-            assert h.watcher._read_wire_page(refused) is None
+            assert h.watcher._read_wire_page(refused, {}) is None
         else:  # another shard's node: dropped unparsed, its labels never decoded
-            assert h.watcher._read_wire_page(refused) == h.watcher._read_page(refused)
+            assert h.watcher._read_wire_page(refused, {}) == h.watcher._read_page(refused)
         assert {n.uid for n in h.watcher._read_page(refused)[0]} == {n.uid for n in nodes}
         assert h.health.invalid_counts() == {}
 
@@ -244,3 +245,68 @@ def test_a_nodes_file_list_takes_the_struct_path_and_anything_else_the_general_o
     watcher.poll()
     assert sink.names() == {f"node-{i}" for i in range(6)} - {"node-2"}
     assert health.invalid_counts() == {"node": 1}
+
+
+def test_a_watched_node_is_always_the_node_its_latest_event_parses_to(tmp_path: Path) -> None:
+    """Events whose labels, names, providerID and OS repeat the last one's keep what was read from them
+    (`_parse_event_node`): after every event of a random run, the watcher's Node must still be exactly what
+    a full parse of that event gives, and an unchanged one must not reach the sink."""
+    rng = random.Random(14)
+    h = harness(tmp_path, "https://127.0.0.1:1", keep_labels=("example.com/team",))  # never started
+    objs = {i: make_node(f"node-{i}", provider=("aws", "gcp", "azure")[i % 3], images=1) for i in range(4)}
+
+    def heartbeat(obj: dict[str, Any]) -> None:
+        obj["status"]["conditions"][0]["lastHeartbeatTime"] = f"2024-06-01T12:00:{rng.randrange(60):02d}Z"
+
+    def memory(obj: dict[str, Any]) -> None:
+        obj["status"]["capacity"]["memory"] = f"{rng.randrange(1, 64)}Gi"
+
+    def gpu(obj: dict[str, Any]) -> None:
+        obj["status"]["capacity"]["nvidia.com/gpu"] = str(rng.randrange(0, 3))
+
+    def team(obj: dict[str, Any]) -> None:
+        obj["metadata"]["labels"]["example.com/team"] = rng.choice(["web", "db"])
+
+    def unread_label(obj: dict[str, Any]) -> None:
+        obj["metadata"]["labels"]["example.com/drain"] = rng.choice(["true", "false"])
+
+    def spot(obj: dict[str, Any]) -> None:
+        obj["metadata"]["labels"]["node.kubernetes.io/lifecycle"] = rng.choice(["spot", "normal"])
+
+    def provider_id(obj: dict[str, Any]) -> None:
+        obj["spec"]["providerID"] = obj["spec"]["providerID"].rstrip("x") + rng.choice(["", "x"])
+
+    def os_image(obj: dict[str, Any]) -> None:
+        obj["status"]["nodeInfo"]["architecture"] = rng.choice(["amd64", "arm64"])
+
+    def created(obj: dict[str, Any]) -> None:
+        obj["metadata"]["creationTimestamp"] = rng.choice(["2024-05-20T08:00:00Z", "2024-05-21T08:00:00Z"])
+
+    edits = [heartbeat, memory, gpu, team, unread_label, spot, provider_id, os_image, created]
+    rv = 100
+    listed = h.watcher._read_wire_page(page_bytes([objs[0], objs[1]]), h.watcher._prints)
+    assert listed is not None
+    h.watcher._seen.update((node.uid, node) for node in listed[0])  # as `_list` keeps them
+    h.sink.replace_all(listed[0])
+    for obj in (objs[2], objs[3]):
+        h.watcher._handle_event(json.dumps({"type": "ADDED", "object": obj}).encode())
+    for _ in range(400):
+        i = rng.randrange(4)
+        obj = objs[i]
+        rng.choice(edits)(obj)
+        rv += 1
+        obj["metadata"]["resourceVersion"] = str(rv)
+        expected = parse_node(copy.deepcopy(obj), DEFAULT_SPOT_LABELS, ("example.com/team",))
+        before = h.sink.by_name(obj["metadata"]["name"])
+        upserts = h.sink.count("upsert")
+        h.watcher._handle_event(json.dumps({"type": "MODIFIED", "object": obj}).encode())
+        assert h.sink.by_name(obj["metadata"]["name"]) == expected
+        assert h.sink.count("upsert") == upserts + (before != expected)
+    for i in (1, 2):  # listed, then added: a heartbeat keeps the very Node, parsing nothing
+        kept = h.watcher._seen[objs[i]["metadata"]["uid"]]
+        heartbeat(objs[i])
+        h.watcher._handle_event(json.dumps({"type": "MODIFIED", "object": objs[i]}).encode())
+        assert h.watcher._seen[objs[i]["metadata"]["uid"]] is kept
+    uid = objs[0]["metadata"]["uid"]
+    h.watcher._handle_event(json.dumps({"type": "DELETED", "object": objs[0]}).encode())
+    assert uid not in h.watcher._prints and h.sink.by_name("node-0") is None

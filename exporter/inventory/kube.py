@@ -45,10 +45,17 @@ from urllib3.exceptions import TimeoutError as Urllib3Timeout
 from exporter.health import Health, IntegrationStatus, Reason
 from exporter.inventory.incluster import SERVICE_ACCOUNT_DIR, InClusterConfig
 from exporter.inventory.node import Node
-from exporter.inventory.parse import InvalidNode, SpotLabel, describe_node, parse_node, parse_wire_node
+from exporter.inventory.parse import (
+    InvalidNode,
+    SpotLabel,
+    describe_node,
+    parse_node,
+    parse_wire_node,
+    with_capacity,
+)
 from exporter.inventory.sharding import UNSHARDED, Shard, pod_ordinal
 from exporter.inventory.sink import InventorySink
-from exporter.inventory.wire import EVENT, LIST_HEAD, NODE_LIST
+from exporter.inventory.wire import EVENT, LABELS, LIST_HEAD, NODE_LIST, WireNode
 from exporter.tls import ssl_context
 
 log = logging.getLogger(__name__)
@@ -173,6 +180,9 @@ class KubeNodeWatcher:
         self._host = ""
         self._rv = ""
         self._seen: dict[str, Node] = {}  # uid → last Node given to the sink
+        # uid → hashes of what the node's last watch event held besides its capacity, and of its capacity
+        # (`_parse_event_node`); only for nodes whose `_seen` Node was parsed from that event.
+        self._prints: dict[str, tuple[int, int]] = {}
         self._active: urllib3.BaseHTTPResponse | None = None
         self._active_lock = threading.Lock()
 
@@ -319,6 +329,7 @@ class KubeNodeWatcher:
         """
         started = time.monotonic()
         nodes: dict[str, Node] = {}
+        prints: dict[str, tuple[int, int]] = {}  # of the nodes read from Structs (`_parse_event_node`)
         rv = ""
         token = ""
         fetch = self._fetch_page(token)
@@ -330,17 +341,24 @@ class KubeNodeWatcher:
                     raise _Failure(Reason.BAD_RESPONSE, "a list without continue token got 410") from None
                 log.info("node list continue token expired after %d nodes; restarting the list", len(nodes))
                 nodes.clear()
+                prints.clear()
                 token = ""
                 fetch = self._fetch_page(token)
                 continue
             hint = _continue_hint(data)
             prefetch = self._fetch_page(hint) if hint else None
-            page = self._read_wire_page(data)
+            page_prints: dict[str, tuple[int, int]] = {}
+            page = self._read_wire_page(data, page_prints)
             if page is None:
                 page = self._read_page(data)
             del data  # a page of 500 large nodes is megabytes; keep only the parsed Nodes
             page_nodes, page_rv, token = page
             nodes.update((node.uid, node) for node in page_nodes)
+            for node in page_nodes:  # a node listed twice keeps the fingerprint of the entry kept, or none
+                if (fingerprint := page_prints.get(node.uid)) is not None:
+                    prints[node.uid] = fingerprint
+                else:
+                    prints.pop(node.uid, None)
             rv = page_rv or rv
             if not token:
                 break
@@ -350,6 +368,7 @@ class KubeNodeWatcher:
             fetch = prefetch if prefetch is not None and hint == token else self._fetch_page(token)
         self._sink.replace_all(list(nodes.values()))
         self._seen = nodes
+        self._prints = prints
         self._rv = rv
         if self.synced.is_set():
             self.relists += 1
@@ -364,19 +383,20 @@ class KubeNodeWatcher:
             query["continue"] = token
         return _PageFetch(lambda: self._get_body(_NODES_PATH, query))
 
-    def _read_wire_page(self, data: bytes) -> _Page | None:
+    def _read_wire_page(self, data: bytes, prints: dict[str, tuple[int, int]]) -> _Page | None:
         """A list page decoded into Structs (`wire.py`); None when msgspec refuses it or one of its nodes is
-        invalid, so that `_read_page` reads it again and reports each bad node as it always did."""
+        invalid, so that `_read_page` reads it again and reports each bad node as it always did. The
+        nodes' fingerprints (`_parse_event_node`) go into `prints`."""
         try:
             page = NODE_LIST.decode(data)
             owns = self.shard.owns_uid if self.shard.sharded else None  # unsharded: no hashing at all
-            nodes = [
-                parse_wire_node(item, self._spot_labels, self._keep_labels)
-                for item in page.items or ()
-                if owns is None or owns(item.uid)
-            ]
+            items = [item for item in page.items or () if owns is None or owns(item.uid)]
+            nodes = [parse_wire_node(item, self._spot_labels, self._keep_labels) for item in items]
         except Exception:  # msgspec.DecodeError, InvalidNode, or a bug of this path: the general one decides
             return None
+        for node, item in zip(nodes, items, strict=True):
+            if (fingerprint := _fingerprint(item)) is not None:
+                prints[node.uid] = fingerprint
         meta = page.metadata
         return nodes, (meta and meta.resourceVersion) or "", (meta and meta.continue_) or ""
 
@@ -514,8 +534,9 @@ class KubeNodeWatcher:
         node = None
         if etype in ("ADDED", "MODIFIED") and self.shard.owns_uid(obj.uid):
             try:
-                node = parse_wire_node(obj, self._spot_labels, self._keep_labels)
+                node = self._parse_event_node(obj)
             except Exception:  # InvalidNode, or a bug of this path: the general one decides and reports
+                self._prints.pop(obj.uid or "", None)
                 self._handle_raw_event(line)
                 return
         elif etype == "ERROR":
@@ -526,6 +547,28 @@ class KubeNodeWatcher:
         rv = obj.metadata.resourceVersion if obj.metadata is not None else None
         if rv:
             self._rv = rv
+
+    def _parse_event_node(self, obj: WireNode) -> Node:
+        """`parse_wire_node`, except for a node whose last event (or list entry) held the same labels,
+        name, creation time, providerID and OS: what was read from those is kept, and only its capacity is
+        read again, or nothing at all when that is the same too. Most MODIFIED events are kubelet status
+        updates that change none of it: parsing was most of their cost. What the last one held is kept as
+        two 64-bit hashes a node (`_fingerprint`, not its ~1 KB of labels): a change is missed only if its
+        hash collides."""
+        uid = obj.uid
+        fingerprint = _fingerprint(obj)
+        previous = self._seen.get(uid) if uid is not None else None
+        last = self._prints.get(uid) if uid is not None and previous is not None else None
+        if previous is None or fingerprint is None or last is None or last[0] != fingerprint[0]:
+            node = parse_wire_node(obj, self._spot_labels, self._keep_labels)
+        elif last[1] == fingerprint[1]:
+            node = previous
+        else:
+            assert obj.status is not None  # a fingerprint is taken of a node with a status only
+            node = with_capacity(previous, LABELS.decode(obj.status.capacity))
+        if uid is not None and fingerprint is not None:
+            self._prints[uid] = fingerprint
+        return node
 
     def _handle_raw_event(self, line: bytes) -> None:
         try:
@@ -547,9 +590,11 @@ class KubeNodeWatcher:
         meta = obj.get("metadata")
         meta = meta if isinstance(meta, dict) else {}
         node = None
+        uid = meta.get("uid")
+        if isinstance(uid, str):
+            self._prints.pop(uid, None)  # its Node, if any, is not from the Structs path
         if etype in ("ADDED", "MODIFIED") and (not self.shard.sharded or self.shard.owns(obj)):
             node = self._parse(obj)
-        uid = meta.get("uid")
         self._apply(etype, node, uid if isinstance(uid, str) else None)
         rv = meta.get("resourceVersion")
         if isinstance(rv, str) and rv:
@@ -561,6 +606,7 @@ class KubeNodeWatcher:
             self._seen[node.uid] = node
             self._sink.upsert(node)
         elif etype == "DELETED" and uid is not None and self._seen.pop(uid, None) is not None:
+            self._prints.pop(uid, None)
             self._sink.delete(uid)
 
     def _parse(self, obj: Any) -> Node | None:
@@ -632,6 +678,23 @@ class _PageFetch:
             raise self._error
         data, self._data = self._data, b""
         return data
+
+
+def _fingerprint(obj: WireNode) -> tuple[int, int] | None:
+    """Hashes of what a node's parse reads besides its capacity, and of its capacity, as sent; None for a
+    node without metadata, uid or status (always parsed whole)."""
+    metadata, spec, status = obj.metadata, obj.spec, obj.status
+    if metadata is None or metadata.uid is None or status is None:
+        return None
+    info = status.nodeInfo
+    facts = (
+        bytes(metadata.labels),
+        metadata.name,
+        metadata.creationTimestamp,
+        spec.providerID if spec is not None else None,
+        (info.operatingSystem, info.architecture) if info is not None else None,
+    )
+    return hash(facts), hash(bytes(status.capacity))
 
 
 def _continue_hint(data: bytes) -> str:

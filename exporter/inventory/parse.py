@@ -173,11 +173,38 @@ def _node(
         arch=_first(labels, *_ARCH_LABELS) or _str(arch),
         cpu_cores=float(_quantity(capacity.get("cpu"))),
         memory_bytes=math.ceil(_quantity(capacity.get("memory"))),
-        gpu_count=sum(math.ceil(_quantity(capacity.get(r))) for r in _GPU_RESOURCES),
+        gpu_count=_gpus(capacity),
         gpu_model=_first(labels, *_GPU_MODEL_LABELS),
         labels=_kept(labels, keep_labels),
         created=created.timestamp() if (created := parse_time(creation_timestamp)) else None,
     )
+
+
+def with_capacity(node: Node, capacity: Mapping[str, object] | None) -> Node:
+    """`node` as `_node` would read it with this `status.capacity` and the same other fields."""
+    capacity = capacity or {}
+    return Node(
+        node.name,
+        node.uid,
+        node.provider_id,
+        node.ref,
+        node.instance_type,
+        node.region,
+        node.zone,
+        node.capacity_type,
+        node.os,
+        node.arch,
+        float(_quantity(capacity.get("cpu"))),
+        math.ceil(_quantity(capacity.get("memory"))),
+        _gpus(capacity),
+        node.gpu_model,
+        node.labels,
+        node.created,
+    )
+
+
+def _gpus(capacity: Mapping[str, object]) -> int:
+    return sum(math.ceil(_quantity(capacity.get(r))) for r in _GPU_RESOURCES)
 
 
 def utf8_safe(text: str) -> str:
