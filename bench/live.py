@@ -122,15 +122,22 @@ class LiveResult:
     kubeconfig: KubeconfigRun | None = None
 
 
-def run_live(n: int, workdir: Path, *, starts: int, events: int, requests: int, probe: bool) -> LiveResult:
-    result = LiveResult(n)
+def https_fake(n: int, workdir: Path, log: str) -> tuple[Child, Path]:
+    """The fake API process over HTTPS with n nodes (still loading), and the service-account directory
+    that trusts its certificate: what an in-cluster exporter is given."""
     cert, key = self_signed_cert(workdir)
     account = service_account(workdir / "serviceaccount", cert)
     fake = Child(
         "fake API (HTTPS)",
         ["-m", "bench.fakeapi", "--nodes", str(n), "--token", TOKEN, "--tls", cert, key],
-        log=workdir / "fake-https.log",
+        log=workdir / log,
     )
+    return fake, account
+
+
+def run_live(n: int, workdir: Path, *, starts: int, events: int, requests: int, probe: bool) -> LiveResult:
+    result = LiveResult(n)
+    fake, account = https_fake(n, workdir, "fake-https.log")
     exporter: Child | None = None
     try:
         api_port = int(fake.expect("READY", timeout=300)[0])

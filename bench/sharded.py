@@ -21,20 +21,18 @@ from pathlib import Path
 
 from bench.cluster import node_object
 from bench.live import (
-    TOKEN,
     Latency,
     StartRun,
     compare,
     few_scrapes,
+    https_fake,
     in_cluster_env,
     memory_of,
-    service_account,
     start_exporter,
     static_twin,
 )
 from bench.procs import BenchError, Child, cpu_seconds, get
 from exporter.inventory.sharding import shard_of
-from fakes.server import self_signed_cert
 
 SHARDED_NODES = 65_000
 REPLICAS = 4
@@ -124,13 +122,7 @@ def run_sharded(
     n: int = SHARDED_NODES, replicas: int = REPLICAS, *, workdir: Path, requests: int = REQUESTS
 ) -> ShardedResult:
     started = time.monotonic()
-    cert, key = self_signed_cert(workdir)
-    account = service_account(workdir / "serviceaccount", cert)
-    fake = Child(
-        "fake API (HTTPS)",
-        ["-m", "bench.fakeapi", "--nodes", str(n), "--token", TOKEN, "--tls", cert, key],
-        log=workdir / "fake.log",
-    )
+    fake, account = https_fake(n, workdir, "fake.log")
     running: dict[int, tuple[Child, int]] = {}  # shard → (exporter, its port)
     try:
         api_port = int(fake.expect("READY", timeout=600)[0])
