@@ -534,7 +534,7 @@ present, unpriced: the same families, label names and values as our store), rend
 (exporter metrics, process collector). It is handed each node's price already computed, so only exposition
 is compared; pricing at scrape time would only add to its cost. *Ours* is
 `exporter.metrics.exposition.render(store, registry, openmetrics_format=False, gzipped=False)`, the
-scrape path: it returns the body as a list of chunks (the cached per-family node chunks, then the live
+scrape path: it returns the body as a list of chunks (the cached node chunks, block by block, then the live
 section) that the HTTP handler writes in turn, so the time includes building that chunk list and
 formatting the live section, but no join into one bytes object (`generate_latest` returns one; its time
 includes building it). Since the node section's chunks are cached, that time hardly depends on N: the
@@ -544,7 +544,7 @@ judged). The chunks are otherwise joined only to compare the bodies: "node sampl
 per-node samples; both bodies are checked to hold exactly the same per-node samples (label order
 aside). Medians of {runs} naive runs and 51 of ours, after one warm-up call each; the target applies to
 the steady state (cache warm). "Right after a change" times `store.set` of one node with a new price
-followed by `render`, i.e. a scrape that must join every family's chunk of the node section again.
+followed by `render`, i.e. a scrape that must join that node's block of 512 nodes again.
 """
     )
     return "\n".join(rows)
