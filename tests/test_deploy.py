@@ -145,7 +145,7 @@ def test_builds_with_kustomize(built: dict[str, list[dict[str, Any]]], target: s
                 "Service",
                 *(["ServiceMonitor", "PrometheusRule"] if target in WITH_OPERATOR else []),
                 *(["PersistentVolumeClaim"] if target == "persistent-cache" else []),
-                *(["Role", "RoleBinding"] if target == "sharded" else []),
+                *(["Role", "RoleBinding", "PodDisruptionBudget"] if target == "sharded" else []),
             ]
         )
 
@@ -627,6 +627,16 @@ def test_sharded_runs_one_statefulset_and_no_deployment(built: dict[str, list[di
     assert spec["selector"]["matchLabels"].items() <= spec["template"]["metadata"]["labels"].items()
     assert statefulset["metadata"]["labels"]["app.kubernetes.io/version"] == VERSION
     assert "volumeClaimTemplates" not in spec  # each replica's cache is its own emptyDir
+
+
+def test_sharded_replicas_are_disrupted_one_at_a_time(built: dict[str, list[dict[str, Any]]]) -> None:
+    """Each replica is its shard's only exporter: a drain must not take two down together."""
+    objs = built["sharded"]
+    statefulset, _ = workload(objs, "sharded")
+    budget = only(objs, "PodDisruptionBudget")
+    assert budget["apiVersion"] == "policy/v1"
+    assert budget["spec"] == {"maxUnavailable": 1, "selector": statefulset["spec"]["selector"]}
+    assert budget["metadata"]["namespace"] == statefulset["metadata"]["namespace"]
 
 
 def test_sharded_pod_is_the_base_pod_with_its_own_name_and_namespace(
