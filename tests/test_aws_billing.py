@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -260,12 +261,20 @@ def table_rows(version: str) -> tuple[list[tuple[str, str]], list[tuple[Any, ...
     return columns, rows
 
 
-@pytest.fixture(scope="module")
-def athena() -> Iterator[FakeAthena]:
+@contextmanager
+def athena_with_curs() -> Iterator[FakeAthena]:
+    """The fake Athena holding the test bill as a CUR 2.0 export (`cur.data_exports`) and as a legacy CUR
+    (`cur.cost_and_usage`)."""
     with FakeAthena(page_size=1000, polls_before_done=1) as fake:
         for version, table in (("2.0", "data_exports"), ("legacy", "cost_and_usage")):
             columns, rows = table_rows(version)
             fake.create_table("cur", table, columns, rows)
+        yield fake
+
+
+@pytest.fixture(scope="module")
+def athena() -> Iterator[FakeAthena]:
+    with athena_with_curs() as fake:
         # A legacy CUR where `team` is a cost allocation tag and `cost-center` is not (yet): no column.
         fake.create_table_as(
             "cur", "team_only", 'SELECT * EXCLUDE (resource_tags_user_cost_center) FROM awsdatacatalog."cur"."cost_and_usage"'

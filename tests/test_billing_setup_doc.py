@@ -33,7 +33,7 @@ from fakes.cost_management_api import FakeCostManagement
 from fakes.gcp_api import FakeCatalogAPI, write_adc
 from tests import test_azure_billing, test_gcp_billing
 from tests.conftest import FakeClock
-from tests.test_aws_billing import NOW, make_source, table_rows
+from tests.test_aws_billing import NOW, athena_with_curs, make_source
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "billing-setup.md"
@@ -81,10 +81,7 @@ def words(text: str) -> str:
 
 @pytest.fixture(scope="module")
 def athena() -> Iterator[FakeAthena]:
-    with FakeAthena(page_size=1000, polls_before_done=1) as fake:
-        for version, table in (("2.0", "data_exports"), ("legacy", "cost_and_usage")):
-            columns, rows = table_rows(version)
-            fake.create_table("cur", table, columns, rows)
+    with athena_with_curs() as fake:
         yield fake
 
 
