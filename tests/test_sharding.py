@@ -20,7 +20,8 @@ from exporter.inventory.kube import AutoSharding, KubeNodeWatcher
 from exporter.inventory.nodes_file import NodesFileWatcher
 from exporter.inventory.parse import DEFAULT_SPOT_LABELS
 from exporter.inventory.sharding import Shard, fnv1a_64, jump_hash, pod_ordinal, shard_of
-from fakes.kube_api import FakeKubeAPI, RecordingSink, make_node, wait_for, write_kubeconfig
+from fakes.kube_api import FakeKubeAPI, RecordingSink, make_node, wait_for
+from tests.test_kube_watch import harness
 
 TOKEN = "shard-token"
 
@@ -179,24 +180,12 @@ def _watchers(
     tmp_path: Path, api: FakeKubeAPI, options: list[dict[str, Any]]
 ) -> Iterator[list[tuple[KubeNodeWatcher, RecordingSink, Health]]]:
     """One running watcher per entry of `options` (its sharding), all against `api`."""
-    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", api.url, TOKEN)
     stop = threading.Event()
     running, threads = [], []
     for kwargs in options:
-        sink, health = RecordingSink(), Health()
-        watcher = KubeNodeWatcher(
-            sink,
-            health.integration("kubernetes"),
-            health,
-            spot_labels=DEFAULT_SPOT_LABELS,
-            kubeconfig=str(kubeconfig),
-            watch_timeout_seconds=30,
-            backoff_initial=0.01,
-            backoff_max=0.05,
-            **kwargs,
-        )
-        running.append((watcher, sink, health))
-        threads.append(threading.Thread(target=watcher.run, args=(stop,), daemon=True))
+        h = harness(tmp_path, api.url, token=TOKEN, **kwargs)  # test_kube_watch's watcher and kubeconfig
+        running.append((h.watcher, h.sink, h.health))
+        threads.append(threading.Thread(target=h.watcher.run, args=(stop,), daemon=True))
     for thread in threads:
         thread.start()
     try:
