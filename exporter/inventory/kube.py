@@ -355,10 +355,8 @@ class KubeNodeWatcher:
             page_nodes, page_rv, token = page
             nodes.update((node.uid, node) for node in page_nodes)
             for node in page_nodes:  # a node listed twice keeps the fingerprint of the entry kept, or none
-                if (fingerprint := page_prints.get(node.uid)) is not None:
-                    prints[node.uid] = fingerprint
-                else:
-                    prints.pop(node.uid, None)
+                prints.pop(node.uid, None)
+            prints.update(page_prints)
             rv = page_rv or rv
             if not token:
                 break
@@ -536,7 +534,6 @@ class KubeNodeWatcher:
             try:
                 node = self._parse_event_node(obj)
             except Exception:  # InvalidNode, or a bug of this path: the general one decides and reports
-                self._prints.pop(obj.uid or "", None)
                 self._handle_raw_event(line)
                 return
         elif etype == "ERROR":
