@@ -2,20 +2,39 @@
 
 from decimal import Decimal
 
-from exporter.metrics.families import NODE_FAMILIES, Family, billing_tags_family
+from exporter.metrics.families import MAX_LABEL_VALUE, NODE_FAMILIES, Family, billing_tags_family
 from exporter.pricing.quote import Basis, BillFacts, NodePrice
 from tests.conftest import node
 
 FAMILIES = {family.name: family for family in NODE_FAMILIES}
 NODE = node()
 SPOT = NodePrice(
-    Decimal("0.0712"), "USD", "aws_spot", Basis.SPOT, None, None, None,
-    list_hourly=Decimal("0.192"), list_source="aws_pricing",
+    Decimal("0.0712"),
+    "USD",
+    "aws_spot",
+    Basis.SPOT,
+    None,
+    None,
+    None,
+    list_hourly=Decimal("0.192"),
+    list_source="aws_pricing",
 )
 BILLED = NodePrice(
-    Decimal("0.1304"), "EUR", "aws_cur", Basis.BILLED, None, None, None,
+    Decimal("0.1304"),
+    "EUR",
+    "aws_cur",
+    Basis.BILLED,
+    None,
+    None,
+    None,
     billed=BillFacts(
-        "aws_cur", 0.1304, 0.0, 48.0, ("2024-06-01", "2024-06-02"), (3.1296, 3.0), 0.0021,
+        "aws_cur",
+        0.1304,
+        0.0,
+        48.0,
+        ("2024-06-01", "2024-06-02"),
+        (3.1296, 3.0),
+        0.0021,
         (("team", "ml platform"), ("cost-center", "4711")),
     ),
 )
@@ -23,7 +42,9 @@ BILLED = NodePrice(
 
 def test_hourly_cost_names_source_and_basis_and_is_absent_for_an_unpriced_node() -> None:
     hourly = FAMILIES["nodecost_node_hourly_cost"]
-    assert hourly.samples(NODE, SPOT) == ((("ip-10-0-12-87.ec2.internal", "aws_spot", "spot", "USD"), 0.0712),)
+    assert hourly.samples(NODE, SPOT) == (
+        (("ip-10-0-12-87.ec2.internal", "aws_spot", "spot", "USD"), 0.0712),
+    )
     assert hourly.render(NODE, SPOT) == (
         b'nodecost_node_hourly_cost{node="ip-10-0-12-87.ec2.internal",source="aws_spot",'
         b'price_basis="spot",currency="USD"} 0.0712\n'
@@ -63,16 +84,35 @@ def test_billing_tags_come_from_the_bill_a_node_label_of_the_same_key_wins() -> 
         b'nodecost_node_billing_tags_info{node="ip-10-0-12-87.ec2.internal",tag_team="payments",'
         b'tag_cost_center="4711",tag_env=""} 1.0\n'
     )
-    assert tags.render(NODE, BILLED).startswith(b'nodecost_node_billing_tags_info{node="ip-10-0-12-87.ec2.internal",tag_team="ml platform",')
+    assert tags.render(NODE, BILLED).startswith(
+        b'nodecost_node_billing_tags_info{node="ip-10-0-12-87.ec2.internal",tag_team="ml platform",'
+    )
     assert tags.render(NODE, SPOT) == b"", "no line for a node without any of the tags"
 
 
 def test_a_new_family_is_one_entry_and_its_values_are_escaped() -> None:
-    zone = Family("nodecost_test_zone", "gauge", "Test.", ("node", "zone"), lambda n, p: (((n.name, n.zone), 2.5),))
+    zone = Family(
+        "nodecost_test_zone", "gauge", "Test.", ("node", "zone"), lambda n, p: (((n.name, n.zone), 2.5),)
+    )
     assert zone.render(node('we"ird\\node', zone="a\nb"), None) == (
         b'nodecost_test_zone{node="we\\"ird\\\\node",zone="a\\nb"} 2.5\n'
     )
-    assert zone.header(openmetrics=True) == b"# HELP nodecost_test_zone Test.\n# TYPE nodecost_test_zone gauge\n"
+    assert (
+        zone.header(openmetrics=True) == b"# HELP nodecost_test_zone Test.\n# TYPE nodecost_test_zone gauge\n"
+    )
+
+
+def test_only_a_value_over_the_limit_is_cut_however_long_the_line() -> None:
+    """Values are checked for escaping all at once; the cut must still apply to each value alone."""
+    pair = Family("nodecost_test_pair", "gauge", "Test.", ("a", "b"), lambda n, p: (((n.name, n.zone), 1.0),))
+    under, over = "a" * 400, "b" * 600  # together over MAX_LABEL_VALUE; only `over` is beyond it
+    assert (
+        pair.render(node(under, zone=under), None)
+        == f'nodecost_test_pair{{a="{under}",b="{under}"}} 1.0\n'.encode()
+    )
+    assert pair.render(node(under, zone=over), None) == (
+        f'nodecost_test_pair{{a="{under}",b="{"b" * MAX_LABEL_VALUE}"}} 1.0\n'.encode()
+    )
 
 
 def test_a_lone_surrogate_in_any_label_value_is_replaced_so_the_line_is_utf8() -> None:

@@ -714,23 +714,28 @@ def _continue_hint(data: bytes) -> str:
 def _lines(resp: urllib3.BaseHTTPResponse) -> Iterator[bytes]:
     """The body's lines as they arrive, without their newline (msgspec needs none, and `strip` then copies
     nothing): one copy of each 10 KB event where urllib3's own line iteration makes three (~7 µs an event).
+    Newlines are found with `find` (memchr): `bytes.split` scans byte by byte, ~4.5 µs a 10 KB event.
     A line longer than _MAX_LINE_BYTES is a broken stream, not a node, and fails the watch."""
     pending: list[bytes] = []  # the start of a line split over chunks
     pending_size = 0
     for chunk in resp.stream(_STREAM_READ):  # the API server sends each event as one HTTP chunk of its own
-        if b"\n" not in chunk:
+        end = chunk.find(b"\n")
+        if end < 0:
             pending.append(chunk)
             pending_size += len(chunk)
             if pending_size > _MAX_LINE_BYTES:
                 raise _Failure(Reason.BAD_RESPONSE, f"watch line longer than {_MAX_LINE_BYTES} bytes")
             continue
-        lines = chunk.split(b"\n")
         if pending:
-            pending.append(lines[0])
-            lines[0] = b"".join(pending)
-        rest = lines.pop()
-        pending, pending_size = ([rest], len(rest)) if rest else ([], 0)
-        yield from lines
+            pending.append(chunk[:end])
+            yield b"".join(pending)
+        else:
+            yield chunk[:end]
+        start = end + 1
+        while (end := chunk.find(b"\n", start)) >= 0:
+            yield chunk[start:end]
+            start = end + 1
+        pending, pending_size = ([chunk[start:]], len(chunk) - start) if start < len(chunk) else ([], 0)
     if pending:
         yield b"".join(pending)
 

@@ -37,6 +37,18 @@ def escape(value: str) -> str:
     return value
 
 
+def _escaped(values: tuple[str, ...]) -> Sequence[str]:
+    """A sample's label values escaped; checked all at once, as nearly every sample needs no change."""
+    joined = "".join(values)
+    if (
+        len(joined) <= MAX_LABEL_VALUE
+        and joined.isascii()
+        and not ("\\" in joined or "\n" in joined or '"' in joined)
+    ):
+        return values
+    return [escape(value) for value in values]
+
+
 @dataclass(frozen=True, slots=True)
 class Family:
     """One node metric family: what its header says and the pure function that gives its samples."""
@@ -60,7 +72,7 @@ class Family:
         if not samples:
             return b""
         line = self._line
-        return "".join([line % (*map(escape, values), value) for values, value in samples]).encode()
+        return "".join([line % (*_escaped(values), value) for values, value in samples]).encode()
 
     def header(self, *, openmetrics: bool) -> bytes:
         """HELP and TYPE lines; OpenMetrics names a `_info` gauge as an info family without the suffix."""
