@@ -1,5 +1,5 @@
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields, replace
 from decimal import Decimal
 
 import pytest
@@ -231,6 +231,14 @@ def test_lookups_add_the_on_demand_twin_of_each_spot_node() -> None:
     looked_up = PricingEngine.lookups([spot, regular])
     assert looked_up[:2] == [spot, regular]
     assert [(n.name, n.capacity_type) for n in looked_up[2:]] == [("s", CapacityType.ON_DEMAND)]
+
+
+def test_the_on_demand_twin_keeps_every_other_field() -> None:
+    """The twin is built field by field: a Node field it forgot would silently take its default."""
+    spot = node("s", uid="s", capacity_type=CapacityType.SPOT, gpu_count=1, gpu_model="t4", created=1.5e9)
+    defaults = {f.name: f.default for f in fields(Node) if f.default is not MISSING}
+    assert all(getattr(spot, name) != default for name, default in defaults.items()), "set every field"
+    assert PricingEngine.lookups([spot])[1] == replace(spot, capacity_type=CapacityType.ON_DEMAND)
 
 
 @pytest.mark.parametrize("amount", ["Infinity", "NaN", "10000.01"])

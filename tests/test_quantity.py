@@ -15,6 +15,7 @@ from exporter.inventory.quantity import parse_quantity
         ("15896988Ki", Decimal(15896988 * 1024)),
         ("28043041951", Decimal(28043041951)),
         ("0", Decimal(0)),
+        ("007Ki", Decimal(7 * 1024)),
         # binary suffixes
         ("1.5Gi", Decimal(3 * 2**29)),
         ("123Mi", Decimal(128974848)),
@@ -50,7 +51,26 @@ def test_parses(text: str, expected: Decimal) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["", "Ki", "m", "1.2.3", "12XB", "1KiB", "1 Gi", " 1", "1e", "1e1.5", "1ki", "--1", "0x10", "NaN", "Infinity", "1e99999999"],
+    [
+        "",
+        "Ki",
+        "m",
+        "1.2.3",
+        "12XB",
+        "1KiB",
+        "1 Gi",
+        " 1",
+        "1e",
+        "1e1.5",
+        "1ki",
+        "--1",
+        "0x10",
+        "NaN",
+        "Infinity",
+        "1e99999999",
+        "\u0663Ki",
+        "\u00b2",
+    ],  # Unicode digits: not the grammar's,
 )
 def test_rejects_garbage(text: str) -> None:
     with pytest.raises(ValueError, match="quantity"):

@@ -37,6 +37,9 @@ _MULTIPLIERS: dict[str, Decimal] = {
     "E": Decimal("1e18"),
 }
 
+_BINARY_SHIFTS = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
+_FAST_DIGITS = 30  # int() of a longer digit string is left to the general path (and its limits)
+
 # Wide enough that no quantity a node reports is rounded (the default context keeps only 28 digits).
 _CTX = Context(prec=80)
 
@@ -45,6 +48,11 @@ def parse_quantity(s: str) -> Decimal:
     """The exact value of a quantity string; ValueError (naming the input) when it is not one."""
     if not isinstance(s, str):
         raise ValueError(f"quantity must be a string, got {type(s).__name__}")
+    # Nearly every capacity is whole digits, bare or in a binary unit ("4", "16009716Ki"): exact as ints.
+    shift = _BINARY_SHIFTS.get(s[-2:])
+    digits = s if shift is None else s[:-2]
+    if digits.isdigit() and digits.isascii() and len(digits) <= _FAST_DIGITS:
+        return Decimal(int(digits) << (shift or 0))
     m = _QUANTITY.fullmatch(s)
     if m is None:
         raise ValueError(f"invalid quantity {s[:100]!r}: expected <number><suffix>, e.g. 3920m, 16Gi, 1e3")

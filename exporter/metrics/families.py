@@ -72,6 +72,9 @@ class Family:
         if not samples:
             return b""
         line = self._line
+        if len(samples) == 1:  # nearly every family: no list to build and join
+            values, value = samples[0]
+            return (line % (*_escaped(values), value)).encode()
         return "".join([line % (*_escaped(values), value) for values, value in samples]).encode()
 
     def header(self, *, openmetrics: bool) -> bytes:

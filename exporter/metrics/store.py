@@ -119,6 +119,8 @@ class NodeMetricsStore:
         self._gzip.clear()
 
     def _set_source(self, uid: str, source: str | None) -> None:
+        if source is not None and self._sources.get(uid) == source:
+            return
         old = self._sources.pop(uid, None)
         if old is not None:
             self._counts[old] -= 1
