@@ -108,6 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "performance.md", help="report file")
     parser.add_argument("--events", type=int, default=5000, help="MODIFIED events per measurement (5000)")
     parser.add_argument(
+        "--event-rounds",
+        type=int,
+        default=3,
+        help="pushes of each kind of MODIFIED event per size; the median one is reported (3)",
+    )
+    parser.add_argument(
         "--starts", type=int, default=3, help="exporter starts per size for start to ready (3)"
     )
     parser.add_argument("--requests", type=int, default=50, help="timed /metrics requests per server (50)")
@@ -121,8 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         "--replicas", type=int, default=REPLICAS, help=f"replicas of the sharded benchmark ({REPLICAS})"
     )
     args = parser.parse_args(argv)
-    if args.events < 1000 or args.starts < 1 or args.requests < 30:
-        parser.error("need --events ≥ 1000, --starts ≥ 1 and --requests ≥ 30")
+    if args.events < 1000 or args.event_rounds < 1 or args.starts < 1 or args.requests < 30:
+        parser.error("need --events ≥ 1000, --event-rounds ≥ 1, --starts ≥ 1 and --requests ≥ 30")
     if args.sharded_nodes < 0 or args.replicas < 2:
         parser.error("need --sharded-nodes ≥ 0 and --replicas ≥ 2")
 
@@ -139,7 +145,13 @@ def main(argv: list[str] | None = None) -> int:
             wall_before = time.monotonic()
             _log(f"{n:,} nodes: exporter and fake API processes")
             result = run_live(
-                n, workdir, starts=args.starts, events=args.events, requests=args.requests, probe=k == 0
+                n,
+                workdir,
+                starts=args.starts,
+                events=args.events,
+                rounds=args.event_rounds,
+                requests=args.requests,
+                probe=k == 0,
             )
             live.append(result)
             _log(
@@ -184,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         for flag, value, default in (
             ("--sizes", ",".join(map(str, args.sizes)), "1000,5000,15000"),
             ("--events", args.events, 5000),
+            ("--event-rounds", args.event_rounds, 3),
             ("--starts", args.starts, 3),
             ("--requests", args.requests, 50),
             ("--sharded-nodes", args.sharded_nodes, SHARDED_NODES),

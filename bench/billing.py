@@ -114,8 +114,12 @@ def measure(url: str, nodes: int) -> BillingRun:
     ]
     health = Health()
     settings = AwsCurSettings(
-        enabled=True, endpoint_url=url, database="cur",
-        table="daily", poll_interval_seconds=0.05, tags=("team",)
+        enabled=True,
+        endpoint_url=url,
+        database="cur",
+        table="daily",
+        poll_interval_seconds=0.05,
+        tags=("team",),
     )
     source = Timed(settings, SourceContext(health))
     engine = PricingEngine([source, OfflinePrices.load("", currency="USD")], PricingConfig(), health)

@@ -76,17 +76,30 @@ Fields = tuple[str, str, tuple[tuple[str, str], ...], str | None, str, tuple[tup
 def _from_dict(obj: dict[str, Any]) -> Fields:
     meta, spec, status = obj["metadata"], obj.get("spec", {}), obj.get("status", {})
     info = status.get("nodeInfo", {})
-    return (meta["name"], meta["uid"], tuple(sorted(meta.get("labels", {}).items())),
-            meta.get("creationTimestamp"), spec.get("providerID", ""),
-            tuple(sorted(status.get("capacity", {}).items())), info.get("operatingSystem", ""),
-            info.get("architecture", ""))
+    return (
+        meta["name"],
+        meta["uid"],
+        tuple(sorted(meta.get("labels", {}).items())),
+        meta.get("creationTimestamp"),
+        spec.get("providerID", ""),
+        tuple(sorted(status.get("capacity", {}).items())),
+        info.get("operatingSystem", ""),
+        info.get("architecture", ""),
+    )
 
 
 def _from_struct(node: _Node) -> Fields:
     meta, info = node.metadata, node.status.nodeInfo
-    return (meta.name, meta.uid, tuple(sorted(meta.labels.items())), meta.creationTimestamp,
-            node.spec.providerID, tuple(sorted(node.status.capacity.items())), info.operatingSystem,
-            info.architecture)
+    return (
+        meta.name,
+        meta.uid,
+        tuple(sorted(meta.labels.items())),
+        meta.creationTimestamp,
+        node.spec.providerID,
+        tuple(sorted(node.status.capacity.items())),
+        info.operatingSystem,
+        info.architecture,
+    )
 
 
 DECODERS: dict[str, tuple[Callable[[bytes], Any], Callable[[Any], list[Fields]]]] = {

@@ -203,8 +203,11 @@ def _node_samples(body: bytes) -> set[tuple[bytes, tuple[tuple[bytes, bytes], ..
 
 
 def _compare_scrape(app: App, watcher: KubeNodeWatcher) -> ScrapeCompare:
-    priced = [(node, price, "" if price else app.engine.unpriced_reason(node))
-              for node in app.nodes() for price in [app.engine.price(node)]]
+    priced = [
+        (node, price, "" if price else app.engine.unpriced_reason(node))
+        for node in app.nodes()
+        for price in [app.engine.price(node)]
+    ]
     naive = CollectorRegistry(auto_describe=False)
     naive.register(NaiveNodeCollector(lambda: list(priced)))
     # The same live part as ours, so both bodies carry the same series.
