@@ -174,7 +174,7 @@ class NaiveNodeCollector(Collector):
             for spec, family in families:
                 samples = spec.samples(node, price, why) if spec.with_reason else spec.samples(node, price)
                 for values, value in samples:
-                    family.add_metric(list(values), value)
+                    family.add_metric(list(values), float(value))
         yield from (family for _, family in families)
 
 

@@ -2,6 +2,7 @@
 
 from decimal import Decimal
 
+from exporter.metrics import families
 from exporter.metrics.families import MAX_LABEL_VALUE, NODE_FAMILIES, Family, billing_tags_family
 from exporter.pricing.quote import Basis, BillFacts, NodePrice
 from tests.conftest import node
@@ -43,7 +44,7 @@ BILLED = NodePrice(
 def test_hourly_cost_names_source_and_basis_and_is_absent_for_an_unpriced_node() -> None:
     hourly = FAMILIES["nodecost_node_hourly_cost"]
     assert hourly.samples(NODE, SPOT) == (
-        (("ip-10-0-12-87.ec2.internal", "aws_spot", "spot", "USD"), 0.0712),
+        (("ip-10-0-12-87.ec2.internal", "aws_spot", "spot", "USD"), Decimal("0.0712")),
     )
     assert hourly.render(NODE, SPOT) == (
         b'nodecost_node_hourly_cost{node="ip-10-0-12-87.ec2.internal",source="aws_spot",'
@@ -113,6 +114,23 @@ def test_only_a_value_over_the_limit_is_cut_however_long_the_line() -> None:
     assert pair.render(node(under, zone=over), None) == (
         f'nodecost_test_pair{{a="{under}",b="{"b" * MAX_LABEL_VALUE}"}} 1.0\n'.encode()
     )
+
+
+def test_a_price_is_written_as_the_float_nearest_it_and_zero_keeps_its_sign() -> None:
+    zone = Family("nodecost_test_value", "gauge", "Test.", ("node",), lambda n, p: (((n.name,), p),))
+    for value in ("0.1", "0.10", "1E-1", "0.0236712328767123287671232876", "-0", "0", "3"):
+        for _ in range(2):  # the second time from what was remembered
+            line = zone.render(node("n"), Decimal(value))
+            assert line == f'nodecost_test_value{{node="n"}} {float(Decimal(value))!r}\n'.encode()
+    assert zone.render(node("n"), 2.5) == b'nodecost_test_value{node="n"} 2.5\n'
+
+
+def test_remembered_value_texts_stay_bounded() -> None:
+    zone = Family("nodecost_test_value", "gauge", "Test.", ("node",), lambda n, p: (((n.name,), p),))
+    for i in range(3 * families._MAX_REMEMBERED):
+        value = Decimal(i) / 7
+        assert zone.render(node("n"), value) == f'nodecost_test_value{{node="n"}} {float(value)!r}\n'.encode()
+    assert 0 < len(families._TEXT_OF) <= families._MAX_REMEMBERED
 
 
 def test_a_lone_surrogate_in_any_label_value_is_replaced_so_the_line_is_utf8() -> None:
