@@ -54,6 +54,31 @@ class Node:
         last = min(end, gone) if gone is not None else end
         return max(0.0, last - first)
 
+    def reshaped(
+        self, *, capacity_type: CapacityType, cpu_cores: float, memory_bytes: int, gpu_count: int
+    ) -> Node:
+        """This node with that capacity type and capacity, every other field kept. Built field by field:
+        `dataclasses.replace` took ~4 µs, and this runs on each watch event that changes a node's capacity
+        and on each spot node's pricing (its on-demand twin)."""
+        return Node(
+            self.name,
+            self.uid,
+            self.provider_id,
+            self.ref,
+            self.instance_type,
+            self.region,
+            self.zone,
+            capacity_type,
+            self.os,
+            self.arch,
+            cpu_cores,
+            memory_bytes,
+            gpu_count,
+            self.gpu_model,
+            self.labels,
+            self.created,
+        )
+
     @property
     def provider(self) -> str:
         return self.ref.provider

@@ -183,23 +183,11 @@ def _node(
 def with_capacity(node: Node, capacity: Mapping[str, object] | None) -> Node:
     """`node` as `_node` would read it with this `status.capacity` and the same other fields."""
     capacity = capacity or {}
-    return Node(
-        node.name,
-        node.uid,
-        node.provider_id,
-        node.ref,
-        node.instance_type,
-        node.region,
-        node.zone,
-        node.capacity_type,
-        node.os,
-        node.arch,
-        float(_quantity(capacity.get("cpu"))),
-        math.ceil(_quantity(capacity.get("memory"))),
-        _gpus(capacity),
-        node.gpu_model,
-        node.labels,
-        node.created,
+    return node.reshaped(
+        capacity_type=node.capacity_type,
+        cpu_cores=float(_quantity(capacity.get("cpu"))),
+        memory_bytes=math.ceil(_quantity(capacity.get("memory"))),
+        gpu_count=_gpus(capacity),
     )
 
 
