@@ -192,7 +192,7 @@ def _summary(live: list[LiveResult], inproc: list[InprocResult], sharded: Sharde
             cost = next(e for e in r.events if e.kind == kind)
             cells.append(f"{_us(cost.mean)} {verdict(cost.mean <= EVENT_TARGET)}")
         row(f"2a. in-process µs per MODIFIED event, {kind}", "≤ 200 µs", cells)
-    for kind in ("capacity", "heartbeat"):
+    for kind in EVENT_KINDS:
         cells = []
         for r in live:
             per = r.event_median(kind).per_event
@@ -201,7 +201,7 @@ def _summary(live: list[LiveResult], inproc: list[InprocResult], sharded: Sharde
     for enc in ("plain", "gzip"):
         cells = []
         for r in live:
-            ratio = r.scrapes[f"ours {enc}"].median / r.scrapes[f"static {enc}"].median
+            ratio = _ratio(r, enc)
             cells.append(f"{ratio:.2f}× {verdict(ratio <= SCRAPE_TARGET)}")
         row(f"3. /metrics {enc}: ours / static file (median)", "≤ 2×", cells)
     cells = []
@@ -225,7 +225,7 @@ def _summary(live: list[LiveResult], inproc: list[InprocResult], sharded: Sharde
         f"≤ {_s(SCALE_READY_TARGET)}",
         at_scale(lambda r: f"{_s(_after_api(r))} {verdict(_after_api(r) <= SCALE_READY_TARGET)}"),
     )
-    for kind in ("capacity", "heartbeat"):
+    for kind in EVENT_KINDS:
 
         def per_event(r: LiveResult, kind: str = kind) -> str:
             per = r.event_median(kind).per_event
@@ -309,7 +309,7 @@ def _near_targets(live: list[LiveResult], sharded: ShardedResult | None) -> list
         for kind in EVENT_KINDS:
             check(f"2b {_kind(kind)} at {r.n:,}", r.event_median(kind).per_event, EVENT_TARGET)
         for enc in ("plain", "gzip"):
-            ratio = r.scrapes[f"ours {enc}"].median / r.scrapes[f"static {enc}"].median
+            ratio = _ratio(r, enc)
             check(f"3 {enc} at {r.n:,}", ratio, SCRAPE_TARGET)
         check(f"1 at {r.n:,}", _after_api(r), READY_TARGET)
         target = memory_target(r.n)
@@ -667,8 +667,9 @@ def _prices(runs: list[PriceRun]) -> str:
     )
 
 
-def _ratio(replica: Replica, enc: str) -> float:
-    return replica.scrapes[f"ours {enc}"].median / replica.scrapes[f"static {enc}"].median
+def _ratio(measured: LiveResult | Replica, enc: str) -> float:
+    """Our /metrics median over the static file's, for one encoding."""
+    return measured.scrapes[f"ours {enc}"].median / measured.scrapes[f"static {enc}"].median
 
 
 def _union_cell(union: UnionCheck) -> str:

@@ -37,7 +37,10 @@ _MULTIPLIERS: dict[str, Decimal] = {
     "E": Decimal("1e18"),
 }
 
-_BINARY_SHIFTS = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
+# The binary suffixes as shifts, for whole digits (`parse_quantity`'s fast path): Ki → 10, Mi → 20, …
+_BINARY_SHIFTS = {
+    suffix: int(m).bit_length() - 1 for suffix, m in _MULTIPLIERS.items() if suffix.endswith("i")
+}
 _FAST_DIGITS = 30  # int() of a longer digit string is left to the general path (and its limits)
 
 # Wide enough that no quantity a node reports is rounded (the default context keeps only 28 digits).
